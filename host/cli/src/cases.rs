@@ -1,0 +1,197 @@
+//! The cases file of `mqtt-policy test`: a table of connects and checks with the
+//! decisions expected of a policy.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// A whole cases file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CasesFile {
+    /// Tenant every case connects as (default "default").
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+    /// The cases, run in order on one policy instance (counters carry over).
+    #[serde(rename = "case")]
+    pub cases: Vec<Case>,
+}
+
+fn default_tenant() -> String {
+    "default".to_owned()
+}
+
+/// One case: a connect, optionally followed by one check, and what is expected.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Case {
+    /// Shown in the report.
+    pub name: String,
+    /// The connection.
+    pub connect: ConnectSpec,
+    /// A publish to check after connecting.
+    pub publish: Option<PublishSpec>,
+    /// A subscription to check after connecting.
+    pub subscribe: Option<SubscribeSpec>,
+    /// A delivery to check after connecting.
+    pub deliver: Option<PublishSpec>,
+    /// Perform the check this many times; the expectation applies to the last (quotas).
+    #[serde(default = "one")]
+    pub repeat: u32,
+    /// Expected outcome: accept/reject/defer for a connect; allow/rewrite/deny/defer for
+    /// publish and delivery; grant/deny/defer for subscribe.
+    pub expect: String,
+    /// Expected reason code (name like `not-authorized` or number like `0x87`), for deny/reject.
+    pub reason: Option<String>,
+    /// Text the message must contain.
+    pub message: Option<String>,
+    /// Expected granted QoS (grant) or rewritten QoS (rewrite).
+    pub qos: Option<u8>,
+    /// Expected rewritten retain flag (rewrite).
+    pub retain: Option<bool>,
+    /// Expected device id of an accepted connect.
+    pub device: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The connect of a case; omitted fields take the defaults of a plain MQTT 5 client.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConnectSpec {
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub clean_start: Option<bool>,
+    pub keep_alive: Option<u16>,
+    /// "3.1", "3.1.1" or "5".
+    pub protocol: Option<String>,
+    pub tls: Option<bool>,
+    pub peer: Option<String>,
+    pub certificate: Option<CertificateSpec>,
+}
+
+/// A client certificate as the host would have parsed it.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CertificateSpec {
+    pub subject_cn: Option<String>,
+    pub subject: Option<String>,
+    pub issuer: Option<String>,
+    pub serial: Option<String>,
+    pub not_before: Option<i64>,
+    pub not_after: Option<i64>,
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    #[serde(default)]
+    pub uris: Vec<String>,
+    /// Name of the tenant CA that verified it; absent: verified by none.
+    pub chain_verified_by: Option<String>,
+}
+
+/// A publish or delivery.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PublishSpec {
+    pub topic: String,
+    #[serde(default)]
+    pub qos: u8,
+    #[serde(default)]
+    pub retain: bool,
+    #[serde(default)]
+    pub payload_size: u32,
+}
+
+/// A subscription.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SubscribeSpec {
+    pub filter: String,
+    #[serde(default)]
+    pub qos: u8,
+}
+
+impl CasesFile {
+    /// Reads and checks a cases file; errors are one line naming the file, line and field.
+    pub fn load(path: &Path) -> Result<CasesFile, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file: CasesFile = toml::from_str(&text).map_err(|e| {
+            let place = e.span().map(|s| line_col(&text, s.start)).unwrap_or_default();
+            format!("{}{place}: {}", path.display(), e.message().trim().replace('\n', " "))
+        })?;
+        if file.cases.is_empty() {
+            return Err(format!("{}: no [[case]] entries", path.display()));
+        }
+        for (i, c) in file.cases.iter().enumerate() {
+            c.check().map_err(|e| format!("{}: case {} ({:?}): {e}", path.display(), i + 1, c.name))?;
+        }
+        Ok(file)
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count() + 1).unwrap_or(1);
+    format!(":{line}:{col}")
+}
+
+impl Case {
+    /// The kind of check this case makes: `connect`, `publish`, `subscribe` or `deliver`.
+    pub fn action(&self) -> &'static str {
+        if self.publish.is_some() {
+            "publish"
+        } else if self.subscribe.is_some() {
+            "subscribe"
+        } else if self.deliver.is_some() {
+            "deliver"
+        } else {
+            "connect"
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let actions = [self.publish.is_some(), self.subscribe.is_some(), self.deliver.is_some()];
+        if actions.iter().filter(|a| **a).count() > 1 {
+            return Err("give at most one of `publish`, `subscribe`, `deliver`".to_owned());
+        }
+        let allowed: &[&str] = match self.action() {
+            "connect" => &["accept", "reject", "defer"],
+            "subscribe" => &["grant", "deny", "defer"],
+            _ => &["allow", "rewrite", "deny", "defer"],
+        };
+        if !allowed.contains(&self.expect.as_str()) {
+            return Err(format!(
+                "field `expect`: `{}` is not an outcome of {}; use one of {}",
+                self.expect,
+                self.action(),
+                allowed.join(", ")
+            ));
+        }
+        if let Some(r) = &self.reason
+            && mqtt_policy_host::ReasonCode::parse(r).is_none()
+        {
+            return Err(format!("field `reason`: unknown reason code `{r}` (use e.g. `not-authorized` or `0x87`)"));
+        }
+        if self.repeat == 0 {
+            return Err("field `repeat`: must be at least 1".to_owned());
+        }
+        if let Some(p) = &self.connect.protocol
+            && !["3.1", "3.1.1", "5"].contains(&p.as_str())
+        {
+            return Err(format!("field `connect.protocol`: `{p}` is not one of 3.1, 3.1.1, 5"));
+        }
+        Ok(())
+    }
+}
+
+/// What running a case produced.
+#[derive(Debug)]
+pub struct CaseOutcome {
+    /// The decision the policy made.
+    pub actual: crate::run::Outcome,
+    /// Each unmet expectation; empty when the case passed.
+    pub problems: Vec<String>,
+}

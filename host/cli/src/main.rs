@@ -1,0 +1,251 @@
+//! `mqtt-policy`: check, evaluate and unit-test WebAssembly MQTT policies.
+//!
+//! Exit codes: 0 success (all cases pass), 1 a case failed, 2 bad input.
+
+mod cases;
+mod run;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use mqtt_policy_host::events::MemorySink;
+use mqtt_policy_host::{Engine, Limits, PolicyModule, Tenant, WORLD};
+
+#[derive(Parser)]
+#[command(name = "mqtt-policy", version, about = "WebAssembly policies for MQTT brokers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load a policy, validate its settings, and describe it.
+    Check {
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Ask a policy for decisions on one connect and, optionally, one check; explain them.
+    Eval(EvalArgs),
+    /// Run a cases file against a policy and print a pass/fail table.
+    Test {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// The cases file (TOML, see README).
+        cases: PathBuf,
+        /// Print every case, not only failures.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+}
+
+#[derive(Args)]
+struct PolicyArgs {
+    /// The policy component (.wasm).
+    policy: PathBuf,
+    /// Settings file, replacing the settings embedded in the policy.
+    #[arg(long)]
+    settings: Option<PathBuf>,
+    /// Per-check deadline in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    deadline_ms: u64,
+    /// Memory cap per policy instance, in MiB.
+    #[arg(long, default_value_t = 64)]
+    memory_mib: usize,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Tenant to connect as.
+    #[arg(long, default_value = "default")]
+    tenant: String,
+    /// Client identifier.
+    #[arg(long, default_value = "client-1")]
+    client_id: String,
+    /// User name.
+    #[arg(long)]
+    username: Option<String>,
+    /// Password.
+    #[arg(long)]
+    password: Option<String>,
+    /// Protocol version: 3.1, 3.1.1 or 5.
+    #[arg(long, default_value = "5")]
+    protocol: String,
+    /// Connect without clean session / clean start.
+    #[arg(long)]
+    no_clean_start: bool,
+    /// Connect over TLS.
+    #[arg(long)]
+    tls: bool,
+    /// Client certificate (PEM or DER) to parse and present.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Check a publish to this topic.
+    #[arg(long, group = "check")]
+    publish: Option<String>,
+    /// Check a subscription to this filter.
+    #[arg(long, group = "check")]
+    subscribe: Option<String>,
+    /// Check a delivery of this topic to the client.
+    #[arg(long, group = "check")]
+    deliver: Option<String>,
+    /// QoS of the publish, subscription or delivery.
+    #[arg(long, default_value_t = 0)]
+    qos: u8,
+    /// Retain flag of the publish or delivery.
+    #[arg(long)]
+    retain: bool,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 0)]
+    payload_size: u32,
+}
+
+/// A failure that is the user's input, not the policy's verdict: exit code 2.
+struct BadInput(String);
+
+impl<E: std::fmt::Display> From<E> for BadInput {
+    fn from(e: E) -> Self {
+        BadInput(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { policy } => check(&policy),
+        Command::Eval(args) => eval(&args),
+        Command::Test { policy, cases, verbose } => test(&policy, &cases, verbose),
+    };
+    match result {
+        Ok(code) => code,
+        Err(BadInput(message)) => {
+            eprintln!("mqtt-policy: error: {}", message.replace('\n', " "));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(args: &PolicyArgs) -> Result<PolicyModule, BadInput> {
+    let settings = match &args.settings {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?),
+        None => None,
+    };
+    let limits = Limits {
+        deadline: std::time::Duration::from_millis(args.deadline_ms),
+        memory: args.memory_mib << 20,
+        ..Limits::default()
+    };
+    let engine = Engine::new(limits)?;
+    Ok(engine.load_file(&args.policy, settings.as_deref())?)
+}
+
+fn check(args: &PolicyArgs) -> Result<ExitCode, BadInput> {
+    let module = load(args)?;
+    let source = match &args.settings {
+        Some(p) => format!("from {}", p.display()),
+        None if module.settings().is_empty() => "none".to_owned(),
+        None => "embedded".to_owned(),
+    };
+    println!("policy:   {}", args.policy.display());
+    println!("world:    {WORLD}");
+    println!("size:     {} bytes", module.size());
+    println!("digest:   sha256:{}", module.digest());
+    println!("settings: {source}, {} bytes, accepted by the policy", module.settings().len());
+    for line in module.settings().lines().filter(|l| !l.trim().is_empty()).take(20) {
+        println!("  | {line}");
+    }
+    if module.settings().lines().filter(|l| !l.trim().is_empty()).count() > 20 {
+        println!("  | ...");
+    }
+    println!("limits:   {:?} per check, {} MiB memory", module.engine().limits().deadline, module.engine().limits().memory >> 20);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval(args: &EvalArgs) -> Result<ExitCode, BadInput> {
+    let module = load(&args.policy)?;
+    if !["3.1", "3.1.1", "5"].contains(&args.protocol.as_str()) {
+        return Err(BadInput(format!("--protocol: `{}` is not one of 3.1, 3.1.1, 5", args.protocol)));
+    }
+    let events = Arc::new(MemorySink::new());
+    let mut policy = module.instantiate(Tenant::with_events(&args.tenant, events.clone()));
+    let spec = cases::ConnectSpec {
+        client_id: args.client_id.clone(),
+        username: args.username.clone(),
+        password: args.password.clone(),
+        clean_start: Some(!args.no_clean_start),
+        protocol: Some(args.protocol.clone()),
+        tls: Some(args.tls || args.cert.is_some()),
+        ..Default::default()
+    };
+    let mut connect = run::connect(&args.tenant, &spec);
+    if let Some(path) = &args.cert {
+        connect.certificate = Some(read_certificate(path)?);
+    }
+    let (outcome, session) = run::run_connect(&mut policy, &connect);
+    println!("connect {:<40} -> {outcome}", args.client_id);
+    if let Some(s) = session {
+        let body = |topic: &str| cases::PublishSpec {
+            topic: topic.to_owned(),
+            qos: args.qos,
+            retain: args.retain,
+            payload_size: args.payload_size,
+        };
+        if let Some(t) = &args.publish {
+            println!("publish {t:<40} -> {}", run::run_publish(&mut policy, s, &body(t)));
+        }
+        if let Some(f) = &args.subscribe {
+            let sub = cases::SubscribeSpec { filter: f.clone(), qos: args.qos };
+            println!("subscribe {f:<38} -> {}", run::run_subscribe(&mut policy, s, &sub));
+        }
+        if let Some(t) = &args.deliver {
+            println!("deliver {t:<40} -> {}", run::run_delivery(&mut policy, s, &body(t)));
+        }
+    }
+    for event in events.take() {
+        println!("event   {}", event.to_json());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_certificate(path: &Path) -> Result<mqtt_policy_host::cert::Certificate, BadInput> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let der = match std::str::from_utf8(&bytes) {
+        Ok(text) if text.contains("-----BEGIN") => mqtt_policy_host::cert::pem_to_der(text)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{}: no certificate in the PEM file", path.display()))?,
+        _ => bytes,
+    };
+    Ok(mqtt_policy_host::cert::parse_der(&der).map_err(|e| format!("{}: {e}", path.display()))?)
+}
+
+fn test(args: &PolicyArgs, cases_path: &Path, verbose: bool) -> Result<ExitCode, BadInput> {
+    let file = cases::CasesFile::load(cases_path).map_err(BadInput)?;
+    let module = load(args)?;
+    let mut policy = module.instantiate(Tenant::new(&file.tenant));
+    let width = file.cases.iter().map(|c| c.name.chars().count()).max().unwrap_or(0).min(60);
+    let (mut passed, mut failed) = (0, 0);
+    println!("{} against {} ({} cases)", args.policy.display(), cases_path.display(), file.cases.len());
+    for case in &file.cases {
+        let outcome = run::run_case(&mut policy, &file.tenant, case);
+        if outcome.problems.is_empty() {
+            passed += 1;
+            if verbose {
+                println!("  PASS  {:<width$}  {:<9} -> {}", case.name, case.action(), outcome.actual);
+            }
+        } else {
+            failed += 1;
+            println!("  FAIL  {:<width$}  {:<9} -> {}", case.name, case.action(), outcome.actual);
+            for p in &outcome.problems {
+                println!("        {:<width$}  {p}", "");
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,208 @@
+//! Running cases and single decisions against a policy, and describing the outcomes.
+
+use mqtt_policy_host::cert::Certificate;
+use mqtt_policy_host::*;
+
+use crate::cases::{Case, CaseOutcome, CertificateSpec, ConnectSpec, PublishSpec, SubscribeSpec};
+
+/// A decision of any kind, reduced to what cases compare and reports print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// accept, reject, allow, rewrite, deny, grant or defer.
+    pub kind: &'static str,
+    /// The reason code of a deny or reject.
+    pub reason: Option<ReasonCode>,
+    /// The message of a deny, reject or rewrite.
+    pub message: Option<String>,
+    /// Granted or rewritten QoS.
+    pub qos: Option<u8>,
+    /// Rewritten retain flag.
+    pub retain: Option<bool>,
+    /// Device id of an accepted connect.
+    pub device: Option<String>,
+}
+
+impl Outcome {
+    fn plain(kind: &'static str) -> Outcome {
+        Outcome { kind, reason: None, message: None, qos: None, retain: None, device: None }
+    }
+
+    fn denied(kind: &'static str, d: &Denial) -> Outcome {
+        Outcome { reason: Some(d.reason), message: Some(d.message.clone()), ..Outcome::plain(kind) }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.kind)?;
+        if let Some(d) = &self.device {
+            write!(f, " as {d}")?;
+        }
+        if let Some(r) = self.reason {
+            write!(f, " {r}")?;
+        }
+        if let Some(q) = self.qos {
+            write!(f, " qos={q}")?;
+        }
+        if let Some(r) = self.retain {
+            write!(f, " retain={r}")?;
+        }
+        if let Some(m) = &self.message {
+            write!(f, ": \"{m}\"")?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds the host's connect from a case's.
+pub fn connect(tenant: &str, spec: &ConnectSpec) -> Connect {
+    let mut c = Connect::new(tenant, &spec.client_id);
+    c.username = spec.username.clone();
+    c.password = spec.password.as_ref().map(|p| p.as_bytes().to_vec());
+    c.clean_start = spec.clean_start.unwrap_or(true);
+    c.keep_alive = spec.keep_alive.unwrap_or(60);
+    c.protocol = match spec.protocol.as_deref() {
+        Some("3.1") => Protocol::Mqtt31,
+        Some("3.1.1") => Protocol::Mqtt311,
+        _ => Protocol::Mqtt5,
+    };
+    c.certificate = spec.certificate.as_ref().map(certificate);
+    c.tls = spec.tls.unwrap_or(c.certificate.is_some());
+    if let Some(p) = &spec.peer {
+        c.peer = p.clone();
+    }
+    c
+}
+
+fn certificate(spec: &CertificateSpec) -> Certificate {
+    let subject = spec
+        .subject
+        .clone()
+        .unwrap_or_else(|| spec.subject_cn.as_ref().map(|cn| format!("CN={cn}")).unwrap_or_default());
+    Certificate {
+        subject_cn: spec.subject_cn.clone(),
+        subject,
+        issuer: spec.issuer.clone().unwrap_or_default(),
+        serial: spec.serial.clone().unwrap_or_else(|| "01".to_owned()),
+        sha256: String::new(),
+        not_before: spec.not_before.unwrap_or(0),
+        not_after: spec.not_after.unwrap_or(i64::from(i32::MAX)),
+        dns_names: spec.dns_names.clone(),
+        uris: spec.uris.clone(),
+        authority_key_id: None,
+        subject_key_id: None,
+        chain_verified_by: spec.chain_verified_by.clone(),
+    }
+}
+
+/// Connects; on accept returns the session too.
+pub fn run_connect(policy: &mut Policy, c: &Connect) -> (Outcome, Option<SessionId>) {
+    match policy.authenticate(c) {
+        ConnectDecision::Accept(id, info) => {
+            (Outcome { device: Some(info.device_id), ..Outcome::plain("accept") }, Some(id))
+        }
+        ConnectDecision::Reject(d) => (Outcome::denied("reject", &d), None),
+        ConnectDecision::Defer => (Outcome::plain("defer"), None),
+    }
+}
+
+/// Checks a publish.
+pub fn run_publish(policy: &mut Policy, s: SessionId, p: &PublishSpec) -> Outcome {
+    let publish = Publish { topic: &p.topic, qos: p.qos, retain: p.retain, payload_size: p.payload_size };
+    match policy.authorize_publish(s, &publish) {
+        PublishDecision::Allow => Outcome::plain("allow"),
+        PublishDecision::Rewrite(r) => Outcome {
+            qos: Some(r.qos),
+            retain: Some(r.retain),
+            message: Some(r.message),
+            ..Outcome::plain("rewrite")
+        },
+        PublishDecision::Deny(d) => Outcome::denied("deny", &d),
+        PublishDecision::Defer => Outcome::plain("defer"),
+    }
+}
+
+/// Checks a subscription.
+pub fn run_subscribe(policy: &mut Policy, s: SessionId, spec: &SubscribeSpec) -> Outcome {
+    match policy.authorize_subscribe(s, &Subscribe { filter: &spec.filter, qos: spec.qos }) {
+        SubscribeDecision::Grant(q) => Outcome { qos: Some(q), ..Outcome::plain("grant") },
+        SubscribeDecision::Deny(d) => Outcome::denied("deny", &d),
+        SubscribeDecision::Defer => Outcome::plain("defer"),
+    }
+}
+
+/// Checks a delivery.
+pub fn run_delivery(policy: &mut Policy, s: SessionId, p: &PublishSpec) -> Outcome {
+    let d = Delivery { topic: &p.topic, qos: p.qos, retain: p.retain, payload_size: p.payload_size };
+    match policy.authorize_delivery(s, &d) {
+        DeliveryDecision::Allow => Outcome::plain("allow"),
+        DeliveryDecision::Deny(d) => Outcome::denied("deny", &d),
+        DeliveryDecision::Defer => Outcome::plain("defer"),
+    }
+}
+
+/// Runs one case on `policy` and compares with its expectations.
+pub fn run_case(policy: &mut Policy, tenant: &str, case: &Case) -> CaseOutcome {
+    let c = connect(tenant, &case.connect);
+    let (connected, session) = run_connect(policy, &c);
+    let actual = match (case.action(), session) {
+        ("connect", _) => connected,
+        (_, None) => {
+            let problem = format!("connect was refused, so the {} was never checked: {connected}", case.action());
+            return CaseOutcome { actual: connected, problems: vec![problem] };
+        }
+        (_, Some(s)) => {
+            let mut last = None;
+            for _ in 0..case.repeat {
+                last = Some(if let Some(p) = &case.publish {
+                    run_publish(policy, s, p)
+                } else if let Some(sub) = &case.subscribe {
+                    run_subscribe(policy, s, sub)
+                } else {
+                    run_delivery(policy, s, case.deliver.as_ref().expect("action is deliver"))
+                });
+            }
+            policy.end_session(s);
+            last.expect("repeat is at least 1")
+        }
+    };
+    if let (Some(s), "connect") = (session, case.action()) {
+        policy.end_session(s);
+    }
+    let problems = compare(case, &actual);
+    CaseOutcome { actual, problems }
+}
+
+fn compare(case: &Case, actual: &Outcome) -> Vec<String> {
+    let mut problems = Vec::new();
+    if actual.kind != case.expect {
+        problems.push(format!("expected {}, got {actual}", case.expect));
+        return problems;
+    }
+    if let Some(want) = case.reason.as_deref().and_then(ReasonCode::parse)
+        && actual.reason != Some(want)
+    {
+        problems.push(format!("expected reason {want}, got {actual}"));
+    }
+    if let Some(want) = &case.message
+        && !actual.message.as_deref().unwrap_or_default().contains(want.as_str())
+    {
+        problems.push(format!("expected a message containing \"{want}\", got {actual}"));
+    }
+    if let Some(q) = case.qos
+        && actual.qos != Some(q)
+    {
+        problems.push(format!("expected qos {q}, got {actual}"));
+    }
+    if let Some(r) = case.retain
+        && actual.retain != Some(r)
+    {
+        problems.push(format!("expected retain={r}, got {actual}"));
+    }
+    if let Some(d) = &case.device
+        && actual.device.as_deref() != Some(d.as_str())
+    {
+        problems.push(format!("expected device {d}, got {actual}"));
+    }
+    problems
+}

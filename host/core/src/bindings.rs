@@ -1,0 +1,159 @@
+//! Generated bindings and the store state behind them. Private: the public API speaks
+//! the domain types of [`crate::types`].
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, HasSelf, Linker, ResourceTable};
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::events::{Action, Event, Severity, now_ms};
+use crate::tenant::Tenant;
+
+wasmtime::component::bindgen!({
+    path: "../../wit",
+    world: "policy",
+    // Export parameters borrow (`&str` topics): no string copies per check.
+    ownership: Borrowing { duplicate_if_necessary: true },
+});
+
+pub(crate) use mqtt_policy::policy::types as wit;
+
+/// How much of a policy's stderr is kept (a panic message fits; a chatty policy is cut).
+const STDERR_CAPACITY: usize = 16 * 1024;
+/// Longest log line a policy may write; longer lines are cut.
+const MAX_LOG_LINE: usize = 1024;
+/// Most log lines one call may write; the rest are dropped so a policy cannot flood the broker's log.
+const MAX_LOGS_PER_CALL: u32 = 8;
+
+/// Everything a policy's store holds.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub(crate) tenant: Tenant,
+    pub(crate) policy_digest: Arc<str>,
+    pub(crate) stderr: MemoryOutputPipe,
+    /// Set when the current call read the clock or a counter: its answer depends on
+    /// more than its inputs.
+    pub(crate) stateful_call: bool,
+    logs_this_call: u32,
+}
+
+impl HostState {
+    pub(crate) fn new(tenant: Tenant, policy_digest: Arc<str>, memory_limit: usize) -> HostState {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        // No preopens, no environment, no arguments, empty stdin, stdout discarded:
+        // std's plumbing links, but reaches nothing.
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_limit)
+                .instances(4)
+                .tables(8)
+                .memories(2)
+                .trap_on_grow_failure(true)
+                .build(),
+            tenant,
+            policy_digest,
+            stderr,
+            stateful_call: false,
+            logs_this_call: 0,
+        }
+    }
+
+    pub(crate) fn begin_call(&mut self) {
+        self.stateful_call = false;
+        self.logs_this_call = 0;
+    }
+
+    /// What the policy wrote to stderr (e.g. its panic message), trimmed.
+    pub(crate) fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.contents()).trim().to_owned()
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wit::Host for HostState {}
+
+impl mqtt_policy::policy::host::Host for HostState {
+    fn log(&mut self, level: mqtt_policy::policy::host::Level, mut message: String) {
+        use mqtt_policy::policy::host::Level;
+        self.logs_this_call += 1;
+        if self.logs_this_call > MAX_LOGS_PER_CALL {
+            return;
+        }
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let severity = match level {
+            Level::Debug => Severity::Debug,
+            Level::Info => Severity::Info,
+            Level::Warn => Severity::Warn,
+            Level::Error => Severity::Error,
+        };
+        let mut event = Event::new(self.tenant.name(), Action::Log, severity, "log", message);
+        event.policy = Some(self.policy_digest.to_string());
+        self.tenant.events().emit(event);
+    }
+
+    fn now_millis(&mut self) -> u64 {
+        self.stateful_call = true;
+        now_ms()
+    }
+
+    fn counter_add(&mut self, name: String, delta: i64, window_ms: u64) -> i64 {
+        self.stateful_call = true;
+        self.tenant.counter_add(&name, delta, window_ms, now_ms())
+    }
+
+    fn connection_count(&mut self) -> u32 {
+        self.stateful_call = true;
+        self.tenant.connection_count()
+    }
+}
+
+struct HasTable;
+
+impl HasData for HasTable {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// The linker every policy is instantiated with: the policy world's imports, plus the
+/// inert part of WASI that Rust's standard library links against (I/O streams and CLI
+/// plumbing). Filesystem, sockets, clocks and random are deliberately absent, so a
+/// component importing them is refused at load.
+pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
+    use wasmtime_wasi::cli::WasiCli;
+    use wasmtime_wasi::cli::WasiCliView as _;
+    use wasmtime_wasi::p2::bindings::{cli, sync::io};
+
+    let mut l = Linker::new(engine);
+    Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s)?;
+    io::error::add_to_linker::<HostState, HasTable>(&mut l, |s| &mut s.table)?;
+    io::poll::add_to_linker::<HostState, HasTable>(&mut l, |s| &mut s.table)?;
+    io::streams::add_to_linker::<HostState, HasTable>(&mut l, |s| &mut s.table)?;
+    cli::exit::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    cli::environment::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    cli::stdin::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    cli::stdout::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    cli::stderr::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    cli::terminal_input::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    cli::terminal_output::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    cli::terminal_stdin::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    cli::terminal_stdout::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    cli::terminal_stderr::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    Ok(l)
+}

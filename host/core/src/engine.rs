@@ -1,0 +1,198 @@
+//! The wasmtime engine shared by every policy: configuration, limits, the epoch
+//! ticker that enforces deadlines, and the compile cache.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+
+use crate::bindings::{self, HostState};
+use crate::error::{Error, Result};
+use crate::module::PolicyModule;
+
+/// Bounds every policy call runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest a single check (authenticate, publish, subscribe, delivery) may run.
+    pub deadline: Duration,
+    /// Longest instantiation plus `validate-settings` may run (large rule sets parse here).
+    pub setup_deadline: Duration,
+    /// Most linear memory one policy instance may grow to, in bytes.
+    pub memory: usize,
+}
+
+impl Default for Limits {
+    /// 10 ms per check, 5 s for setup, 64 MiB of memory.
+    fn default() -> Self {
+        Limits { deadline: Duration::from_millis(10), setup_deadline: Duration::from_secs(5), memory: 64 << 20 }
+    }
+}
+
+/// Granularity of deadlines: the epoch ticker's period.
+const TICK: Duration = Duration::from_millis(1);
+
+/// One wasmtime engine, its linker and compile cache. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    wasm: wasmtime::Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    /// Compiled components by SHA-256 of their bytes: a tenant reloading the same file,
+    /// or many tenants running one policy, compile it once.
+    cache: Mutex<HashMap<[u8; 32], Component>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("limits", &self.inner.limits).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Creates an engine enforcing `limits`, and starts its deadline ticker thread
+    /// (which ends by itself when the last clone of the engine is dropped).
+    pub fn new(limits: Limits) -> Result<Engine> {
+        let mut config = wasmtime::Config::new();
+        config
+            .epoch_interruption(true)
+            // No async component calls are used: turning the machinery off makes each call cheaper.
+            .concurrency_support(false)
+            // Compiling on every core stalls the broker thread that calls policies.
+            .parallel_compilation(false);
+        let wasm = wasmtime::Engine::new(&config).map_err(|e| Error::Engine(e.to_string()))?;
+        let linker = bindings::linker(&wasm).map_err(|e| Error::Engine(e.to_string()))?;
+        spawn_ticker(&wasm);
+        Ok(Engine { inner: Arc::new(EngineInner { wasm, linker, limits, cache: Mutex::new(HashMap::new()) }) })
+    }
+
+    /// The limits every policy of this engine runs under.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    pub(crate) fn wasm(&self) -> &wasmtime::Engine {
+        &self.inner.wasm
+    }
+
+    /// Deadline, in ticks, for one check.
+    pub(crate) fn call_ticks(&self) -> u64 {
+        ticks(self.inner.limits.deadline)
+    }
+
+    /// Deadline, in ticks, for instantiation and settings validation.
+    pub(crate) fn setup_ticks(&self) -> u64 {
+        ticks(self.inner.limits.setup_deadline)
+    }
+
+    /// Loads a policy file. `settings` overrides the settings embedded in the file
+    /// (see [`crate::embedded`]); with neither, the policy gets an empty string.
+    pub fn load_file(&self, path: &Path, settings: Option<&str>) -> Result<PolicyModule> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+        self.load_bytes(&path.display().to_string(), &bytes, settings)
+    }
+
+    /// Loads a policy from bytes: compile (cached by digest), check the world version and
+    /// imports, link, and run the policy's own `validate-settings`. Nothing is kept on failure.
+    pub fn load_bytes(&self, source_name: &str, bytes: &[u8], settings: Option<&str>) -> Result<PolicyModule> {
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        let component = self.compile(source_name, bytes, digest)?;
+        check_imports(self.wasm(), &component, source_name)?;
+        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| Error::Link {
+            source_name: source_name.to_owned(),
+            message: format!("{e:#}"),
+        })?;
+        let pre = bindings::PolicyPre::new(pre).map_err(|e| Error::Link {
+            source_name: source_name.to_owned(),
+            message: format!("{e:#}"),
+        })?;
+        let settings = match settings {
+            Some(s) => s.to_owned(),
+            None => crate::embedded::settings(bytes)
+                .map_err(|message| Error::Compile { source_name: source_name.to_owned(), message })?
+                .unwrap_or_default(),
+        };
+        PolicyModule::new(self.clone(), pre, source_name, hex(&digest), settings, bytes.len())
+    }
+
+    fn compile(&self, source_name: &str, bytes: &[u8], digest: [u8; 32]) -> Result<Component> {
+        if let Some(c) = self.inner.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&digest) {
+            return Ok(c.clone());
+        }
+        let component = Component::new(self.wasm(), bytes).map_err(|e| Error::Compile {
+            source_name: source_name.to_owned(),
+            message: describe_compile_error(bytes, &e),
+        })?;
+        self.inner.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(digest, component.clone());
+        Ok(component)
+    }
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_nanos().div_ceil(TICK.as_nanos()) as u64).max(1)
+}
+
+fn spawn_ticker(engine: &wasmtime::Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("mqtt-policy-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        })
+        .expect("spawning the epoch thread");
+}
+
+/// Interface prefixes a policy may import. Everything else is refused with a clear message.
+const PROVIDED: &[&str] = &["mqtt-policy:policy/", "wasi:io/", "wasi:cli/"];
+
+fn check_imports(engine: &wasmtime::Engine, component: &Component, source_name: &str) -> Result<()> {
+    let version = crate::WORLD.rsplit_once('@').map(|(_, v)| v).unwrap_or_default();
+    for (name, _) in component.component_type().imports(engine) {
+        if let Some(rest) = name.strip_prefix("mqtt-policy:policy/")
+            && !rest.ends_with(&format!("@{version}"))
+        {
+            let found = rest.split_once('@').map(|(_, v)| v).unwrap_or("an unversioned package");
+            return Err(Error::WorldVersion {
+                source_name: source_name.to_owned(),
+                found: format!("mqtt-policy:policy@{found}"),
+                expected: crate::WORLD.to_owned(),
+            });
+        }
+        if !PROVIDED.iter().any(|p| name.starts_with(p)) {
+            return Err(Error::Link {
+                source_name: source_name.to_owned(),
+                message: format!(
+                    "it imports `{name}`, which mqtt-policy does not provide: policies get no files, \
+                     network, clocks or randomness, only the `mqtt-policy:policy/host` interface"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn describe_compile_error(bytes: &[u8], e: &wasmtime::Error) -> String {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return "not a WebAssembly file (no \\0asm header)".to_owned();
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return "a core WebAssembly module, not a component: build for wasm32-wasip2 \
+                (or wrap the module with `wasm-tools component new`)"
+            .to_owned();
+    }
+    format!("{e:#}")
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,337 @@
+//! A live policy for one tenant on one thread: sessions, deadlines, fail-closed faults,
+//! and hot replacement.
+
+use std::collections::HashMap;
+
+use wasmtime::Store;
+
+use crate::bindings::{HostState, wit};
+use crate::convert;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::events::{Action, Event, Severity};
+use crate::module::{Live, PolicyModule};
+use crate::tenant::Tenant;
+use crate::types::*;
+
+/// A callable policy instance for one tenant. Not `Sync`: keep one per calling thread.
+///
+/// A trap, timeout or memory overrun in the policy never escapes as an allow: the check
+/// that faulted is denied with reason 0x83 and an event, the instance is discarded, and
+/// the next check runs on a fresh one. Connected clients are re-established on a new
+/// instance (after a fault or [`Policy::replace`]) by re-running `authenticate` with
+/// `resumed = true`.
+pub struct Policy {
+    module: PolicyModule,
+    tenant: Tenant,
+    live: Option<Live>,
+    /// Bumped whenever `live` is replaced, so sessions know whether the current instance knows them.
+    generation: u64,
+    sessions: HashMap<u64, Session>,
+    next_session: u64,
+}
+
+struct Session {
+    connect: Connect,
+    info: SessionInfo,
+    /// The instance generation that accepted this session.
+    generation: u64,
+    /// Set when a new instance refused to resume the session: every later check is denied.
+    revoked: Option<Denial>,
+}
+
+/// A failed call: the denial to answer with.
+type Fault = Denial;
+
+impl Policy {
+    pub(crate) fn new(module: PolicyModule, tenant: Tenant) -> Policy {
+        Policy { module, tenant, live: None, generation: 0, sessions: HashMap::new(), next_session: 1 }
+    }
+
+    /// The module this policy runs.
+    pub fn module(&self) -> &PolicyModule {
+        &self.module
+    }
+
+    /// The tenant this policy decides for.
+    pub fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+
+    /// Number of sessions held (accepted and not yet ended).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The device identity a session was accepted as.
+    pub fn session_info(&self, session: SessionId) -> Option<&SessionInfo> {
+        self.sessions.get(&session.0).map(|s| &s.info)
+    }
+
+    /// Swaps in another module (a reload). Connected sessions stay; the new policy
+    /// re-establishes each one (`resumed = true`) on its next check and may refuse it.
+    pub fn replace(&mut self, module: PolicyModule) {
+        self.module = module;
+        self.drop_instance();
+        for s in self.sessions.values_mut() {
+            s.revoked = None;
+        }
+    }
+
+    /// Decides a connection. On accept, the returned session id is what later checks take.
+    pub fn authenticate(&mut self, connect: &Connect) -> ConnectDecision {
+        let id = self.next_session;
+        self.next_session += 1;
+        let decision = match self.call(|live| call_authenticate(live, id, connect, false)) {
+            Ok(wit::ConnectDecision::Accept(info)) => {
+                let info = convert::session_info(info);
+                self.sessions.insert(
+                    id,
+                    Session { connect: connect.clone(), info: info.clone(), generation: self.generation, revoked: None },
+                );
+                self.tenant.connected();
+                return ConnectDecision::Accept(SessionId(id), info);
+            }
+            Ok(wit::ConnectDecision::Reject(d)) => convert::denial(d),
+            Ok(wit::ConnectDecision::Defer) => return ConnectDecision::Defer,
+            Err(fault) => fault,
+        };
+        let mut event = Event::denial(self.tenant.name(), Action::Connect, "reject", &decision);
+        event.client_id = Some(connect.client_id.clone());
+        self.emit(event);
+        ConnectDecision::Reject(decision)
+    }
+
+    /// Checks a publish (the broker's write check).
+    pub fn authorize_publish(&mut self, session: SessionId, publish: &Publish<'_>) -> PublishDecision {
+        let p = wit::Publish { topic: publish.topic, qos: publish.qos, retain: publish.retain, payload_size: publish.payload_size };
+        let decision = match self.call_session(session, |live, id| live.exports.call_authorize_publish(&mut live.store, id, p)) {
+            Ok(d) => convert::publish_decision(d),
+            Err(fault) => PublishDecision::Deny(fault),
+        };
+        match &decision {
+            PublishDecision::Deny(d) => self.emit_for(session, Event::denial(self.tenant.name(), Action::Publish, "deny", d), publish.topic),
+            PublishDecision::Rewrite(r) => {
+                let event = Event::new(self.tenant.name(), Action::Publish, Severity::Info, "rewrite", r.message.clone());
+                self.emit_for(session, event, publish.topic)
+            }
+            _ => {}
+        }
+        decision
+    }
+
+    /// Checks a subscription request for one filter.
+    pub fn authorize_subscribe(&mut self, session: SessionId, subscribe: &Subscribe<'_>) -> SubscribeDecision {
+        let s = wit::Subscribe { filter: subscribe.filter, qos: subscribe.qos };
+        let decision = match self.call_session(session, |live, id| live.exports.call_authorize_subscribe(&mut live.store, id, s)) {
+            Ok(d) => convert::subscribe_decision(d),
+            Err(fault) => SubscribeDecision::Deny(fault),
+        };
+        if let SubscribeDecision::Deny(d) = &decision {
+            self.emit_for(session, Event::denial(self.tenant.name(), Action::Subscribe, "deny", d), subscribe.filter);
+        }
+        decision
+    }
+
+    /// Checks a delivery to a subscriber (the broker's read check, per message).
+    pub fn authorize_delivery(&mut self, session: SessionId, delivery: &Delivery<'_>) -> DeliveryDecision {
+        let d = wit::Delivery { topic: delivery.topic, qos: delivery.qos, retain: delivery.retain, payload_size: delivery.payload_size };
+        let decision = match self.call_session(session, |live, id| live.exports.call_authorize_delivery(&mut live.store, id, d)) {
+            Ok(d) => convert::delivery_decision(d),
+            Err(fault) => DeliveryDecision::Deny(fault),
+        };
+        if let DeliveryDecision::Deny(d) = &decision {
+            self.emit_for(session, Event::denial(self.tenant.name(), Action::Delivery, "deny", d), delivery.topic);
+        }
+        decision
+    }
+
+    /// The client is gone: the policy forgets the session. Unknown ids are ignored.
+    pub fn end_session(&mut self, session: SessionId) {
+        let Some(s) = self.sessions.remove(&session.0) else { return };
+        self.tenant.disconnected();
+        if s.generation == self.generation && self.live.is_some() {
+            // A fault here has no decision to deny; the instance is discarded like any other fault.
+            let _ = self.call(|live| live.exports.call_end_session(&mut live.store, session.0));
+        }
+    }
+
+    /// Runs `f` on the live instance of the session, re-establishing the session first
+    /// if this instance has not seen it.
+    fn call_session<R>(
+        &mut self,
+        session: SessionId,
+        f: impl FnOnce(&mut Live, u64) -> wasmtime::Result<R>,
+    ) -> Result<R, Fault> {
+        let Some(s) = self.sessions.get(&session.0) else {
+            return Err(Denial {
+                reason: ReasonCode::NotAuthorized,
+                message: "unknown session: the client is not authenticated".to_owned(),
+                disconnect: true,
+            });
+        };
+        if let Some(denial) = &s.revoked {
+            return Err(denial.clone());
+        }
+        if s.generation != self.generation || self.live.is_none() {
+            self.resume(session.0)?;
+        }
+        self.call(|live| f(live, session.0))
+    }
+
+    fn resume(&mut self, id: u64) -> Result<(), Fault> {
+        self.ensure_live()?;
+        let connect = self.sessions[&id].connect.clone();
+        let generation = self.generation;
+        let decision = self.call(|live| call_authenticate(live, id, &connect, true))?;
+        let session = self.sessions.get_mut(&id).expect("session checked by caller");
+        match decision {
+            wit::ConnectDecision::Accept(info) => {
+                session.info = convert::session_info(info);
+                session.generation = generation;
+                Ok(())
+            }
+            wit::ConnectDecision::Defer => {
+                session.generation = generation;
+                Ok(())
+            }
+            wit::ConnectDecision::Reject(d) => {
+                let mut denial = convert::denial(d);
+                // The client is connected under rules that no longer admit it.
+                denial.disconnect = true;
+                session.revoked = Some(denial.clone());
+                let mut event = Event::denial(self.tenant.name(), Action::Connect, "revoke", &denial);
+                event.client_id = Some(session.connect.client_id.clone());
+                event.device_id = Some(session.info.device_id.clone());
+                self.emit(event);
+                Err(denial)
+            }
+        }
+    }
+
+    fn ensure_live(&mut self) -> Result<(), Fault> {
+        if self.live.is_some() {
+            return Ok(());
+        }
+        match self.module.live(self.tenant.clone()) {
+            Ok(live) => {
+                self.live = Some(live);
+                self.generation += 1;
+                Ok(())
+            }
+            Err(e) => {
+                let denial = fault_denial(&e);
+                self.emit(fault_event(self.tenant.name(), &e, &denial));
+                Err(denial)
+            }
+        }
+    }
+
+    /// Calls into the live instance under the per-check deadline. Any error poisons the
+    /// instance and becomes a denial with an event.
+    fn call<R>(&mut self, f: impl FnOnce(&mut Live) -> wasmtime::Result<R>) -> Result<R, Fault> {
+        self.ensure_live()?;
+        let live = self.live.as_mut().expect("ensured above");
+        live.store.set_epoch_deadline(self.module.engine().call_ticks());
+        live.store.data_mut().begin_call();
+        match f(live) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let error = describe_fault(self.module.engine(), &live.store, &e);
+                let denial = fault_denial(&error);
+                self.emit(fault_event(self.tenant.name(), &error, &denial));
+                self.drop_instance();
+                Err(denial)
+            }
+        }
+    }
+
+    fn drop_instance(&mut self) {
+        if self.live.take().is_some() {
+            self.generation += 1;
+        }
+    }
+
+    fn emit(&self, mut event: Event) {
+        event.policy = Some(self.module.short_digest().to_owned());
+        self.tenant.events().emit(event);
+    }
+
+    fn emit_for(&self, session: SessionId, mut event: Event, topic: &str) {
+        if let Some(s) = self.sessions.get(&session.0) {
+            event.client_id = Some(s.connect.client_id.clone());
+            event.device_id = Some(s.info.device_id.clone());
+        }
+        event.topic = Some(topic.to_owned());
+        self.emit(event);
+    }
+}
+
+fn call_authenticate(live: &mut Live, id: u64, c: &Connect, resumed: bool) -> wasmtime::Result<wit::ConnectDecision> {
+    let cert = c.certificate.as_ref();
+    let dns: Vec<&str> = cert.map(|c| c.dns_names.iter().map(String::as_str).collect()).unwrap_or_default();
+    let uris: Vec<&str> = cert.map(|c| c.uris.iter().map(String::as_str).collect()).unwrap_or_default();
+    let certificate = cert.map(|c| wit::Certificate {
+        subject_cn: c.subject_cn.as_deref(),
+        subject: &c.subject,
+        issuer: &c.issuer,
+        serial: &c.serial,
+        sha256: &c.sha256,
+        not_before: c.not_before,
+        not_after: c.not_after,
+        dns_names: &dns,
+        uris: &uris,
+        authority_key_id: c.authority_key_id.as_deref(),
+        subject_key_id: c.subject_key_id.as_deref(),
+        chain_verified_by: c.chain_verified_by.as_deref(),
+    });
+    let connect = wit::Connect {
+        tenant: &c.tenant,
+        client_id: &c.client_id,
+        username: c.username.as_deref(),
+        password: c.password.as_deref(),
+        clean_start: c.clean_start,
+        keep_alive: c.keep_alive,
+        protocol: convert::protocol(c.protocol),
+        tls: c.tls,
+        certificate,
+        peer: &c.peer,
+        resumed,
+    };
+    live.exports.call_authenticate(&mut live.store, id, connect)
+}
+
+/// Turns a wasmtime error from a policy call into the stage that failed.
+pub(crate) fn describe_fault(engine: &Engine, store: &Store<HostState>, e: &wasmtime::Error) -> Error {
+    if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
+        return Error::Timeout(engine.limits().deadline);
+    }
+    let text = format!("{e:#}");
+    if text.contains("growing memory") || text.contains("memory growth failure") {
+        return Error::OutOfMemory(engine.limits().memory);
+    }
+    let trap = e.downcast_ref::<wasmtime::Trap>().map(|t| t.to_string()).unwrap_or_else(|| first_line(&text));
+    let stderr = store.data().stderr_text();
+    match stderr.lines().rev().find(|l| l.contains("panicked")) {
+        Some(panic) => Error::Trap(format!("{trap}: {}", panic.trim())),
+        None => Error::Trap(trap),
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_owned()
+}
+
+fn fault_denial(e: &Error) -> Denial {
+    Denial { reason: ReasonCode::ImplementationSpecificError, message: e.to_string(), disconnect: false }
+}
+
+fn fault_event(tenant: &str, e: &Error, denial: &Denial) -> Event {
+    let outcome = match e {
+        Error::Timeout(_) => "timeout",
+        Error::OutOfMemory(_) => "out-of-memory",
+        Error::Trap(_) => "trap",
+        _ => "instantiate-failed",
+    };
+    Event::new(tenant, Action::Load, Severity::Error, outcome, denial.message.clone()).with_reason(denial.reason)
+}

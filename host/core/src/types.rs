@@ -1,0 +1,274 @@
+//! Domain types of the host API: what a broker adapter hands in and gets back.
+
+use crate::cert::Certificate;
+
+/// The MQTT protocol version of a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// MQTT 3.1 (protocol level 3).
+    Mqtt31,
+    /// MQTT 3.1.1 (protocol level 4).
+    Mqtt311,
+    /// MQTT 5.0 (protocol level 5).
+    Mqtt5,
+}
+
+macro_rules! reason_codes {
+    ($($variant:ident = $code:literal, $name:literal;)*) => {
+        /// An MQTT v5 reason code a denial can carry (MQTT 5.0 §2.4).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ReasonCode { $(#[doc = $name] $variant,)* }
+
+        impl ReasonCode {
+            /// Every reason code, in numeric order.
+            pub const ALL: &'static [ReasonCode] = &[$(ReasonCode::$variant,)*];
+
+            /// The numeric code sent on the wire.
+            pub fn code(self) -> u8 {
+                match self { $(ReasonCode::$variant => $code,)* }
+            }
+
+            /// The spec's name, e.g. "not authorized".
+            pub fn name(self) -> &'static str {
+                match self { $(ReasonCode::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+reason_codes! {
+    UnspecifiedError = 0x80, "unspecified error";
+    MalformedPacket = 0x81, "malformed packet";
+    ProtocolError = 0x82, "protocol error";
+    ImplementationSpecificError = 0x83, "implementation specific error";
+    UnsupportedProtocolVersion = 0x84, "unsupported protocol version";
+    ClientIdentifierNotValid = 0x85, "client identifier not valid";
+    BadUserNameOrPassword = 0x86, "bad user name or password";
+    NotAuthorized = 0x87, "not authorized";
+    ServerUnavailable = 0x88, "server unavailable";
+    ServerBusy = 0x89, "server busy";
+    Banned = 0x8A, "banned";
+    BadAuthenticationMethod = 0x8C, "bad authentication method";
+    TopicFilterInvalid = 0x8F, "topic filter invalid";
+    TopicNameInvalid = 0x90, "topic name invalid";
+    PacketTooLarge = 0x95, "packet too large";
+    MessageRateTooHigh = 0x96, "message rate too high";
+    QuotaExceeded = 0x97, "quota exceeded";
+    AdministrativeAction = 0x98, "administrative action";
+    PayloadFormatInvalid = 0x99, "payload format invalid";
+    RetainNotSupported = 0x9A, "retain not supported";
+    QosNotSupported = 0x9B, "QoS not supported";
+    SharedSubscriptionsNotSupported = 0x9E, "shared subscriptions not supported";
+    ConnectionRateExceeded = 0x9F, "connection rate exceeded";
+    WildcardSubscriptionsNotSupported = 0xA2, "wildcard subscriptions not supported";
+}
+
+impl ReasonCode {
+    /// Looks a code up by number (`0x87`), by spec name (`not authorized`) or
+    /// kebab-case name (`not-authorized`), case-insensitively.
+    pub fn parse(text: &str) -> Option<ReasonCode> {
+        let t = text.trim();
+        let number = if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+            u8::from_str_radix(hex, 16).ok()
+        } else {
+            t.parse::<u8>().ok()
+        };
+        if let Some(n) = number {
+            return Self::ALL.iter().copied().find(|c| c.code() == n);
+        }
+        let wanted = t.replace(['-', '_'], " ").to_ascii_lowercase();
+        Self::ALL.iter().copied().find(|c| c.name().to_ascii_lowercase() == wanted)
+    }
+}
+
+impl std::fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "0x{:02X} {}", self.code(), self.name())
+    }
+}
+
+/// A connection attempt, as the broker saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connect {
+    /// The tenant the adapter resolved for this connection (never chosen by the client).
+    pub tenant: String,
+    /// MQTT client identifier.
+    pub client_id: String,
+    /// User name, if sent.
+    pub username: Option<String>,
+    /// Password, if sent.
+    pub password: Option<Vec<u8>>,
+    /// Clean session (v3.1.1) / clean start (v5).
+    pub clean_start: bool,
+    /// Keep-alive in seconds.
+    pub keep_alive: u16,
+    /// Protocol version.
+    pub protocol: Protocol,
+    /// Whether the connection arrived over TLS.
+    pub tls: bool,
+    /// The client certificate, parsed (and verified against the tenant's CAs) by the host.
+    pub certificate: Option<Certificate>,
+    /// Peer address, e.g. `127.0.0.1:50312`.
+    pub peer: String,
+}
+
+impl Connect {
+    /// A plain-TCP MQTT 5 connect with clean start, for tests and tools.
+    pub fn new(tenant: &str, client_id: &str) -> Connect {
+        Connect {
+            tenant: tenant.to_owned(),
+            client_id: client_id.to_owned(),
+            username: None,
+            password: None,
+            clean_start: true,
+            keep_alive: 60,
+            protocol: Protocol::Mqtt5,
+            tls: false,
+            certificate: None,
+            peer: "127.0.0.1:0".to_owned(),
+        }
+    }
+}
+
+/// A PUBLISH a client sends (the broker's write check).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publish<'a> {
+    /// Topic name.
+    pub topic: &'a str,
+    /// Requested QoS (0-2; other values are the policy's to refuse).
+    pub qos: u8,
+    /// Retain flag.
+    pub retain: bool,
+    /// Payload size in bytes.
+    pub payload_size: u32,
+}
+
+/// A SUBSCRIBE request for one filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscribe<'a> {
+    /// Topic filter.
+    pub filter: &'a str,
+    /// Requested maximum QoS.
+    pub qos: u8,
+}
+
+/// A message about to be delivered to a subscriber (the broker's read check).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery<'a> {
+    /// Topic name.
+    pub topic: &'a str,
+    /// QoS of the delivery.
+    pub qos: u8,
+    /// Retain flag.
+    pub retain: bool,
+    /// Payload size in bytes.
+    pub payload_size: u32,
+}
+
+/// A refusal with the reason it deserves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// The MQTT v5 reason code.
+    pub reason: ReasonCode,
+    /// Human text in the style of a hub's event messages.
+    pub message: String,
+    /// Close the connection as well.
+    pub disconnect: bool,
+}
+
+/// What the host learns about an accepted client.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionInfo {
+    /// The identity later checks and events refer to.
+    pub device_id: String,
+    /// Free-form facts shown in events.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// The host's handle for a connected client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// Outcome of a connection attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectDecision {
+    /// Let the client in; later checks use the session.
+    Accept(SessionId, SessionInfo),
+    /// Refuse the connection.
+    Reject(Denial),
+    /// Not this policy's call: ask the next authenticator.
+    Defer,
+}
+
+/// How a publish is softened instead of refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishRewrite {
+    /// QoS to deliver with.
+    pub qos: u8,
+    /// Retain flag to deliver with.
+    pub retain: bool,
+    /// Why, for the event.
+    pub message: String,
+}
+
+/// Outcome of a publish check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishDecision {
+    /// Deliver as sent.
+    Allow,
+    /// Deliver with changed flags.
+    Rewrite(PublishRewrite),
+    /// Refuse.
+    Deny(Denial),
+    /// Not this policy's call.
+    Defer,
+}
+
+/// Outcome of a subscription check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscribeDecision {
+    /// Grant with this maximum QoS.
+    Grant(u8),
+    /// Refuse.
+    Deny(Denial),
+    /// Not this policy's call.
+    Defer,
+}
+
+/// Outcome of a delivery check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryDecision {
+    /// Deliver.
+    Allow,
+    /// Do not deliver to this subscriber.
+    Deny(Denial),
+    /// Not this policy's call.
+    Defer,
+}
+
+/// The denial a decision carries, if any: lets callers treat all decisions alike.
+pub trait Verdict {
+    /// The denial, when the decision refuses.
+    fn denial(&self) -> Option<&Denial>;
+}
+
+impl Verdict for ConnectDecision {
+    fn denial(&self) -> Option<&Denial> {
+        match self { ConnectDecision::Reject(d) => Some(d), _ => None }
+    }
+}
+impl Verdict for PublishDecision {
+    fn denial(&self) -> Option<&Denial> {
+        match self { PublishDecision::Deny(d) => Some(d), _ => None }
+    }
+}
+impl Verdict for SubscribeDecision {
+    fn denial(&self) -> Option<&Denial> {
+        match self { SubscribeDecision::Deny(d) => Some(d), _ => None }
+    }
+}
+impl Verdict for DeliveryDecision {
+    fn denial(&self) -> Option<&Denial> {
+        match self { DeliveryDecision::Deny(d) => Some(d), _ => None }
+    }
+}
