@@ -157,6 +157,7 @@ const PROVIDED: &[&str] = &["mqtt-policy:policy/", "wasi:io/", "wasi:cli/"];
 
 fn check_imports(engine: &wasmtime::Engine, component: &Component, source_name: &str) -> Result<()> {
     let version = crate::WORLD.rsplit_once('@').map(|(_, v)| v).unwrap_or_default();
+    let mut missing = Vec::new();
     for (name, _) in component.component_type().imports(engine) {
         if let Some(rest) = name.strip_prefix("mqtt-policy:policy/")
             && !rest.ends_with(&format!("@{version}"))
@@ -169,16 +170,20 @@ fn check_imports(engine: &wasmtime::Engine, component: &Component, source_name: 
             });
         }
         if !PROVIDED.iter().any(|p| name.starts_with(p)) {
-            return Err(Error::Link {
-                source_name: source_name.to_owned(),
-                message: format!(
-                    "it imports `{name}`, which mqtt-policy does not provide: policies get no files, \
-                     network, clocks or randomness, only the `mqtt-policy:policy/host` interface"
-                ),
-            });
+            missing.push(format!("`{name}`"));
         }
     }
-    Ok(())
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Link {
+        source_name: source_name.to_owned(),
+        message: format!(
+            "it imports {}, which mqtt-policy does not provide: policies get no files, network, \
+             clocks or randomness, only the `mqtt-policy:policy/host` interface",
+            missing.join(", ")
+        ),
+    })
 }
 
 fn describe_compile_error(bytes: &[u8], e: &wasmtime::Error) -> String {

@@ -78,11 +78,21 @@ impl Policy {
         }
     }
 
+    /// Creates the wasm instance now (instantiation and `validate-settings`), so the first
+    /// check does not pay for it. Checks do this themselves when needed.
+    pub fn prepare(&mut self) -> Result<(), Error> {
+        if self.live.is_none() {
+            self.live = Some(self.module.live(self.tenant.clone())?);
+            self.generation += 1;
+        }
+        Ok(())
+    }
+
     /// Decides a connection. On accept, the returned session id is what later checks take.
     pub fn authenticate(&mut self, connect: &Connect) -> ConnectDecision {
         let id = self.next_session;
         self.next_session += 1;
-        let decision = match self.call(|live| call_authenticate(live, id, connect, false)) {
+        let decision = match self.call(Action::Connect, |live| call_authenticate(live, id, connect, false)) {
             Ok(wit::ConnectDecision::Accept(info)) => {
                 let info = convert::session_info(info);
                 self.sessions.insert(
@@ -105,7 +115,7 @@ impl Policy {
     /// Checks a publish (the broker's write check).
     pub fn authorize_publish(&mut self, session: SessionId, publish: &Publish<'_>) -> PublishDecision {
         let p = wit::Publish { topic: publish.topic, qos: publish.qos, retain: publish.retain, payload_size: publish.payload_size };
-        let decision = match self.call_session(session, |live, id| live.exports.call_authorize_publish(&mut live.store, id, p)) {
+        let decision = match self.call_session(Action::Publish, session, |live, id| live.exports.call_authorize_publish(&mut live.store, id, p)) {
             Ok(d) => convert::publish_decision(d),
             Err(fault) => PublishDecision::Deny(fault),
         };
@@ -123,7 +133,7 @@ impl Policy {
     /// Checks a subscription request for one filter.
     pub fn authorize_subscribe(&mut self, session: SessionId, subscribe: &Subscribe<'_>) -> SubscribeDecision {
         let s = wit::Subscribe { filter: subscribe.filter, qos: subscribe.qos };
-        let decision = match self.call_session(session, |live, id| live.exports.call_authorize_subscribe(&mut live.store, id, s)) {
+        let decision = match self.call_session(Action::Subscribe, session, |live, id| live.exports.call_authorize_subscribe(&mut live.store, id, s)) {
             Ok(d) => convert::subscribe_decision(d),
             Err(fault) => SubscribeDecision::Deny(fault),
         };
@@ -136,7 +146,7 @@ impl Policy {
     /// Checks a delivery to a subscriber (the broker's read check, per message).
     pub fn authorize_delivery(&mut self, session: SessionId, delivery: &Delivery<'_>) -> DeliveryDecision {
         let d = wit::Delivery { topic: delivery.topic, qos: delivery.qos, retain: delivery.retain, payload_size: delivery.payload_size };
-        let decision = match self.call_session(session, |live, id| live.exports.call_authorize_delivery(&mut live.store, id, d)) {
+        let decision = match self.call_session(Action::Delivery, session, |live, id| live.exports.call_authorize_delivery(&mut live.store, id, d)) {
             Ok(d) => convert::delivery_decision(d),
             Err(fault) => DeliveryDecision::Deny(fault),
         };
@@ -152,7 +162,7 @@ impl Policy {
         self.tenant.disconnected();
         if s.generation == self.generation && self.live.is_some() {
             // A fault here has no decision to deny; the instance is discarded like any other fault.
-            let _ = self.call(|live| live.exports.call_end_session(&mut live.store, session.0));
+            let _ = self.call(Action::Connect, |live| live.exports.call_end_session(&mut live.store, session.0));
         }
     }
 
@@ -160,6 +170,7 @@ impl Policy {
     /// if this instance has not seen it.
     fn call_session<R>(
         &mut self,
+        action: Action,
         session: SessionId,
         f: impl FnOnce(&mut Live, u64) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
@@ -174,16 +185,16 @@ impl Policy {
             return Err(denial.clone());
         }
         if s.generation != self.generation || self.live.is_none() {
-            self.resume(session.0)?;
+            self.resume(action, session.0)?;
         }
-        self.call(|live| f(live, session.0))
+        self.call(action, |live| f(live, session.0))
     }
 
-    fn resume(&mut self, id: u64) -> Result<(), Fault> {
-        self.ensure_live()?;
+    fn resume(&mut self, action: Action, id: u64) -> Result<(), Fault> {
+        self.ensure_live(action)?;
         let connect = self.sessions[&id].connect.clone();
         let generation = self.generation;
-        let decision = self.call(|live| call_authenticate(live, id, &connect, true))?;
+        let decision = self.call(action, |live| call_authenticate(live, id, &connect, true))?;
         let session = self.sessions.get_mut(&id).expect("session checked by caller");
         match decision {
             wit::ConnectDecision::Accept(info) => {
@@ -209,7 +220,7 @@ impl Policy {
         }
     }
 
-    fn ensure_live(&mut self) -> Result<(), Fault> {
+    fn ensure_live(&mut self, action: Action) -> Result<(), Fault> {
         if self.live.is_some() {
             return Ok(());
         }
@@ -221,7 +232,7 @@ impl Policy {
             }
             Err(e) => {
                 let denial = fault_denial(&e);
-                self.emit(fault_event(self.tenant.name(), &e, &denial));
+                self.emit(fault_event(self.tenant.name(), action, &e, &denial));
                 Err(denial)
             }
         }
@@ -229,8 +240,8 @@ impl Policy {
 
     /// Calls into the live instance under the per-check deadline. Any error poisons the
     /// instance and becomes a denial with an event.
-    fn call<R>(&mut self, f: impl FnOnce(&mut Live) -> wasmtime::Result<R>) -> Result<R, Fault> {
-        self.ensure_live()?;
+    fn call<R>(&mut self, action: Action, f: impl FnOnce(&mut Live) -> wasmtime::Result<R>) -> Result<R, Fault> {
+        self.ensure_live(action)?;
         let live = self.live.as_mut().expect("ensured above");
         live.store.set_epoch_deadline(self.module.engine().call_ticks());
         live.store.data_mut().begin_call();
@@ -239,7 +250,7 @@ impl Policy {
             Err(e) => {
                 let error = describe_fault(self.module.engine(), &live.store, &e);
                 let denial = fault_denial(&error);
-                self.emit(fault_event(self.tenant.name(), &error, &denial));
+                self.emit(fault_event(self.tenant.name(), action, &error, &denial));
                 self.drop_instance();
                 Err(denial)
             }
@@ -311,11 +322,23 @@ pub(crate) fn describe_fault(engine: &Engine, store: &Store<HostState>, e: &wasm
         return Error::OutOfMemory(engine.limits().memory);
     }
     let trap = e.downcast_ref::<wasmtime::Trap>().map(|t| t.to_string()).unwrap_or_else(|| first_line(&text));
-    let stderr = store.data().stderr_text();
-    match stderr.lines().rev().find(|l| l.contains("panicked")) {
-        Some(panic) => Error::Trap(format!("{trap}: {}", panic.trim())),
+    match panic_message(&store.data().stderr_text()) {
+        Some(panic) => Error::Trap(format!("{trap}: {panic}")),
         None => Error::Trap(trap),
     }
+}
+
+/// The last panic in a guest's stderr as one line: `panicked at FILE:LINE:COL: MESSAGE`.
+/// std prints the location on one line and the message on the next.
+fn panic_message(stderr: &str) -> Option<String> {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let at = lines.iter().rposition(|l| l.contains("panicked at"))?;
+    let location = &lines[at][lines[at].find("panicked at")?..];
+    let message = lines.get(at + 1).map(|l| l.trim()).filter(|l| !l.is_empty() && !l.starts_with("note:"));
+    Some(match message {
+        Some(m) => format!("{} {m}", location.trim()),
+        None => location.trim().to_owned(),
+    })
 }
 
 fn first_line(s: &str) -> String {
@@ -326,12 +349,12 @@ fn fault_denial(e: &Error) -> Denial {
     Denial { reason: ReasonCode::ImplementationSpecificError, message: e.to_string(), disconnect: false }
 }
 
-fn fault_event(tenant: &str, e: &Error, denial: &Denial) -> Event {
+fn fault_event(tenant: &str, action: Action, e: &Error, denial: &Denial) -> Event {
     let outcome = match e {
         Error::Timeout(_) => "timeout",
         Error::OutOfMemory(_) => "out-of-memory",
         Error::Trap(_) => "trap",
         _ => "instantiate-failed",
     };
-    Event::new(tenant, Action::Load, Severity::Error, outcome, denial.message.clone()).with_reason(denial.reason)
+    Event::new(tenant, action, Severity::Error, outcome, denial.message.clone()).with_reason(denial.reason)
 }

@@ -1,0 +1,146 @@
+//! The `mqtt-policy` binary, run as a user would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mqtt-policy")).args(args).output().expect("running mqtt-policy")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mqtt-policy-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn hello_cases() -> String {
+    root().join("policies/hello/cases.toml").display().to_string()
+}
+
+fn hello_settings() -> String {
+    root().join("policies/hello/settings.toml").display().to_string()
+}
+
+#[test]
+fn hello_cases_pass() {
+    let o = run(&["test", test_fixtures::HELLO, &hello_cases(), "--settings", &hello_settings(), "-v"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("9 passed, 0 failed"), "{out}");
+    assert!(out.contains("deny 0x87 not authorized"), "the table shows reason codes: {out}");
+}
+
+#[test]
+fn flipping_any_one_expectation_fails_the_run() {
+    let original = std::fs::read_to_string(hello_cases()).unwrap();
+    let expects: Vec<usize> = original.match_indices("\nexpect = \"").map(|(i, _)| i).collect();
+    assert_eq!(expects.len(), 9);
+    let dir = scratch("flip");
+    for (n, at) in expects.iter().enumerate() {
+        let line_end = at + 1 + original[at + 1..].find('\n').unwrap();
+        let line = &original[at + 1..line_end];
+        let flipped = match line {
+            l if l.contains("\"accept\"") => "expect = \"reject\"",
+            l if l.contains("\"reject\"") => "expect = \"accept\"",
+            l if l.contains("\"allow\"") => "expect = \"deny\"",
+            l if l.contains("\"deny\"") => "expect = \"allow\"",
+            l if l.contains("\"grant\"") => "expect = \"deny\"",
+            l => panic!("unexpected line {l}"),
+        };
+        let cases = format!("{}{}{}", &original[..at + 1], flipped, &original[line_end..]);
+        let path = dir.join(format!("flip-{n}.toml"));
+        std::fs::write(&path, cases).unwrap();
+        let o = run(&["test", test_fixtures::HELLO, path.to_str().unwrap(), "--settings", &hello_settings()]);
+        assert_eq!(o.status.code(), Some(1), "flipping expectation {n} must fail: {}", text(&o));
+        assert!(text(&o).contains("8 passed, 1 failed"), "{}", text(&o));
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_wrong_reason_or_message_fails_the_case() {
+    let dir = scratch("reason");
+    let path = dir.join("cases.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[case]]
+name = "wrong reason"
+connect = { client-id = "d" }
+publish = { topic = "elsewhere" }
+expect = "deny"
+reason = "quota-exceeded"
+message = "unauthorized topic elsewhere"
+"#,
+    )
+    .unwrap();
+    let o = run(&["test", test_fixtures::HELLO, path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("expected reason 0x97 quota exceeded, got deny 0x87"), "{}", text(&o));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line_naming_the_problem() {
+    let dir = scratch("bad");
+    let typo = dir.join("typo.toml");
+    std::fs::write(&typo, "[[case]]\nname = \"x\"\nconnect = { client-id = \"d\" }\nexpct = \"accept\"\n").unwrap();
+    let o = run(&["test", test_fixtures::HELLO, typo.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("typo.toml:4:1") && err.contains("expct"), "{err}");
+
+    let outcome = dir.join("outcome.toml");
+    std::fs::write(&outcome, "[[case]]\nname = \"x\"\nconnect = { client-id = \"d\" }\nsubscribe = { filter = \"a\" }\nexpect = \"allow\"\n").unwrap();
+    let o = run(&["test", test_fixtures::HELLO, outcome.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("field `expect`: `allow` is not an outcome of subscribe"), "{}", text(&o));
+
+    let o = run(&["test", test_fixtures::HELLO, dir.join("missing.toml").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("missing.toml"), "{}", text(&o));
+
+    let not_wasm = dir.join("not.wasm");
+    std::fs::write(&not_wasm, "text").unwrap();
+    let o = run(&["check", not_wasm.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("not a WebAssembly file"), "{}", text(&o));
+
+    let o = run(&["check", test_fixtures::OTHER_VERSION]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("was built for mqtt-policy:policy@0.2.0"), "{}", text(&o));
+
+    let o = run(&["check", test_fixtures::HELLO, "--settings", typo.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("invalid settings: line 1"), "{}", text(&o));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn check_describes_the_policy() {
+    let o = run(&["check", test_fixtures::HELLO, "--settings", &hello_settings()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("world:    mqtt-policy:policy@0.1.0"), "{out}");
+    assert!(out.contains("digest:   sha256:"), "{out}");
+    assert!(out.contains("| max-payload = 4096"), "{out}");
+}
+
+#[test]
+fn eval_explains_one_decision_with_its_event() {
+    let o = run(&["eval", test_fixtures::HELLO, "--client-id", "sensor-1", "--publish", "devices/sensor-9/x", "--qos", "1"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("connect sensor-1") && out.contains("accept as sensor-1"), "{out}");
+    assert!(out.contains("deny 0x87 not authorized: \"unauthorized topic devices/sensor-9/x\""), "{out}");
+    assert!(out.contains("\"reason_code\":135"), "the event is printed: {out}");
+}

@@ -1,0 +1,244 @@
+//! The host against real wasm policies built from this repository's sources.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use mqtt_policy_host::events::{Action, MemorySink};
+use mqtt_policy_host::*;
+
+fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| Engine::new(Limits::default()).expect("engine"))
+}
+
+fn load(path: &str, settings: Option<&str>) -> Result<PolicyModule> {
+    engine().load_file(path.as_ref(), settings)
+}
+
+fn tenant() -> (Tenant, Arc<MemorySink>) {
+    let sink = Arc::new(MemorySink::new());
+    (Tenant::with_events("acme", sink.clone()), sink)
+}
+
+fn accept(policy: &mut Policy, client_id: &str) -> SessionId {
+    match policy.authenticate(&Connect::new("acme", client_id)) {
+        ConnectDecision::Accept(id, info) => {
+            assert_eq!(info.device_id, client_id);
+            id
+        }
+        other => panic!("expected accept, got {other:?}"),
+    }
+}
+
+fn publish(topic: &str, payload_size: u32) -> Publish<'_> {
+    Publish { topic, qos: 1, retain: false, payload_size }
+}
+
+fn denial<D: Verdict + std::fmt::Debug>(d: &D) -> &Denial {
+    d.denial().unwrap_or_else(|| panic!("expected a denial, got {d:?}"))
+}
+
+#[test]
+fn hello_policy_decides_over_the_host_api() {
+    let module = load(test_fixtures::HELLO, Some("max-payload = 100")).unwrap();
+    let (tenant, events) = tenant();
+    let mut policy = module.instantiate(tenant);
+    let s = accept(&mut policy, "sensor-1");
+
+    assert_eq!(policy.authorize_publish(s, &publish("devices/sensor-1/temp", 100)), PublishDecision::Allow);
+    assert!(events.take().is_empty(), "allowing emits nothing");
+
+    let d = policy.authorize_publish(s, &publish("devices/sensor-2/temp", 1));
+    assert_eq!(denial(&d).reason, ReasonCode::NotAuthorized);
+    assert_eq!(denial(&d).message, "unauthorized topic devices/sensor-2/temp");
+    let d = policy.authorize_publish(s, &publish("devices/sensor-1/temp", 101));
+    assert_eq!(denial(&d).reason, ReasonCode::PacketTooLarge);
+
+    let sub = |filter| Subscribe { filter, qos: 2 };
+    assert_eq!(policy.authorize_subscribe(s, &sub("devices/sensor-1/commands/#")), SubscribeDecision::Grant(1));
+    assert_eq!(denial(&policy.authorize_subscribe(s, &sub("#"))).reason, ReasonCode::NotAuthorized);
+    let delivery = Delivery { topic: "devices/sensor-1/commands/reboot", qos: 0, retain: false, payload_size: 0 };
+    assert_eq!(policy.authorize_delivery(s, &delivery), DeliveryDecision::Allow);
+
+    let events = events.take();
+    assert_eq!(events.len(), 3, "one event per denial: {events:?}");
+    assert_eq!(events[0].action, Action::Publish);
+    assert_eq!(events[0].reason_code, Some(0x87));
+    assert_eq!(events[0].client_id.as_deref(), Some("sensor-1"));
+    assert_eq!(events[0].topic.as_deref(), Some("devices/sensor-2/temp"));
+    assert_eq!(events[0].policy.as_deref(), Some(module.short_digest()));
+
+    match policy.authenticate(&Connect::new("acme", "a/b")) {
+        ConnectDecision::Reject(d) => assert_eq!(d.reason, ReasonCode::ClientIdentifierNotValid),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn sessions_are_per_client_and_end() {
+    let module = load(test_fixtures::HELLO, None).unwrap();
+    let (tenant, _) = tenant();
+    let mut policy = module.instantiate(tenant.clone());
+    let a = accept(&mut policy, "a");
+    let b = accept(&mut policy, "b");
+    assert_ne!(a, b);
+    assert_eq!(tenant.connection_count(), 2);
+    assert_eq!(policy.authorize_publish(b, &publish("devices/b/x", 1)), PublishDecision::Allow);
+    assert_eq!(denial(&policy.authorize_publish(a, &publish("devices/b/x", 1))).reason, ReasonCode::NotAuthorized);
+    policy.end_session(a);
+    assert_eq!(tenant.connection_count(), 1);
+    let d = policy.authorize_publish(a, &publish("devices/a/x", 1));
+    assert!(denial(&d).message.contains("unknown session"), "{d:?}");
+}
+
+#[test]
+fn bad_settings_are_refused_with_the_policys_message() {
+    let err = load(test_fixtures::HELLO, Some("max-payload = lots")).unwrap_err();
+    assert!(matches!(err, Error::InvalidSettings { .. }), "{err:?}");
+    assert!(err.to_string().contains("line 1: max-payload must be a whole number"), "{err}");
+    let err = load(test_fixtures::MISBEHAVE, Some("reject")).unwrap_err();
+    assert!(err.to_string().contains("field `mode`"), "{err}");
+}
+
+#[test]
+fn a_policy_panicking_in_validate_settings_is_refused() {
+    let err = load(test_fixtures::MISBEHAVE, Some("panic")).unwrap_err();
+    assert!(matches!(err, Error::InvalidSettings { .. }), "{err:?}");
+    assert!(err.to_string().contains("settings made me panic"), "the guest's panic message is reported: {err}");
+}
+
+#[test]
+fn infinite_loop_is_denied_within_the_deadline_and_the_next_call_works() {
+    let module = load(test_fixtures::MISBEHAVE, None).unwrap();
+    let (tenant, events) = tenant();
+    let mut policy = module.instantiate(tenant);
+    let s = accept(&mut policy, "d1");
+
+    let started = Instant::now();
+    let d = policy.authorize_publish(s, &publish("boom/loop", 0));
+    let took = started.elapsed();
+    assert_eq!(denial(&d).reason, ReasonCode::ImplementationSpecificError);
+    assert!(denial(&d).message.contains("deadline"), "{d:?}");
+    // Generous bound: the point is that it returned at all, on a loaded CI machine too.
+    assert!(took < Duration::from_secs(2), "returned after {took:?}");
+
+    assert_eq!(policy.authorize_publish(s, &publish("fine", 0)), PublishDecision::Allow, "fresh instance, session resumed");
+    let events = events.take();
+    assert!(events.iter().any(|e| e.outcome == "timeout" && e.reason_code == Some(0x83)), "{events:?}");
+}
+
+#[test]
+fn memory_bomb_is_capped_and_denied() {
+    let engine = Engine::new(Limits { memory: 16 << 20, ..Limits::default() }).unwrap();
+    let module = engine.load_file(test_fixtures::MISBEHAVE.as_ref(), None).unwrap();
+    let (tenant, events) = tenant();
+    let mut policy = module.instantiate(tenant);
+    let s = accept(&mut policy, "d1");
+    let d = policy.authorize_publish(s, &publish("boom/alloc", 0));
+    assert_eq!(denial(&d).reason, ReasonCode::ImplementationSpecificError);
+    assert!(denial(&d).message.contains("memory limit of 16777216 bytes"), "{d:?}");
+    assert!(events.take().iter().any(|e| e.outcome == "out-of-memory"));
+    assert_eq!(policy.authorize_publish(s, &publish("fine", 0)), PublishDecision::Allow);
+}
+
+#[test]
+fn panic_is_a_deny_with_the_panic_message() {
+    let module = load(test_fixtures::MISBEHAVE, None).unwrap();
+    let (tenant, events) = tenant();
+    let mut policy = module.instantiate(tenant);
+    let s = accept(&mut policy, "d1");
+    let d = policy.authorize_publish(s, &publish("boom/panic", 0));
+    assert_eq!(denial(&d).reason, ReasonCode::ImplementationSpecificError);
+    assert!(denial(&d).message.contains("policy panicked on purpose for boom/panic"), "{d:?}");
+    assert!(events.take().iter().any(|e| e.outcome == "trap"));
+    assert_eq!(policy.authorize_publish(s, &publish("fine", 0)), PublishDecision::Allow);
+}
+
+#[test]
+fn a_looping_connect_is_rejected() {
+    let module = load(test_fixtures::MISBEHAVE, None).unwrap();
+    let (tenant, _) = tenant();
+    let mut policy = module.instantiate(tenant.clone());
+    match policy.authenticate(&Connect::new("acme", "loop")) {
+        ConnectDecision::Reject(d) => assert_eq!(d.reason, ReasonCode::ImplementationSpecificError),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(tenant.connection_count(), 0);
+    accept(&mut policy, "after");
+}
+
+#[test]
+fn a_guest_for_another_wit_version_is_refused_at_load() {
+    let err = load(test_fixtures::OTHER_VERSION, None).unwrap_err();
+    assert!(matches!(err, Error::WorldVersion { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("mqtt-policy:policy@0.2.0") && text.contains("mqtt-policy:policy@0.1.0"), "{text}");
+}
+
+#[test]
+fn a_guest_importing_the_filesystem_is_refused_at_load() {
+    let err = load(test_fixtures::FS_READER, None).unwrap_err();
+    assert!(matches!(err, Error::Link { .. }), "{err:?}");
+    assert!(err.to_string().contains("wasi:filesystem"), "{err}");
+}
+
+#[test]
+fn files_that_are_not_components_are_refused() {
+    let dir = std::env::temp_dir().join(format!("mqtt-policy-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("notes.wasm");
+    std::fs::write(&text, "hello").unwrap();
+    let err = engine().load_file(&text, None).unwrap_err();
+    assert!(err.to_string().contains("not a WebAssembly file"), "{err}");
+
+    let good = std::fs::read(test_fixtures::HELLO).unwrap();
+    let truncated = dir.join("truncated.wasm");
+    std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
+    assert!(matches!(engine().load_file(&truncated, None).unwrap_err(), Error::Compile { .. }));
+
+    let core = dir.join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    assert!(engine().load_file(&core, None).unwrap_err().to_string().contains("core WebAssembly module"));
+
+    let missing = engine().load_file(&dir.join("missing.wasm"), None).unwrap_err();
+    assert!(matches!(missing, Error::Read { .. }));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn embedded_settings_are_used_and_explicit_settings_win() {
+    let bytes = std::fs::read(test_fixtures::HELLO).unwrap();
+    let with = embedded::embed(&bytes, "max-payload = 5").unwrap();
+    let module = engine().load_bytes("hello+settings", &with, None).unwrap();
+    assert_eq!(module.settings(), "max-payload = 5");
+    let mut policy = module.instantiate(Tenant::new("t"));
+    let s = accept(&mut policy, "d");
+    assert_eq!(denial(&policy.authorize_publish(s, &publish("devices/d/x", 6))).reason, ReasonCode::PacketTooLarge);
+
+    let module = engine().load_bytes("hello+override", &with, Some("max-payload = 6")).unwrap();
+    let mut policy = module.instantiate(Tenant::new("t"));
+    let s = accept(&mut policy, "d");
+    assert_eq!(policy.authorize_publish(s, &publish("devices/d/x", 6)), PublishDecision::Allow);
+}
+
+#[test]
+fn replacing_the_module_keeps_sessions_and_applies_new_rules() {
+    let strict = load(test_fixtures::HELLO, Some("max-payload = 10")).unwrap();
+    let loose = load(test_fixtures::HELLO, Some("max-payload = 1000")).unwrap();
+    let (tenant, _) = tenant();
+    let mut policy = strict.instantiate(tenant.clone());
+    let s = accept(&mut policy, "d");
+    assert!(policy.authorize_publish(s, &publish("devices/d/x", 500)).denial().is_some());
+    policy.replace(loose);
+    assert_eq!(policy.authorize_publish(s, &publish("devices/d/x", 500)), PublishDecision::Allow);
+    assert_eq!(tenant.connection_count(), 1, "resuming does not count a new connection");
+    assert_eq!(policy.session_info(s).unwrap().device_id, "d");
+}
+
+#[test]
+fn the_same_bytes_compile_once() {
+    let a = load(test_fixtures::HELLO, Some("max-payload = 1")).unwrap();
+    let b = load(test_fixtures::HELLO, Some("max-payload = 2")).unwrap();
+    assert_eq!(a.digest(), b.digest());
+    assert_eq!(a.digest().len(), 64);
+}
