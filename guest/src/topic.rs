@@ -1,25 +1,506 @@
-//! PROVISIONAL (replaced by the full topic module being written in parallel).
-/// Topic errors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TopicError { Empty, Invalid }
-impl core::fmt::Display for TopicError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result { write!(f, "{self:?}") }
+//! MQTT topic names and filters, per MQTT 3.1.1 §4.7 and MQTT 5.0 §4.7 and §4.8.2.
+
+use std::fmt;
+
+use crate::collections::HashMap;
+use crate::template::{Template, TemplateError, Vars};
+
+/// Longest topic the protocol can carry (a UTF-8 string with a 16-bit length).
+pub const MAX_TOPIC_LEN: usize = 65_535;
+
+/// Why a topic name or filter is not valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicError {
+    /// Zero length.
+    Empty,
+    /// Over 65535 bytes of UTF-8.
+    TooLong,
+    /// Contains U+0000.
+    NullCharacter,
+    /// A topic name (PUBLISH) contains `+` or `#`.
+    WildcardInTopicName,
+    /// `#` is not alone in the last level (`a/#/b`, `a#`).
+    MisplacedMultiLevelWildcard,
+    /// `+` is not alone in its level (`a+/b`).
+    MisplacedSingleLevelWildcard,
+    /// `$share/` without a valid group or filter.
+    InvalidSharedSubscription,
 }
-/// Validates a topic name.
-pub fn validate_topic_name(n: &str) -> Result<(), TopicError> {
-    if n.is_empty() { return Err(TopicError::Empty) }
-    if n.contains(['+', '#', '\0']) { return Err(TopicError::Invalid) }
-    Ok(())
+
+impl fmt::Display for TopicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TopicError::Empty => "topic is empty",
+            TopicError::TooLong => "topic is longer than 65535 bytes",
+            TopicError::NullCharacter => "topic contains the null character U+0000",
+            TopicError::WildcardInTopicName => "topic name contains a wildcard ('+' or '#')",
+            TopicError::MisplacedMultiLevelWildcard => "'#' must be the last level, on its own",
+            TopicError::MisplacedSingleLevelWildcard => "'+' must be a whole level, on its own",
+            TopicError::InvalidSharedSubscription => {
+                "a shared subscription must be $share/{group}/{filter}, the group non-empty without '/', '+' or '#'"
+            }
+        })
+    }
 }
-/// Validates a topic filter.
-pub fn validate_topic_filter(f: &str) -> Result<(), TopicError> {
-    if f.is_empty() { return Err(TopicError::Empty) }
-    let levels: Vec<&str> = f.split('/').collect();
-    for (i, l) in levels.iter().enumerate() {
-        if l.contains('#') && (*l != "#" || i + 1 != levels.len()) { return Err(TopicError::Invalid) }
-        if l.contains('+') && *l != "+" { return Err(TopicError::Invalid) }
+
+impl std::error::Error for TopicError {}
+
+fn check_common(s: &str) -> Result<(), TopicError> {
+    if s.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if s.len() > MAX_TOPIC_LEN {
+        return Err(TopicError::TooLong);
+    }
+    if s.contains('\0') {
+        return Err(TopicError::NullCharacter);
     }
     Ok(())
 }
-/// Matches.
-pub fn matches(_f: &str, _t: &str) -> bool { false }
+
+/// Validates a PUBLISH topic name: non-empty, at most 65535 bytes, no U+0000, no wildcards.
+/// Empty levels (`a//b`, `/a`, `a/`) and `$`-topics are valid.
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    check_common(name)?;
+    if name.contains(['+', '#']) {
+        return Err(TopicError::WildcardInTopicName);
+    }
+    Ok(())
+}
+
+/// Validates a SUBSCRIBE topic filter, including `$share/{group}/{filter}`.
+pub fn validate_topic_filter(filter: &str) -> Result<(), TopicError> {
+    check_common(filter)?;
+    let inner = if filter.starts_with("$share/") {
+        split_shared(filter).ok_or(TopicError::InvalidSharedSubscription)?.1
+    } else {
+        filter
+    };
+    let mut levels = inner.split('/').peekable();
+    while let Some(level) = levels.next() {
+        if level.contains('#') && (level != "#" || levels.peek().is_some()) {
+            return Err(TopicError::MisplacedMultiLevelWildcard);
+        }
+        if level.contains('+') && level != "+" {
+            return Err(TopicError::MisplacedSingleLevelWildcard);
+        }
+    }
+    Ok(())
+}
+
+/// Splits a well-formed `$share/{group}/{filter}` into group and filter (the filter itself
+/// is not validated here). `None` for anything else.
+pub fn split_shared(filter: &str) -> Option<(&str, &str)> {
+    let rest = filter.strip_prefix("$share/")?;
+    let (group, inner) = rest.split_once('/')?;
+    if group.is_empty() || group.contains(['+', '#']) || inner.is_empty() {
+        return None;
+    }
+    Some((group, inner))
+}
+
+/// Whether topic name `topic` matches `filter`. Invalid names or filters never match.
+/// Wildcards in the first level do not match `$`-topics; `$share/g/f` matches as `f`.
+pub fn matches(filter: &str, topic: &str) -> bool {
+    if validate_topic_filter(filter).is_err() || validate_topic_name(topic).is_err() {
+        return false;
+    }
+    let filter = split_shared(filter).map_or(filter, |(_, f)| f);
+    let dollar = topic.starts_with('$');
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    let mut first = true;
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return !(first && dollar),
+            (Some("+"), Some(_)) if first && dollar => return false,
+            (Some("+"), Some(_)) => {}
+            (Some(fl), Some(tl)) if fl == tl => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+        first = false;
+    }
+}
+
+/// Whether every topic `inner` can match is also matched by `outer` (both valid filters,
+/// `$share/` prefixes ignored). Used to grant a subscription inside an allowed tree.
+pub fn filter_within(inner: &str, outer: &str) -> bool {
+    if validate_topic_filter(inner).is_err() || validate_topic_filter(outer).is_err() {
+        return false;
+    }
+    let inner = split_shared(inner).map_or(inner, |(_, f)| f);
+    let outer = split_shared(outer).map_or(outer, |(_, f)| f);
+    let mut i = inner.split('/');
+    let mut o = outer.split('/');
+    let mut first = true;
+    loop {
+        match (o.next(), i.next()) {
+            // A leading wildcard in `outer` does not reach `$`-topics, which `inner` may name.
+            (Some("#"), Some(il)) if first && il.starts_with('$') => return false,
+            (Some("#"), _) => return true,
+            (Some("+"), Some(il)) if first && il.starts_with('$') => return false,
+            (Some("+"), Some(il)) if il != "#" => {}
+            (Some(ol), Some(il)) if ol == il && ol != "+" && ol != "#" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+        first = false;
+    }
+}
+
+/// A set of topic filters, each with a value, looked up by topic name at a cost that
+/// depends on the topic's depth and the number of matches, not the number of filters.
+/// Filters may hold whole-level placeholders (`devices/${device.id}/#`, `d-${device.id}`)
+/// resolved per lookup.
+#[derive(Debug, Clone)]
+pub struct TopicTrie<T> {
+    root: Node<T>,
+    len: usize,
+    placeholders: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Node<T> {
+    literal: HashMap<Box<str>, Node<T>>,
+    plus: Option<Box<Node<T>>>,
+    templates: Vec<(Template, Node<T>)>,
+    /// Values of filters ending here.
+    here: Vec<T>,
+    /// Values of filters ending in `#` here (they also match this level itself).
+    hash: Vec<T>,
+}
+
+impl<T> Default for Node<T> {
+    fn default() -> Self {
+        Node { literal: HashMap::default(), plus: None, templates: Vec::new(), here: Vec::new(), hash: Vec::new() }
+    }
+}
+
+/// Why a filter could not be added to a [`TopicTrie`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrieError {
+    /// The filter is not a valid topic filter.
+    Topic(TopicError),
+    /// A placeholder is malformed or unknown.
+    Template(TemplateError),
+}
+
+impl fmt::Display for TrieError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrieError::Topic(e) => e.fmt(f),
+            TrieError::Template(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for TrieError {}
+
+impl<T> Default for TopicTrie<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> TopicTrie<T> {
+    /// An empty trie whose filters may not contain placeholders.
+    pub fn new() -> Self {
+        TopicTrie { root: Node::default(), len: 0, placeholders: Vec::new() }
+    }
+
+    /// An empty trie whose filters may use the placeholders `names`.
+    pub fn with_placeholders(names: &[&str]) -> Self {
+        TopicTrie { placeholders: names.iter().map(|n| (*n).to_owned()).collect(), ..Self::new() }
+    }
+
+    /// Number of filters inserted.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no filter was inserted.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds `filter` with `value`. `$share/` prefixes are not allowed here: rules name topics.
+    pub fn insert(&mut self, filter: &str, value: T) -> Result<(), TrieError> {
+        let allowed: Vec<&str> = self.placeholders.iter().map(String::as_str).collect();
+        // Validate the shape with placeholders standing in as plain text.
+        validate_topic_filter(filter).map_err(TrieError::Topic)?;
+        if filter.starts_with("$share/") {
+            return Err(TrieError::Topic(TopicError::InvalidSharedSubscription));
+        }
+        let mut node = &mut self.root;
+        let mut offset = 0;
+        for level in filter.split('/') {
+            let at = offset;
+            offset += level.len() + 1;
+            node = match level {
+                "#" => {
+                    node.hash.push(value);
+                    self.len += 1;
+                    return Ok(());
+                }
+                "+" => node.plus.get_or_insert_with(Box::default),
+                l if l.contains("${") => {
+                    let t = Template::parse(l, &allowed).map_err(|mut e| {
+                        e.position += at;
+                        TrieError::Template(e)
+                    })?;
+                    match node.templates.iter().position(|(existing, _)| *existing == t) {
+                        Some(i) => &mut node.templates[i].1,
+                        None => {
+                            node.templates.push((t, Node::default()));
+                            &mut node.templates.last_mut().expect("just pushed").1
+                        }
+                    }
+                }
+                l => node.literal.entry(l.into()).or_default(),
+            };
+        }
+        node.here.push(value);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Calls `f` with the value of every filter matching topic name `topic`. Invalid
+    /// topic names match nothing. Does not allocate.
+    pub fn for_each_match(&self, topic: &str, vars: &impl Vars, mut f: impl FnMut(&T)) {
+        if validate_topic_name(topic).is_err() {
+            return;
+        }
+        walk(&self.root, Some(topic), true, topic.starts_with('$'), vars, &mut |v| {
+            f(v);
+            true
+        });
+    }
+
+    /// Whether any matching filter's value satisfies `pred`; stops at the first.
+    pub fn any_match(&self, topic: &str, vars: &impl Vars, mut pred: impl FnMut(&T) -> bool) -> bool {
+        if validate_topic_name(topic).is_err() {
+            return false;
+        }
+        let mut found = false;
+        walk(&self.root, Some(topic), true, topic.starts_with('$'), vars, &mut |v| {
+            found = pred(v);
+            !found
+        });
+        found
+    }
+}
+
+/// Visits matches; `f` returns false to stop. Returns false once stopped.
+fn walk<T>(
+    node: &Node<T>,
+    rest: Option<&str>,
+    first: bool,
+    dollar: bool,
+    vars: &impl Vars,
+    f: &mut impl FnMut(&T) -> bool,
+) -> bool {
+    if !(first && dollar) {
+        for v in &node.hash {
+            if !f(v) {
+                return false;
+            }
+        }
+    }
+    let Some(rest) = rest else {
+        return node.here.iter().all(|v| f(v));
+    };
+    let (level, next) = match rest.split_once('/') {
+        Some((l, n)) => (l, Some(n)),
+        None => (rest, None),
+    };
+    if let Some(child) = node.literal.get(level)
+        && !walk(child, next, false, dollar, vars, f)
+    {
+        return false;
+    }
+    if let Some(child) = &node.plus
+        && !(first && dollar)
+        && !walk(child, next, false, dollar, vars, f)
+    {
+        return false;
+    }
+    for (t, child) in &node.templates {
+        if t.matches_level(level, vars) && !walk(child, next, false, dollar, vars, f) {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_per_spec() {
+        for ok in ["a", "/", "a//b", "/finance", "a/", "$SYS/broker", "sport/tennis/player1", "ü/x"] {
+            assert_eq!(validate_topic_name(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(validate_topic_name(""), Err(TopicError::Empty));
+        assert_eq!(validate_topic_name("a/+"), Err(TopicError::WildcardInTopicName));
+        assert_eq!(validate_topic_name("a/#"), Err(TopicError::WildcardInTopicName));
+        assert_eq!(validate_topic_name("a\0b"), Err(TopicError::NullCharacter));
+        assert_eq!(validate_topic_name(&"x".repeat(65_535)), Ok(()));
+        assert_eq!(validate_topic_name(&"x".repeat(65_536)), Err(TopicError::TooLong));
+    }
+
+    #[test]
+    fn topic_filters_per_spec() {
+        for ok in ["#", "+", "+/+", "/+", "sport/#", "sport/tennis/#", "sport/+/player1", "+/tennis/#", "$SYS/#", "a//b", "$share/g/a/#", "$share"] {
+            assert_eq!(validate_topic_filter(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(validate_topic_filter("sport/tennis#"), Err(TopicError::MisplacedMultiLevelWildcard));
+        assert_eq!(validate_topic_filter("sport/tennis/#/ranking"), Err(TopicError::MisplacedMultiLevelWildcard));
+        assert_eq!(validate_topic_filter("a/#/b"), Err(TopicError::MisplacedMultiLevelWildcard));
+        assert_eq!(validate_topic_filter("sport+"), Err(TopicError::MisplacedSingleLevelWildcard));
+        assert_eq!(validate_topic_filter("a/b+/c"), Err(TopicError::MisplacedSingleLevelWildcard));
+        assert_eq!(validate_topic_filter(""), Err(TopicError::Empty));
+        for bad in ["$share/g", "$share/g/", "$share//a", "$share/g+/a", "$share/#/a"] {
+            assert_eq!(validate_topic_filter(bad), Err(TopicError::InvalidSharedSubscription), "{bad}");
+        }
+        assert_eq!(validate_topic_filter("$share/g/a/#/b"), Err(TopicError::MisplacedMultiLevelWildcard));
+        assert_eq!(split_shared("$share/consumers/sensors/#"), Some(("consumers", "sensors/#")));
+        assert_eq!(split_shared("sensors/#"), None);
+    }
+
+    #[test]
+    fn matching_per_the_specs_examples() {
+        // MQTT 5.0 §4.7.1.2
+        assert!(matches("sport/tennis/player1/#", "sport/tennis/player1"));
+        assert!(matches("sport/tennis/player1/#", "sport/tennis/player1/ranking"));
+        assert!(matches("sport/tennis/player1/#", "sport/tennis/player1/score/wimbledon"));
+        assert!(matches("sport/#", "sport"));
+        assert!(matches("#", "anything/at/all"));
+        // §4.7.1.3
+        assert!(matches("sport/tennis/+", "sport/tennis/player1"));
+        assert!(matches("sport/tennis/+", "sport/tennis/player2"));
+        assert!(!matches("sport/tennis/+", "sport/tennis/player1/ranking"));
+        assert!(!matches("sport/+", "sport"));
+        assert!(matches("sport/+", "sport/"));
+        assert!(matches("+/+", "/finance"));
+        assert!(matches("/+", "/finance"));
+        assert!(!matches("+", "/finance"));
+        // §4.7.2: $-topics
+        assert!(!matches("#", "$SYS/broker/clients"));
+        assert!(!matches("+/monitor/Clients", "$SYS/monitor/Clients"));
+        assert!(matches("$SYS/#", "$SYS/monitor/Clients"));
+        assert!(matches("$SYS/monitor/+", "$SYS/monitor/Clients"));
+        assert!(matches("a/+", "a/$x"), "only the first level is special");
+        // shared subscriptions match as their filter
+        assert!(matches("$share/g/sport/#", "sport/tennis"));
+        // case and exactness
+        assert!(!matches("ACCOUNTS", "Accounts"));
+        assert!(!matches("a/b", "a/b/"));
+        assert!(matches("a//b", "a//b"));
+        assert!(!matches("a/#/b", "a/x/b"), "invalid filters never match");
+        assert!(!matches("a", ""), "invalid names never match");
+    }
+
+    #[test]
+    fn filter_within_a_tree() {
+        assert!(filter_within("devices/d1/commands/#", "devices/d1/commands/#"));
+        assert!(filter_within("devices/d1/commands", "devices/d1/commands/#"));
+        assert!(filter_within("devices/d1/commands/+/x", "devices/d1/commands/#"));
+        assert!(filter_within("devices/d1/x", "devices/+/x"));
+        assert!(filter_within("devices/+/x", "devices/+/x"));
+        assert!(!filter_within("devices/#", "devices/+/x"));
+        assert!(!filter_within("devices/+/x", "devices/d1/x"));
+        assert!(!filter_within("devices/d1/#", "devices/d1/commands/#"));
+        assert!(!filter_within("$SYS/x", "#"));
+        assert!(!filter_within("$SYS/x", "+/x"));
+        assert!(filter_within("$SYS/x", "$SYS/#"));
+        assert!(filter_within("a/b", "#"));
+        assert!(!filter_within("a/b/c", "a/b"));
+    }
+
+    #[test]
+    fn trie_with_placeholders() {
+        let mut trie = TopicTrie::with_placeholders(&["device.id", "device.type"]);
+        trie.insert("devices/${device.id}/#", "own").unwrap();
+        trie.insert("iot-2/type/${device.type}/id/${device.id}/evt/+/fmt/+", "ibm").unwrap();
+        trie.insert("public/#", "public").unwrap();
+        trie.insert("#", "all").unwrap();
+        let vars = [("device.id", "d1"), ("device.type", "sensor")];
+        let found = |topic: &str, vars: &[(&str, &str)]| {
+            let mut v = Vec::new();
+            trie.for_each_match(topic, &vars, |x| v.push(*x));
+            v.sort();
+            v
+        };
+        assert_eq!(found("devices/d1/temp", &vars), ["all", "own"]);
+        assert_eq!(found("devices/d1", &vars), ["all", "own"]);
+        assert_eq!(found("devices/d2/temp", &vars), ["all"]);
+        assert_eq!(found("iot-2/type/sensor/id/d1/evt/temp/fmt/json", &vars), ["all", "ibm"]);
+        assert_eq!(found("iot-2/type/other/id/d1/evt/temp/fmt/json", &vars), ["all"]);
+        assert_eq!(found("$SYS/x", &vars), Vec::<&str>::new(), "# does not reach $-topics");
+        // an unsafe device id matches nothing through the placeholder
+        assert_eq!(found("devices/a/temp", &[("device.id", "a/#")]), ["all"]);
+        assert_eq!(found("devices/+/temp", &vars), Vec::<&str>::new(), "invalid names match nothing");
+        assert!(trie.any_match("public/x", &vars, |v| *v == "public"));
+        assert!(!trie.any_match("private/x", &vars, |v| *v == "public"));
+        assert_eq!(trie.len(), 4);
+    }
+
+    #[test]
+    fn trie_insert_errors() {
+        let mut trie = TopicTrie::with_placeholders(&["device.id"]);
+        assert_eq!(trie.insert("a/#/b", 1), Err(TrieError::Topic(TopicError::MisplacedMultiLevelWildcard)));
+        match trie.insert("a/${device.name}/b", 1) {
+            Err(TrieError::Template(e)) => {
+                assert_eq!(e.position, 2);
+                assert!(e.message.contains("unknown placeholder"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(TopicTrie::new().insert("a/${device.id}", 1).is_err(), "no placeholders unless declared");
+        assert!(trie.insert("$share/g/a", 1).is_err());
+        assert!(trie.is_empty());
+    }
+
+    /// A deterministic generator, so the differential test needs no dependency.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, n: usize) -> usize {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((self.0 >> 33) as usize) % n
+        }
+    }
+
+    #[test]
+    fn trie_agrees_with_matches_on_random_filters_and_topics() {
+        let name_levels = ["a", "b", "", "$x", "c"];
+        let filter_levels = ["a", "b", "", "$x", "+", "c"];
+        let mut rng = Lcg(7);
+        let mut filters = Vec::new();
+        let mut trie = TopicTrie::new();
+        for i in 0..3000 {
+            let depth = 1 + rng.next(4);
+            let mut levels: Vec<&str> = (0..depth).map(|_| filter_levels[rng.next(filter_levels.len())]).collect();
+            if rng.next(4) == 0 {
+                levels.push("#");
+            }
+            let f = levels.join("/");
+            if f.is_empty() {
+                continue;
+            }
+            trie.insert(&f, i).unwrap();
+            filters.push((i, f));
+        }
+        let none: [(&str, &str); 0] = [];
+        for _ in 0..2000 {
+            let depth = 1 + rng.next(5);
+            let t: String = (0..depth).map(|_| name_levels[rng.next(name_levels.len())]).collect::<Vec<_>>().join("/");
+            let mut from_trie = Vec::new();
+            trie.for_each_match(&t, &none, |i| from_trie.push(*i));
+            from_trie.sort();
+            let linear: Vec<usize> = filters.iter().filter(|(_, f)| matches(f, &t)).map(|(i, _)| *i).collect();
+            assert_eq!(from_trie, linear, "topic {t:?}");
+        }
+    }
+}

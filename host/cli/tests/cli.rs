@@ -51,6 +51,9 @@ fn flipping_any_one_expectation_fails_the_run() {
             l if l.contains("\"accept\"") => "expect = \"reject\"",
             l if l.contains("\"reject\"") => "expect = \"accept\"",
             l if l.contains("\"allow\"") => "expect = \"deny\"",
+            l if l.contains("\"deny\"") && original[..*at].rsplit("[[case]]").next().unwrap().contains("subscribe =") => {
+                "expect = \"grant\""
+            }
             l if l.contains("\"deny\"") => "expect = \"allow\"",
             l if l.contains("\"grant\"") => "expect = \"deny\"",
             l => panic!("unexpected line {l}"),

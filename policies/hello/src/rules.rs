@@ -65,6 +65,7 @@ pub fn device_id(client_id: &str) -> Result<&str, String> {
     Ok(client_id)
 }
 
+/// `devices/{device}/...`, compared in place: this runs for every publish, so no string is built.
 fn within_device(device: &str, topic_name: &str) -> bool {
     topic_name
         .strip_prefix("devices/")
@@ -77,12 +78,7 @@ pub fn check_subscribe(device: &str, filter: &str) -> Result<(), (ReasonCode, St
     if let Err(e) = topic::validate_topic_filter(filter) {
         return Err((ReasonCode::TopicFilterInvalid, format!("invalid topic filter: {e}")));
     }
-    let inside = filter
-        .strip_prefix("devices/")
-        .and_then(|rest| rest.strip_prefix(device))
-        .and_then(|rest| rest.strip_prefix("/commands"))
-        // The first three levels are literals, so any valid remainder stays inside the tree.
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    let inside = topic::filter_within(filter, &format!("devices/{device}/commands/#"));
     if inside {
         Ok(())
     } else {
