@@ -197,20 +197,26 @@ macro_rules! export_policy {
                     STATE.with(|s| __rt::authenticate(s, id, c))
                 }
                 fn authorize_publish(id: u64, p: t::Publish) -> t::PublishDecision {
-                    STATE.with(|s| __rt::with_session(s, id, t::PublishDecision::Deny, |pol, ses| {
-                        <$policy as $crate::Policy>::authorize_publish(pol, ses, &p)
-                    }))
+                    STATE.with(|s| {
+                        __rt::with_session(s, id, t::PublishDecision::Deny, |pol, ses| {
+                            <$policy as $crate::Policy>::authorize_publish(pol, ses, &p)
+                        })
+                    })
                 }
                 fn authorize_subscribe(id: u64, sub: t::Subscribe) -> t::SubscribeDecision {
-                    STATE.with(|s| __rt::with_session(s, id, t::SubscribeDecision::Deny, |pol, ses| {
-                        <$policy as $crate::Policy>::authorize_subscribe(pol, ses, &sub)
-                    }))
+                    STATE.with(|s| {
+                        __rt::with_session(s, id, t::SubscribeDecision::Deny, |pol, ses| {
+                            <$policy as $crate::Policy>::authorize_subscribe(pol, ses, &sub)
+                        })
+                    })
                 }
                 fn authorize_delivery(id: u64, d: t::Delivery) -> t::DeliveryDecision {
-                    STATE.with(|s| __rt::with_session(s, id, t::DeliveryDecision::Deny, |pol, ses| {
-                        <$policy as $crate::Policy>::authorize_delivery(pol, ses, &d)
-                    }))
-                }
+                    STATE.with(|s| {
+                        __rt::with_session(s, id, t::DeliveryDecision::Deny, |pol, ses| {
+                            <$policy as $crate::Policy>::authorize_delivery(pol, ses, &d)
+                        })
+                    })
+        }
                 fn end_session(id: u64) {
                     STATE.with(|s| __rt::end_session(s, id))
                 }

@@ -89,7 +89,9 @@ impl Template {
             if !valid_name(name) {
                 return Err(TemplateError {
                     position: offset + start,
-                    message: format!("`${{{name}}}` is not a placeholder name (lower-case letters, digits, `.`, `_`, `-`)"),
+                    message: format!(
+                        "`${{{name}}}` is not a placeholder name (lower-case letters, digits, `.`, `_`, `-`)"
+                    ),
                 });
             }
             if !allowed.contains(&name) {

@@ -308,7 +308,7 @@ fn walk<T>(
         }
     }
     let Some(rest) = rest else {
-        return node.here.iter().all(|v| f(v));
+        return node.here.iter().all(f);
     };
     let (level, next) = match rest.split_once('/') {
         Some((l, n)) => (l, Some(n)),
@@ -352,7 +352,20 @@ mod tests {
 
     #[test]
     fn topic_filters_per_spec() {
-        for ok in ["#", "+", "+/+", "/+", "sport/#", "sport/tennis/#", "sport/+/player1", "+/tennis/#", "$SYS/#", "a//b", "$share/g/a/#", "$share"] {
+        for ok in [
+            "#",
+            "+",
+            "+/+",
+            "/+",
+            "sport/#",
+            "sport/tennis/#",
+            "sport/+/player1",
+            "+/tennis/#",
+            "$SYS/#",
+            "a//b",
+            "$share/g/a/#",
+            "$share",
+        ] {
             assert_eq!(validate_topic_filter(ok), Ok(()), "{ok}");
         }
         assert_eq!(validate_topic_filter("sport/tennis#"), Err(TopicError::MisplacedMultiLevelWildcard));

@@ -161,7 +161,11 @@ fn check(args: &PolicyArgs) -> Result<ExitCode, BadInput> {
     if module.settings().lines().filter(|l| !l.trim().is_empty()).count() > 20 {
         println!("  | ...");
     }
-    println!("limits:   {:?} per check, {} MiB memory", module.engine().limits().deadline, module.engine().limits().memory >> 20);
+    println!(
+        "limits:   {:?} per check, {} MiB memory",
+        module.engine().limits().deadline,
+        module.engine().limits().memory >> 20
+    );
     Ok(ExitCode::SUCCESS)
 }
 

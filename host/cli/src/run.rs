@@ -111,12 +111,9 @@ pub fn run_publish(policy: &mut Policy, s: SessionId, p: &PublishSpec) -> Outcom
     let publish = Publish { topic: &p.topic, qos: p.qos, retain: p.retain, payload_size: p.payload_size };
     match policy.authorize_publish(s, &publish) {
         PublishDecision::Allow => Outcome::plain("allow"),
-        PublishDecision::Rewrite(r) => Outcome {
-            qos: Some(r.qos),
-            retain: Some(r.retain),
-            message: Some(r.message),
-            ..Outcome::plain("rewrite")
-        },
+        PublishDecision::Rewrite(r) => {
+            Outcome { qos: Some(r.qos), retain: Some(r.retain), message: Some(r.message), ..Outcome::plain("rewrite") }
+        }
         PublishDecision::Deny(d) => Outcome::denied("deny", &d),
         PublishDecision::Defer => Outcome::plain("defer"),
     }

@@ -51,7 +51,9 @@ fn flipping_any_one_expectation_fails_the_run() {
             l if l.contains("\"accept\"") => "expect = \"reject\"",
             l if l.contains("\"reject\"") => "expect = \"accept\"",
             l if l.contains("\"allow\"") => "expect = \"deny\"",
-            l if l.contains("\"deny\"") && original[..*at].rsplit("[[case]]").next().unwrap().contains("subscribe =") => {
+            l if l.contains("\"deny\"")
+                && original[..*at].rsplit("[[case]]").next().unwrap().contains("subscribe =") =>
+            {
                 "expect = \"grant\""
             }
             l if l.contains("\"deny\"") => "expect = \"allow\"",
@@ -103,7 +105,11 @@ fn bad_input_exits_2_with_one_line_naming_the_problem() {
     assert!(err.contains("typo.toml:4:1") && err.contains("expct"), "{err}");
 
     let outcome = dir.join("outcome.toml");
-    std::fs::write(&outcome, "[[case]]\nname = \"x\"\nconnect = { client-id = \"d\" }\nsubscribe = { filter = \"a\" }\nexpect = \"allow\"\n").unwrap();
+    std::fs::write(
+        &outcome,
+        "[[case]]\nname = \"x\"\nconnect = { client-id = \"d\" }\nsubscribe = { filter = \"a\" }\nexpect = \"allow\"\n",
+    )
+    .unwrap();
     let o = run(&["test", test_fixtures::HELLO, outcome.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("field `expect`: `allow` is not an outcome of subscribe"), "{}", text(&o));
@@ -140,7 +146,16 @@ fn check_describes_the_policy() {
 
 #[test]
 fn eval_explains_one_decision_with_its_event() {
-    let o = run(&["eval", test_fixtures::HELLO, "--client-id", "sensor-1", "--publish", "devices/sensor-9/x", "--qos", "1"]);
+    let o = run(&[
+        "eval",
+        test_fixtures::HELLO,
+        "--client-id",
+        "sensor-1",
+        "--publish",
+        "devices/sensor-9/x",
+        "--qos",
+        "1",
+    ]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("connect sensor-1") && out.contains("accept as sensor-1"), "{out}");

@@ -83,7 +83,7 @@ pub fn pem_to_der(pem: &str) -> Result<Vec<Vec<u8>>, CertError> {
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, CertError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok((rest, _)) => Err(CertError::Der(format!("{} trailing bytes after the certificate", rest.len()))),
         Err(e) => Err(CertError::Der(e.to_string())),
     }
@@ -103,11 +103,9 @@ pub fn parse_der(der: &[u8]) -> Result<Certificate, CertError> {
 /// certificate none of them signed is not an error; the policy decides what that means.
 pub fn parse_and_verify(der: &[u8], cas: &[TenantCa]) -> Result<Certificate, CertError> {
     let cert = parse(der)?;
-    let subject_cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .map(|cn| cn.as_str().map(str::to_owned).unwrap_or_else(|_| String::from_utf8_lossy(cn.as_slice()).into_owned()));
+    let subject_cn = cert.subject().iter_common_name().next().map(|cn| {
+        cn.as_str().map(str::to_owned).unwrap_or_else(|_| String::from_utf8_lossy(cn.as_slice()).into_owned())
+    });
     let mut dns_names = Vec::new();
     let mut uris = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -187,8 +185,8 @@ impl TenantCa {
 mod tests {
     use super::*;
     use rcgen::{
-        BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, SanType,
-        SerialNumber, date_time_ymd,
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, SanType, SerialNumber,
+        date_time_ymd,
     };
 
     struct Ca {
@@ -266,7 +264,10 @@ mod tests {
         let (a, b) = (ca("Tenant A CA"), ca("Tenant B CA"));
         let der = leaf(Some("dev-1"), &a);
         let (ta, tb) = (tenant_ca("tenant-a", &a), tenant_ca("tenant-b", &b));
-        assert_eq!(parse_and_verify(&der, std::slice::from_ref(&ta)).unwrap().chain_verified_by.as_deref(), Some("tenant-a"));
+        assert_eq!(
+            parse_and_verify(&der, std::slice::from_ref(&ta)).unwrap().chain_verified_by.as_deref(),
+            Some("tenant-a")
+        );
         assert_eq!(parse_and_verify(&der, std::slice::from_ref(&tb)).unwrap().chain_verified_by, None);
         assert_eq!(parse_and_verify(&der, &[tb, ta]).unwrap().chain_verified_by.as_deref(), Some("tenant-a"));
     }
@@ -292,10 +293,7 @@ mod tests {
         trailing.push(0);
         assert!(matches!(parse_der(&trailing), Err(CertError::Der(_))));
         assert!(matches!(pem_to_der("hello"), Err(CertError::Pem(_))));
-        let leaf_pem = format!(
-            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-            pem_body(&der)
-        );
+        let leaf_pem = format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", pem_body(&der));
         assert!(matches!(TenantCa::from_pem("x", &leaf_pem), Err(CertError::NotACa { .. })));
     }
 

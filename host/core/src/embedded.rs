@@ -38,7 +38,8 @@ pub fn embed(component: &[u8], settings: &str) -> Result<Vec<u8>, String> {
         let whole = &component[offset..offset + header_len + payload.len()];
         offset += whole.len();
         let is_ours = id == 0
-            && leb128(payload).is_some_and(|(n, used)| payload.get(used..used + n as usize) == Some(SECTION.as_bytes()));
+            && leb128(payload)
+                .is_some_and(|(n, used)| payload.get(used..used + n as usize) == Some(SECTION.as_bytes()));
         if !is_ours {
             out.extend_from_slice(whole);
         }

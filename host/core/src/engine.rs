@@ -104,14 +104,13 @@ impl Engine {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
         let component = self.compile(source_name, bytes, digest)?;
         check_imports(self.wasm(), &component, source_name)?;
-        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| Error::Link {
-            source_name: source_name.to_owned(),
-            message: format!("{e:#}"),
-        })?;
-        let pre = bindings::PolicyPre::new(pre).map_err(|e| Error::Link {
-            source_name: source_name.to_owned(),
-            message: format!("{e:#}"),
-        })?;
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| Error::Link { source_name: source_name.to_owned(), message: format!("{e:#}") })?;
+        let pre = bindings::PolicyPre::new(pre)
+            .map_err(|e| Error::Link { source_name: source_name.to_owned(), message: format!("{e:#}") })?;
         let settings = match settings {
             Some(s) => s.to_owned(),
             None => crate::embedded::settings(bytes)

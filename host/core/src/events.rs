@@ -78,7 +78,13 @@ pub struct Event {
 
 impl Event {
     /// A new event stamped now, with no client details.
-    pub fn new(tenant: &str, action: Action, severity: Severity, outcome: &'static str, message: impl Into<String>) -> Event {
+    pub fn new(
+        tenant: &str,
+        action: Action,
+        severity: Severity,
+        outcome: &'static str,
+        message: impl Into<String>,
+    ) -> Event {
         Event {
             time_ms: now_ms(),
             tenant: tenant.to_owned(),

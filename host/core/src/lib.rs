@@ -15,8 +15,8 @@
 //! ```
 
 mod bindings;
-mod convert;
 pub mod cert;
+mod convert;
 pub mod embedded;
 mod engine;
 mod error;

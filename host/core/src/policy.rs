@@ -97,7 +97,12 @@ impl Policy {
                 let info = convert::session_info(info);
                 self.sessions.insert(
                     id,
-                    Session { connect: connect.clone(), info: info.clone(), generation: self.generation, revoked: None },
+                    Session {
+                        connect: connect.clone(),
+                        info: info.clone(),
+                        generation: self.generation,
+                        revoked: None,
+                    },
                 );
                 self.tenant.connected();
                 return ConnectDecision::Accept(SessionId(id), info);
@@ -114,15 +119,25 @@ impl Policy {
 
     /// Checks a publish (the broker's write check).
     pub fn authorize_publish(&mut self, session: SessionId, publish: &Publish<'_>) -> PublishDecision {
-        let p = wit::Publish { topic: publish.topic, qos: publish.qos, retain: publish.retain, payload_size: publish.payload_size };
-        let decision = match self.call_session(Action::Publish, session, |live, id| live.exports.call_authorize_publish(&mut live.store, id, p)) {
+        let p = wit::Publish {
+            topic: publish.topic,
+            qos: publish.qos,
+            retain: publish.retain,
+            payload_size: publish.payload_size,
+        };
+        let decision = match self.call_session(Action::Publish, session, |live, id| {
+            live.exports.call_authorize_publish(&mut live.store, id, p)
+        }) {
             Ok(d) => convert::publish_decision(d),
             Err(fault) => PublishDecision::Deny(fault),
         };
         match &decision {
-            PublishDecision::Deny(d) => self.emit_for(session, Event::denial(self.tenant.name(), Action::Publish, "deny", d), publish.topic),
+            PublishDecision::Deny(d) => {
+                self.emit_for(session, Event::denial(self.tenant.name(), Action::Publish, "deny", d), publish.topic)
+            }
             PublishDecision::Rewrite(r) => {
-                let event = Event::new(self.tenant.name(), Action::Publish, Severity::Info, "rewrite", r.message.clone());
+                let event =
+                    Event::new(self.tenant.name(), Action::Publish, Severity::Info, "rewrite", r.message.clone());
                 self.emit_for(session, event, publish.topic)
             }
             _ => {}
@@ -133,7 +148,9 @@ impl Policy {
     /// Checks a subscription request for one filter.
     pub fn authorize_subscribe(&mut self, session: SessionId, subscribe: &Subscribe<'_>) -> SubscribeDecision {
         let s = wit::Subscribe { filter: subscribe.filter, qos: subscribe.qos };
-        let decision = match self.call_session(Action::Subscribe, session, |live, id| live.exports.call_authorize_subscribe(&mut live.store, id, s)) {
+        let decision = match self.call_session(Action::Subscribe, session, |live, id| {
+            live.exports.call_authorize_subscribe(&mut live.store, id, s)
+        }) {
             Ok(d) => convert::subscribe_decision(d),
             Err(fault) => SubscribeDecision::Deny(fault),
         };
@@ -145,8 +162,15 @@ impl Policy {
 
     /// Checks a delivery to a subscriber (the broker's read check, per message).
     pub fn authorize_delivery(&mut self, session: SessionId, delivery: &Delivery<'_>) -> DeliveryDecision {
-        let d = wit::Delivery { topic: delivery.topic, qos: delivery.qos, retain: delivery.retain, payload_size: delivery.payload_size };
-        let decision = match self.call_session(Action::Delivery, session, |live, id| live.exports.call_authorize_delivery(&mut live.store, id, d)) {
+        let d = wit::Delivery {
+            topic: delivery.topic,
+            qos: delivery.qos,
+            retain: delivery.retain,
+            payload_size: delivery.payload_size,
+        };
+        let decision = match self.call_session(Action::Delivery, session, |live, id| {
+            live.exports.call_authorize_delivery(&mut live.store, id, d)
+        }) {
             Ok(d) => convert::delivery_decision(d),
             Err(fault) => DeliveryDecision::Deny(fault),
         };

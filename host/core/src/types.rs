@@ -254,21 +254,33 @@ pub trait Verdict {
 
 impl Verdict for ConnectDecision {
     fn denial(&self) -> Option<&Denial> {
-        match self { ConnectDecision::Reject(d) => Some(d), _ => None }
+        match self {
+            ConnectDecision::Reject(d) => Some(d),
+            _ => None,
+        }
     }
 }
 impl Verdict for PublishDecision {
     fn denial(&self) -> Option<&Denial> {
-        match self { PublishDecision::Deny(d) => Some(d), _ => None }
+        match self {
+            PublishDecision::Deny(d) => Some(d),
+            _ => None,
+        }
     }
 }
 impl Verdict for SubscribeDecision {
     fn denial(&self) -> Option<&Denial> {
-        match self { SubscribeDecision::Deny(d) => Some(d), _ => None }
+        match self {
+            SubscribeDecision::Deny(d) => Some(d),
+            _ => None,
+        }
     }
 }
 impl Verdict for DeliveryDecision {
     fn denial(&self) -> Option<&Denial> {
-        match self { DeliveryDecision::Deny(d) => Some(d), _ => None }
+        match self {
+            DeliveryDecision::Deny(d) => Some(d),
+            _ => None,
+        }
     }
 }

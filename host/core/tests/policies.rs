@@ -122,7 +122,11 @@ fn infinite_loop_is_denied_within_the_deadline_and_the_next_call_works() {
     // Generous bound: the point is that it returned at all, on a loaded CI machine too.
     assert!(took < Duration::from_secs(2), "returned after {took:?}");
 
-    assert_eq!(policy.authorize_publish(s, &publish("fine", 0)), PublishDecision::Allow, "fresh instance, session resumed");
+    assert_eq!(
+        policy.authorize_publish(s, &publish("fine", 0)),
+        PublishDecision::Allow,
+        "fresh instance, session resumed"
+    );
     let events = events.take();
     assert!(events.iter().any(|e| e.outcome == "timeout" && e.reason_code == Some(0x83)), "{events:?}");
 }

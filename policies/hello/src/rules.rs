@@ -22,8 +22,9 @@ impl Rules {
             if line.is_empty() {
                 continue;
             }
-            let (key, value) =
-                line.split_once('=').ok_or_else(|| format!("line {}: expected `key = value`, found `{line}`", n + 1))?;
+            let (key, value) = line
+                .split_once('=')
+                .ok_or_else(|| format!("line {}: expected `key = value`, found `{line}`", n + 1))?;
             match key.trim() {
                 "max-payload" => {
                     rules.max_payload = value.trim().parse().map_err(|_| {
@@ -79,11 +80,7 @@ pub fn check_subscribe(device: &str, filter: &str) -> Result<(), (ReasonCode, St
         return Err((ReasonCode::TopicFilterInvalid, format!("invalid topic filter: {e}")));
     }
     let inside = topic::filter_within(filter, &format!("devices/{device}/commands/#"));
-    if inside {
-        Ok(())
-    } else {
-        Err((ReasonCode::NotAuthorized, format!("unauthorized topic filter {filter}")))
-    }
+    if inside { Ok(()) } else { Err((ReasonCode::NotAuthorized, format!("unauthorized topic filter {filter}"))) }
 }
 
 #[cfg(test)]
@@ -116,10 +113,23 @@ mod tests {
 
     #[test]
     fn subscribe_only_to_own_commands() {
-        for ok in ["devices/d1/commands/#", "devices/d1/commands", "devices/d1/commands/reboot", "devices/d1/commands/+/x", "devices/d1/commands/+/#"] {
+        for ok in [
+            "devices/d1/commands/#",
+            "devices/d1/commands",
+            "devices/d1/commands/reboot",
+            "devices/d1/commands/+/x",
+            "devices/d1/commands/+/#",
+        ] {
             assert_eq!(check_subscribe("d1", ok), Ok(()), "{ok}");
         }
-        for no in ["devices/d1/#", "devices/+/commands/#", "#", "devices/d2/commands/#", "devices/d1/commandsx", "devices/d1/telemetry"] {
+        for no in [
+            "devices/d1/#",
+            "devices/+/commands/#",
+            "#",
+            "devices/d2/commands/#",
+            "devices/d1/commandsx",
+            "devices/d1/telemetry",
+        ] {
             assert_eq!(check_subscribe("d1", no).unwrap_err().0, ReasonCode::NotAuthorized, "{no}");
         }
         assert_eq!(check_subscribe("d1", "devices/d1/commands/#/x").unwrap_err().0, ReasonCode::TopicFilterInvalid);
