@@ -149,6 +149,31 @@ pub fn filter_within(inner: &str, outer: &str) -> bool {
     }
 }
 
+/// Whether some topic name matches both filters (both valid, `$share/` prefixes ignored).
+/// A deny rule overlapping a subscription means the subscription could receive denied topics.
+pub fn filters_overlap(a: &str, b: &str) -> bool {
+    if validate_topic_filter(a).is_err() || validate_topic_filter(b).is_err() {
+        return false;
+    }
+    let a = split_shared(a).map_or(a, |(_, f)| f);
+    let b = split_shared(b).map_or(b, |(_, f)| f);
+    let mut x = a.split('/');
+    let mut y = b.split('/');
+    let mut first = true;
+    loop {
+        match (x.next(), y.next()) {
+            // A leading wildcard cannot reach the `$`-topics a literal first level may name.
+            (Some("#" | "+"), Some(l)) | (Some(l), Some("#" | "+")) if first && l.starts_with('$') => return false,
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (Some("+"), Some(_)) | (Some(_), Some("+")) => {}
+            (Some(l), Some(m)) if l == m => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+        first = false;
+    }
+}
+
 /// A set of topic filters, each with a value, looked up by topic name at a cost that
 /// depends on the topic's depth and the number of matches, not the number of filters.
 /// Filters may hold whole-level placeholders (`devices/${device.id}/#`, `d-${device.id}`)
@@ -430,6 +455,19 @@ mod tests {
         assert!(filter_within("$SYS/x", "$SYS/#"));
         assert!(filter_within("a/b", "#"));
         assert!(!filter_within("a/b/c", "a/b"));
+    }
+
+    #[test]
+    fn overlapping_filters() {
+        assert!(filters_overlap("a/+/c", "a/b/#"));
+        assert!(filters_overlap("#", "secret/x"));
+        assert!(filters_overlap("a/#", "a"));
+        assert!(filters_overlap("+/+", "a/b"));
+        assert!(!filters_overlap("a/+", "a/b/c"));
+        assert!(!filters_overlap("a/b", "a/c"));
+        assert!(!filters_overlap("#", "$SYS/x"));
+        assert!(filters_overlap("$SYS/#", "$SYS/x"));
+        assert!(!filters_overlap("a/#/b", "a"), "invalid filters never overlap");
     }
 
     #[test]

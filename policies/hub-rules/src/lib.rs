@@ -1,0 +1,61 @@
+//! The hub-rules policy: its settings are a hub rules document (TOML, see the README's
+//! rules reference) compiled at load into hash maps and topic tries.
+
+pub mod config;
+pub mod hub;
+pub mod identity;
+#[cfg(test)]
+mod tests;
+
+use hub::{HostApi, Hub, Session};
+use mqtt_policy_guest::{
+    Auth, Connect, Delivery, DeliveryDecision, Publish, PublishDecision, Subscribe, SubscribeDecision, export_policy,
+    host,
+};
+
+/// The policy: one compiled hub.
+pub struct HubRules(Hub);
+
+/// The real host.
+struct Host;
+
+impl HostApi for Host {
+    fn counter_add(&self, name: &str, delta: i64, window_ms: u64) -> i64 {
+        host::counter_add(name, delta, window_ms)
+    }
+    fn connection_count(&self) -> u32 {
+        host::connection_count()
+    }
+    fn info(&self, message: &str) {
+        host::log(host::Level::Info, message);
+    }
+}
+
+impl mqtt_policy_guest::Policy for HubRules {
+    type Session = Session;
+
+    fn new(settings: &str) -> Result<Self, String> {
+        Hub::compile(settings).map(HubRules)
+    }
+
+    fn authenticate(&self, c: &Connect) -> Auth<Session> {
+        match self.0.authenticate(c, &Host) {
+            Ok((info, session)) => Auth::Accept(info, session),
+            Err(d) => Auth::Reject(d),
+        }
+    }
+
+    fn authorize_publish(&self, s: &mut Session, p: &Publish) -> PublishDecision {
+        self.0.authorize_publish(s, p, &Host)
+    }
+
+    fn authorize_subscribe(&self, s: &mut Session, sub: &Subscribe) -> SubscribeDecision {
+        self.0.authorize_subscribe(s, sub)
+    }
+
+    fn authorize_delivery(&self, s: &mut Session, d: &Delivery) -> DeliveryDecision {
+        self.0.authorize_delivery(s, d)
+    }
+}
+
+export_policy!(HubRules);
