@@ -51,6 +51,9 @@ pub struct Case {
     pub retain: Option<bool>,
     /// Expected device id of an accepted connect.
     pub device: Option<String>,
+    /// Leave the client connected after the case (to fill connection quotas).
+    #[serde(default)]
+    pub keep_connected: bool,
 }
 
 fn one() -> u32 {

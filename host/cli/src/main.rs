@@ -3,6 +3,7 @@
 //! Exit codes: 0 success (all cases pass), 1 a case failed, 2 bad input.
 
 mod cases;
+mod compile;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Compile a hub rules document into a self-contained policy file for one tenant.
+    Build {
+        /// The rules document (TOML, see README).
+        rules: PathBuf,
+        /// Where to write the policy.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Generic policy to embed the rules into (default: the built-in hub-rules policy).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
     /// Load a policy, validate its settings, and describe it.
     Check {
         #[command(flatten)]
@@ -116,6 +128,7 @@ impl<E: std::fmt::Display> From<E> for BadInput {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Build { rules, output, policy } => build(&rules, &output, policy.as_deref()),
         Command::Check { policy } => check(&policy),
         Command::Eval(args) => eval(&args),
         Command::Test { policy, cases, verbose } => test(&policy, &cases, verbose),
@@ -143,6 +156,25 @@ fn load(args: &PolicyArgs) -> Result<PolicyModule, BadInput> {
     Ok(engine.load_file(&args.policy, settings.as_deref())?)
 }
 
+fn build(rules: &Path, output: &Path, policy: Option<&Path>) -> Result<ExitCode, BadInput> {
+    let generic = match policy {
+        Some(p) => std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        None => guest_artifacts::HUB_RULES_WASM.to_vec(),
+    };
+    let (module, bytes) = compile::build(rules, &generic).map_err(BadInput)?;
+    compile::write_atomically(output, &bytes).map_err(BadInput)?;
+    println!("built {} from {}", output.display(), rules.display());
+    println!("size:     {} bytes", bytes.len());
+    println!("digest:   sha256:{}", module.digest());
+    for line in compile::summary(module.settings()).unwrap_or_default() {
+        println!("rules:    {line}");
+    }
+    for ca in module.tenant_cas() {
+        println!("ca:       {}", ca.name());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn check(args: &PolicyArgs) -> Result<ExitCode, BadInput> {
     let module = load(args)?;
     let source = match &args.settings {
@@ -155,11 +187,18 @@ fn check(args: &PolicyArgs) -> Result<ExitCode, BadInput> {
     println!("size:     {} bytes", module.size());
     println!("digest:   sha256:{}", module.digest());
     println!("settings: {source}, {} bytes, accepted by the policy", module.settings().len());
-    for line in module.settings().lines().filter(|l| !l.trim().is_empty()).take(20) {
-        println!("  | {line}");
+    match compile::summary(module.settings()).filter(|s| !s.is_empty()) {
+        Some(lines) => lines.iter().for_each(|l| println!("rules:    {l}")),
+        None => {
+            let lines: Vec<&str> = module.settings().lines().filter(|l| !l.trim().is_empty()).collect();
+            lines.iter().take(20).for_each(|l| println!("  | {l}"));
+            if lines.len() > 20 {
+                println!("  | ... ({} more lines)", lines.len() - 20);
+            }
+        }
     }
-    if module.settings().lines().filter(|l| !l.trim().is_empty()).count() > 20 {
-        println!("  | ...");
+    for ca in module.tenant_cas() {
+        println!("ca:       {}", ca.name());
     }
     println!(
         "limits:   {:?} per check, {} MiB memory",
@@ -187,7 +226,7 @@ fn eval(args: &EvalArgs) -> Result<ExitCode, BadInput> {
     };
     let mut connect = run::connect(&args.tenant, &spec);
     if let Some(path) = &args.cert {
-        connect.certificate = Some(read_certificate(path)?);
+        connect.certificate = Some(read_certificate(&module, path)?);
     }
     let (outcome, session) = run::run_connect(&mut policy, &connect);
     println!("connect {:<40} -> {outcome}", args.client_id);
@@ -215,7 +254,7 @@ fn eval(args: &EvalArgs) -> Result<ExitCode, BadInput> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_certificate(path: &Path) -> Result<mqtt_policy_host::cert::Certificate, BadInput> {
+fn read_certificate(module: &PolicyModule, path: &Path) -> Result<mqtt_policy_host::cert::Certificate, BadInput> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let der = match std::str::from_utf8(&bytes) {
         Ok(text) if text.contains("-----BEGIN") => mqtt_policy_host::cert::pem_to_der(text)
@@ -225,7 +264,7 @@ fn read_certificate(path: &Path) -> Result<mqtt_policy_host::cert::Certificate, 
             .ok_or_else(|| format!("{}: no certificate in the PEM file", path.display()))?,
         _ => bytes,
     };
-    Ok(mqtt_policy_host::cert::parse_der(&der).map_err(|e| format!("{}: {e}", path.display()))?)
+    Ok(module.verify_certificate(&der).map_err(|e| format!("{}: {e}", path.display()))?)
 }
 
 fn test(args: &PolicyArgs, cases_path: &Path, verbose: bool) -> Result<ExitCode, BadInput> {

@@ -159,11 +159,12 @@ pub fn run_case(policy: &mut Policy, tenant: &str, case: &Case) -> CaseOutcome {
                     run_delivery(policy, s, case.deliver.as_ref().expect("action is deliver"))
                 });
             }
-            policy.end_session(s);
             last.expect("repeat is at least 1")
         }
     };
-    if let (Some(s), "connect") = (session, case.action()) {
+    if let Some(s) = session
+        && !case.keep_connected
+    {
         policy.end_session(s);
     }
     let problems = compare(case, &actual);

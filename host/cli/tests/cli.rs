@@ -31,7 +31,7 @@ fn hello_settings() -> String {
 
 #[test]
 fn hello_cases_pass() {
-    let o = run(&["test", test_fixtures::HELLO, &hello_cases(), "--settings", &hello_settings(), "-v"]);
+    let o = run(&["test", guest_artifacts::HELLO, &hello_cases(), "--settings", &hello_settings(), "-v"]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("9 passed, 0 failed"), "{out}");
@@ -63,7 +63,7 @@ fn flipping_any_one_expectation_fails_the_run() {
         let cases = format!("{}{}{}", &original[..at + 1], flipped, &original[line_end..]);
         let path = dir.join(format!("flip-{n}.toml"));
         std::fs::write(&path, cases).unwrap();
-        let o = run(&["test", test_fixtures::HELLO, path.to_str().unwrap(), "--settings", &hello_settings()]);
+        let o = run(&["test", guest_artifacts::HELLO, path.to_str().unwrap(), "--settings", &hello_settings()]);
         assert_eq!(o.status.code(), Some(1), "flipping expectation {n} must fail: {}", text(&o));
         assert!(text(&o).contains("8 passed, 1 failed"), "{}", text(&o));
     }
@@ -87,7 +87,7 @@ message = "unauthorized topic elsewhere"
 "#,
     )
     .unwrap();
-    let o = run(&["test", test_fixtures::HELLO, path.to_str().unwrap()]);
+    let o = run(&["test", guest_artifacts::HELLO, path.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("expected reason 0x97 quota exceeded, got deny 0x87"), "{}", text(&o));
     std::fs::remove_dir_all(dir).unwrap();
@@ -98,7 +98,7 @@ fn bad_input_exits_2_with_one_line_naming_the_problem() {
     let dir = scratch("bad");
     let typo = dir.join("typo.toml");
     std::fs::write(&typo, "[[case]]\nname = \"x\"\nconnect = { client-id = \"d\" }\nexpct = \"accept\"\n").unwrap();
-    let o = run(&["test", test_fixtures::HELLO, typo.to_str().unwrap()]);
+    let o = run(&["test", guest_artifacts::HELLO, typo.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -110,11 +110,11 @@ fn bad_input_exits_2_with_one_line_naming_the_problem() {
         "[[case]]\nname = \"x\"\nconnect = { client-id = \"d\" }\nsubscribe = { filter = \"a\" }\nexpect = \"allow\"\n",
     )
     .unwrap();
-    let o = run(&["test", test_fixtures::HELLO, outcome.to_str().unwrap()]);
+    let o = run(&["test", guest_artifacts::HELLO, outcome.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("field `expect`: `allow` is not an outcome of subscribe"), "{}", text(&o));
 
-    let o = run(&["test", test_fixtures::HELLO, dir.join("missing.toml").to_str().unwrap()]);
+    let o = run(&["test", guest_artifacts::HELLO, dir.join("missing.toml").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("missing.toml"), "{}", text(&o));
 
@@ -124,11 +124,11 @@ fn bad_input_exits_2_with_one_line_naming_the_problem() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("not a WebAssembly file"), "{}", text(&o));
 
-    let o = run(&["check", test_fixtures::OTHER_VERSION]);
+    let o = run(&["check", guest_artifacts::OTHER_VERSION]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("was built for mqtt-policy:policy@0.2.0"), "{}", text(&o));
 
-    let o = run(&["check", test_fixtures::HELLO, "--settings", typo.to_str().unwrap()]);
+    let o = run(&["check", guest_artifacts::HELLO, "--settings", typo.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("invalid settings: line 1"), "{}", text(&o));
     std::fs::remove_dir_all(dir).unwrap();
@@ -136,7 +136,7 @@ fn bad_input_exits_2_with_one_line_naming_the_problem() {
 
 #[test]
 fn check_describes_the_policy() {
-    let o = run(&["check", test_fixtures::HELLO, "--settings", &hello_settings()]);
+    let o = run(&["check", guest_artifacts::HELLO, "--settings", &hello_settings()]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("world:    mqtt-policy:policy@0.1.0"), "{out}");
@@ -148,7 +148,7 @@ fn check_describes_the_policy() {
 fn eval_explains_one_decision_with_its_event() {
     let o = run(&[
         "eval",
-        test_fixtures::HELLO,
+        guest_artifacts::HELLO,
         "--client-id",
         "sensor-1",
         "--publish",

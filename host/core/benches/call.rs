@@ -12,7 +12,7 @@ use mqtt_policy_host::*;
 const SETTINGS: &str = "max-payload = 4096";
 
 fn bench(c: &mut Criterion) {
-    let bytes = std::fs::read(test_fixtures::HELLO).expect("hello policy built");
+    let bytes = std::fs::read(guest_artifacts::HELLO).expect("hello policy built");
 
     c.bench_function("compile: load hello.wasm (compile, link, validate settings)", |b| {
         b.iter_batched(

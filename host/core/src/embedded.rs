@@ -1,15 +1,27 @@
-//! Settings embedded in a policy file, so one `.wasm` per tenant is self-contained.
+//! Settings and tenant CAs embedded in a policy file, so one `.wasm` per tenant is
+//! self-contained.
 //!
-//! They live in a top-level custom section named [`SECTION`] appended to the component;
-//! wasm runtimes ignore custom sections, so the file stays a valid component.
+//! They live in top-level custom sections appended to the component: [`SECTION`] holds
+//! the settings, and one [`CA_SECTION`] per tenant CA holds its name, a newline, and its
+//! PEM. Wasm runtimes ignore custom sections, so the file stays a valid component.
 
 /// Name of the custom section holding a policy's settings.
 pub const SECTION: &str = "mqtt-policy/settings";
+/// Name of the custom sections holding tenant CAs.
+pub const CA_SECTION: &str = "mqtt-policy/ca";
 
-/// The settings embedded in `component`, if any (the last such section wins).
-/// Errors name what is malformed.
-pub fn settings(component: &[u8]) -> Result<Option<String>, String> {
-    let mut found = None;
+/// A tenant CA as embedded: its name and PEM text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedCa {
+    /// Name the policy and events use.
+    pub name: String,
+    /// PEM text of the CA certificate(s).
+    pub pem: String,
+}
+
+/// Top-level custom sections: (name, data).
+fn custom_sections(component: &[u8]) -> Result<Vec<(&[u8], &[u8])>, String> {
+    let mut out = Vec::new();
     for section in sections(component)? {
         let (id, payload) = section?;
         if id != 0 {
@@ -18,17 +30,46 @@ pub fn settings(component: &[u8]) -> Result<Option<String>, String> {
         let (name_len, used) = leb128(payload).ok_or("custom section name length is malformed")?;
         let name_end = used + name_len as usize;
         let name = payload.get(used..name_end).ok_or("custom section name overruns the section")?;
-        if name == SECTION.as_bytes() {
-            let text = std::str::from_utf8(&payload[name_end..])
-                .map_err(|e| format!("embedded settings are not UTF-8: {e}"))?;
-            found = Some(text.to_owned());
-        }
+        out.push((name, &payload[name_end..]));
     }
-    Ok(found)
+    Ok(out)
+}
+
+fn text(data: &[u8], what: &str) -> Result<String, String> {
+    String::from_utf8(data.to_vec()).map_err(|e| format!("embedded {what} are not UTF-8: {e}"))
+}
+
+/// The settings embedded in `component`, if any (the last such section wins).
+pub fn settings(component: &[u8]) -> Result<Option<String>, String> {
+    custom_sections(component)?
+        .into_iter()
+        .rev()
+        .find(|(name, _)| *name == SECTION.as_bytes())
+        .map(|(_, data)| text(data, "settings"))
+        .transpose()
+}
+
+/// The tenant CAs embedded in `component`, in order.
+pub fn cas(component: &[u8]) -> Result<Vec<EmbeddedCa>, String> {
+    let mut out = Vec::new();
+    for (name, data) in custom_sections(component)? {
+        if name != CA_SECTION.as_bytes() {
+            continue;
+        }
+        let data = text(data, "CAs")?;
+        let (ca_name, pem) = data.split_once('\n').ok_or("embedded CA has no name line")?;
+        out.push(EmbeddedCa { name: ca_name.to_owned(), pem: pem.to_owned() });
+    }
+    Ok(out)
 }
 
 /// `component` with `settings` embedded, replacing settings embedded before.
 pub fn embed(component: &[u8], settings: &str) -> Result<Vec<u8>, String> {
+    embed_all(component, settings, &[])
+}
+
+/// `component` with `settings` and `cas` embedded, replacing any embedded before.
+pub fn embed_all(component: &[u8], settings: &str, cas: &[EmbeddedCa]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(component.len() + settings.len() + 32);
     out.extend_from_slice(component.get(..8).ok_or("file is too short to be WebAssembly")?);
     let mut offset = 8;
@@ -37,21 +78,30 @@ pub fn embed(component: &[u8], settings: &str) -> Result<Vec<u8>, String> {
         let header_len = 1 + leb128_len(payload.len() as u64);
         let whole = &component[offset..offset + header_len + payload.len()];
         offset += whole.len();
-        let is_ours = id == 0
-            && leb128(payload)
-                .is_some_and(|(n, used)| payload.get(used..used + n as usize) == Some(SECTION.as_bytes()));
-        if !is_ours {
+        let ours = id == 0
+            && leb128(payload).is_some_and(|(n, used)| {
+                let name = payload.get(used..used + n as usize);
+                name == Some(SECTION.as_bytes()) || name == Some(CA_SECTION.as_bytes())
+            });
+        if !ours {
             out.extend_from_slice(whole);
         }
     }
-    let mut payload = Vec::new();
-    write_leb128(&mut payload, SECTION.len() as u64);
-    payload.extend_from_slice(SECTION.as_bytes());
-    payload.extend_from_slice(settings.as_bytes());
-    out.push(0);
-    write_leb128(&mut out, payload.len() as u64);
-    out.extend_from_slice(&payload);
+    push_section(&mut out, SECTION, settings.as_bytes());
+    for ca in cas {
+        push_section(&mut out, CA_SECTION, format!("{}\n{}", ca.name, ca.pem).as_bytes());
+    }
     Ok(out)
+}
+
+fn push_section(out: &mut Vec<u8>, name: &str, data: &[u8]) {
+    let mut payload = Vec::new();
+    write_leb128(&mut payload, name.len() as u64);
+    payload.extend_from_slice(name.as_bytes());
+    payload.extend_from_slice(data);
+    out.push(0);
+    write_leb128(out, payload.len() as u64);
+    out.extend_from_slice(&payload);
 }
 
 type Section<'a> = Result<(u8, &'a [u8]), String>;
@@ -128,6 +178,17 @@ mod tests {
         let twice = embed(&once, "max = 2").unwrap();
         assert_eq!(settings(&twice).unwrap().as_deref(), Some("max = 2"));
         assert_eq!(twice.len(), once.len(), "the old section is replaced, not kept");
+    }
+
+    #[test]
+    fn cas_round_trip_and_are_replaced() {
+        let ca = |n: &str| EmbeddedCa { name: n.to_owned(), pem: format!("-----BEGIN CERTIFICATE-----\n{n}\n") };
+        let once = embed_all(EMPTY, "s", &[ca("a"), ca("b")]).unwrap();
+        assert_eq!(cas(&once).unwrap(), [ca("a"), ca("b")]);
+        let twice = embed_all(&once, "t", &[ca("c")]).unwrap();
+        assert_eq!(cas(&twice).unwrap(), [ca("c")]);
+        assert_eq!(settings(&twice).unwrap().as_deref(), Some("t"));
+        assert!(cas(&embed(&twice, "u").unwrap()).unwrap().is_empty());
     }
 
     #[test]

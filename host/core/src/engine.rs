@@ -117,7 +117,13 @@ impl Engine {
                 .map_err(|message| Error::Compile { source_name: source_name.to_owned(), message })?
                 .unwrap_or_default(),
         };
-        PolicyModule::new(self.clone(), pre, source_name, hex(&digest), settings, bytes.len())
+        let mut cas = Vec::new();
+        for ca in crate::embedded::cas(bytes)
+            .map_err(|message| Error::Compile { source_name: source_name.to_owned(), message })?
+        {
+            cas.extend(crate::cert::TenantCa::from_pem(&ca.name, &ca.pem)?);
+        }
+        PolicyModule::new(self.clone(), pre, source_name, hex(&digest), settings, cas, bytes.len())
     }
 
     fn compile(&self, source_name: &str, bytes: &[u8], digest: [u8; 32]) -> Result<Component> {

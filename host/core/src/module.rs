@@ -5,6 +5,7 @@ use std::sync::Arc;
 use wasmtime::Store;
 
 use crate::bindings::{self, HostState};
+use crate::cert::{self, CertError, Certificate, TenantCa};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::policy::Policy;
@@ -25,6 +26,7 @@ pub(crate) struct ModuleInner {
     pub(crate) digest: String,
     pub(crate) short_digest: Arc<str>,
     pub(crate) settings: String,
+    pub(crate) cas: Vec<TenantCa>,
     pub(crate) size: usize,
 }
 
@@ -50,6 +52,7 @@ impl PolicyModule {
         source_name: &str,
         digest: String,
         settings: String,
+        cas: Vec<TenantCa>,
         size: usize,
     ) -> Result<PolicyModule> {
         let module = PolicyModule {
@@ -60,6 +63,7 @@ impl PolicyModule {
                 short_digest: digest[..12].into(),
                 digest,
                 settings,
+                cas,
                 size,
             }),
         };
@@ -114,6 +118,16 @@ impl PolicyModule {
     /// Where the policy came from (file name or label).
     pub fn source_name(&self) -> &str {
         &self.inner.source_name
+    }
+
+    /// The tenant CAs embedded in the policy file (see [`crate::embedded`]).
+    pub fn tenant_cas(&self) -> &[TenantCa] {
+        &self.inner.cas
+    }
+
+    /// Parses a client certificate and verifies it against this policy's tenant CAs.
+    pub fn verify_certificate(&self, der: &[u8]) -> Result<Certificate, CertError> {
+        cert::parse_and_verify(der, &self.inner.cas)
     }
 
     /// Size of the policy file in bytes.

@@ -40,7 +40,7 @@ fn denial<D: Verdict + std::fmt::Debug>(d: &D) -> &Denial {
 
 #[test]
 fn hello_policy_decides_over_the_host_api() {
-    let module = load(test_fixtures::HELLO, Some("max-payload = 100")).unwrap();
+    let module = load(guest_artifacts::HELLO, Some("max-payload = 100")).unwrap();
     let (tenant, events) = tenant();
     let mut policy = module.instantiate(tenant);
     let s = accept(&mut policy, "sensor-1");
@@ -76,7 +76,7 @@ fn hello_policy_decides_over_the_host_api() {
 
 #[test]
 fn sessions_are_per_client_and_end() {
-    let module = load(test_fixtures::HELLO, None).unwrap();
+    let module = load(guest_artifacts::HELLO, None).unwrap();
     let (tenant, _) = tenant();
     let mut policy = module.instantiate(tenant.clone());
     let a = accept(&mut policy, "a");
@@ -93,23 +93,23 @@ fn sessions_are_per_client_and_end() {
 
 #[test]
 fn bad_settings_are_refused_with_the_policys_message() {
-    let err = load(test_fixtures::HELLO, Some("max-payload = lots")).unwrap_err();
+    let err = load(guest_artifacts::HELLO, Some("max-payload = lots")).unwrap_err();
     assert!(matches!(err, Error::InvalidSettings { .. }), "{err:?}");
     assert!(err.to_string().contains("line 1: max-payload must be a whole number"), "{err}");
-    let err = load(test_fixtures::MISBEHAVE, Some("reject")).unwrap_err();
+    let err = load(guest_artifacts::MISBEHAVE, Some("reject")).unwrap_err();
     assert!(err.to_string().contains("field `mode`"), "{err}");
 }
 
 #[test]
 fn a_policy_panicking_in_validate_settings_is_refused() {
-    let err = load(test_fixtures::MISBEHAVE, Some("panic")).unwrap_err();
+    let err = load(guest_artifacts::MISBEHAVE, Some("panic")).unwrap_err();
     assert!(matches!(err, Error::InvalidSettings { .. }), "{err:?}");
     assert!(err.to_string().contains("settings made me panic"), "the guest's panic message is reported: {err}");
 }
 
 #[test]
 fn infinite_loop_is_denied_within_the_deadline_and_the_next_call_works() {
-    let module = load(test_fixtures::MISBEHAVE, None).unwrap();
+    let module = load(guest_artifacts::MISBEHAVE, None).unwrap();
     let (tenant, events) = tenant();
     let mut policy = module.instantiate(tenant);
     let s = accept(&mut policy, "d1");
@@ -134,7 +134,7 @@ fn infinite_loop_is_denied_within_the_deadline_and_the_next_call_works() {
 #[test]
 fn memory_bomb_is_capped_and_denied() {
     let engine = Engine::new(Limits { memory: 16 << 20, ..Limits::default() }).unwrap();
-    let module = engine.load_file(test_fixtures::MISBEHAVE.as_ref(), None).unwrap();
+    let module = engine.load_file(guest_artifacts::MISBEHAVE.as_ref(), None).unwrap();
     let (tenant, events) = tenant();
     let mut policy = module.instantiate(tenant);
     let s = accept(&mut policy, "d1");
@@ -147,7 +147,7 @@ fn memory_bomb_is_capped_and_denied() {
 
 #[test]
 fn panic_is_a_deny_with_the_panic_message() {
-    let module = load(test_fixtures::MISBEHAVE, None).unwrap();
+    let module = load(guest_artifacts::MISBEHAVE, None).unwrap();
     let (tenant, events) = tenant();
     let mut policy = module.instantiate(tenant);
     let s = accept(&mut policy, "d1");
@@ -160,7 +160,7 @@ fn panic_is_a_deny_with_the_panic_message() {
 
 #[test]
 fn a_looping_connect_is_rejected() {
-    let module = load(test_fixtures::MISBEHAVE, None).unwrap();
+    let module = load(guest_artifacts::MISBEHAVE, None).unwrap();
     let (tenant, _) = tenant();
     let mut policy = module.instantiate(tenant.clone());
     match policy.authenticate(&Connect::new("acme", "loop")) {
@@ -173,7 +173,7 @@ fn a_looping_connect_is_rejected() {
 
 #[test]
 fn a_guest_for_another_wit_version_is_refused_at_load() {
-    let err = load(test_fixtures::OTHER_VERSION, None).unwrap_err();
+    let err = load(guest_artifacts::OTHER_VERSION, None).unwrap_err();
     assert!(matches!(err, Error::WorldVersion { .. }), "{err:?}");
     let text = err.to_string();
     assert!(text.contains("mqtt-policy:policy@0.2.0") && text.contains("mqtt-policy:policy@0.1.0"), "{text}");
@@ -181,7 +181,7 @@ fn a_guest_for_another_wit_version_is_refused_at_load() {
 
 #[test]
 fn a_guest_importing_the_filesystem_is_refused_at_load() {
-    let err = load(test_fixtures::FS_READER, None).unwrap_err();
+    let err = load(guest_artifacts::FS_READER, None).unwrap_err();
     assert!(matches!(err, Error::Link { .. }), "{err:?}");
     assert!(err.to_string().contains("wasi:filesystem"), "{err}");
 }
@@ -195,7 +195,7 @@ fn files_that_are_not_components_are_refused() {
     let err = engine().load_file(&text, None).unwrap_err();
     assert!(err.to_string().contains("not a WebAssembly file"), "{err}");
 
-    let good = std::fs::read(test_fixtures::HELLO).unwrap();
+    let good = std::fs::read(guest_artifacts::HELLO).unwrap();
     let truncated = dir.join("truncated.wasm");
     std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
     assert!(matches!(engine().load_file(&truncated, None).unwrap_err(), Error::Compile { .. }));
@@ -211,7 +211,7 @@ fn files_that_are_not_components_are_refused() {
 
 #[test]
 fn embedded_settings_are_used_and_explicit_settings_win() {
-    let bytes = std::fs::read(test_fixtures::HELLO).unwrap();
+    let bytes = std::fs::read(guest_artifacts::HELLO).unwrap();
     let with = embedded::embed(&bytes, "max-payload = 5").unwrap();
     let module = engine().load_bytes("hello+settings", &with, None).unwrap();
     assert_eq!(module.settings(), "max-payload = 5");
@@ -227,8 +227,8 @@ fn embedded_settings_are_used_and_explicit_settings_win() {
 
 #[test]
 fn replacing_the_module_keeps_sessions_and_applies_new_rules() {
-    let strict = load(test_fixtures::HELLO, Some("max-payload = 10")).unwrap();
-    let loose = load(test_fixtures::HELLO, Some("max-payload = 1000")).unwrap();
+    let strict = load(guest_artifacts::HELLO, Some("max-payload = 10")).unwrap();
+    let loose = load(guest_artifacts::HELLO, Some("max-payload = 1000")).unwrap();
     let (tenant, _) = tenant();
     let mut policy = strict.instantiate(tenant.clone());
     let s = accept(&mut policy, "d");
@@ -241,8 +241,8 @@ fn replacing_the_module_keeps_sessions_and_applies_new_rules() {
 
 #[test]
 fn the_same_bytes_compile_once() {
-    let a = load(test_fixtures::HELLO, Some("max-payload = 1")).unwrap();
-    let b = load(test_fixtures::HELLO, Some("max-payload = 2")).unwrap();
+    let a = load(guest_artifacts::HELLO, Some("max-payload = 1")).unwrap();
+    let b = load(guest_artifacts::HELLO, Some("max-payload = 2")).unwrap();
     assert_eq!(a.digest(), b.digest());
     assert_eq!(a.digest().len(), 64);
 }

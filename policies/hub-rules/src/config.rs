@@ -148,8 +148,8 @@ pub struct IdentityConfig {
     #[serde(default)]
     pub from: IdentitySource,
     /// Accepted client-id shapes, e.g. `d:{org}:{type}:{id}`; none: any client id.
-    #[serde(default)]
-    pub client_id_formats: Vec<Spanned<String>>,
+    #[serde(default, rename = "client-id-format")]
+    pub client_id_formats: Vec<FormatConfig>,
     /// Accept devices missing from the registry. Default: true when no device is listed.
     pub allow_unregistered: Option<bool>,
     /// With `from = "certificate"`: register unknown certificate CNs as new devices.
@@ -157,6 +157,18 @@ pub struct IdentityConfig {
     pub auto_provision: bool,
     /// Device type given to auto-provisioned and unregistered devices.
     pub default_type: Option<String>,
+}
+
+/// `[[identity.client-id-format]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FormatConfig {
+    /// The shape, e.g. `d:{org}:{type}:{id}`.
+    pub pattern: Spanned<String>,
+    /// Groups every client of this shape joins: rules tell devices from applications by
+    /// shape, never by a field the client chooses.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// `[[ca]]`.

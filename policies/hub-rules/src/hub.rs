@@ -60,7 +60,7 @@ pub struct Hub {
     max_connections: Option<u32>,
     rate: Option<config::RateConfig>,
     source: IdentitySource,
-    formats: Vec<Format>,
+    formats: Vec<(Format, Vec<String>)>,
     allow_unregistered: bool,
     auto_provision: bool,
     default_type: String,
@@ -114,12 +114,16 @@ impl Hub {
 
         let mut formats = Vec::new();
         for (i, f) in id.client_id_formats.iter().enumerate() {
-            let format =
-                Format::parse(f.get_ref()).map_err(|e| format!("{}: identity.client-id-formats[{i}]: {e}", at(f.span())))?;
-            if f.get_ref().contains("{org}") && h.org.is_none() {
-                return Err(format!("{}: identity.client-id-formats[{i}] uses {{org}}, so hub.org must be set", at(f.span())));
+            let pattern = &f.pattern;
+            let format = Format::parse(pattern.get_ref())
+                .map_err(|e| format!("{}: identity.client-id-format[{i}].pattern: {e}", at(pattern.span())))?;
+            if pattern.get_ref().contains("{org}") && h.org.is_none() {
+                return Err(format!(
+                    "{}: identity.client-id-format[{i}].pattern uses {{org}}, so hub.org must be set",
+                    at(pattern.span())
+                ));
             }
-            formats.push(format);
+            formats.push((format, f.groups.clone()));
         }
         if id.from == IdentitySource::Certificate && doc.cas.is_empty() {
             return Err("identity.from = \"certificate\" needs at least one [[ca]]".to_owned());
@@ -267,6 +271,7 @@ impl Hub {
         }
 
         let mut device_type = None;
+        let mut extra_groups: &[String] = &[];
         let mut attributes = Vec::new();
         let device_id: &str = match self.source {
             IdentitySource::Username => c
@@ -299,10 +304,10 @@ impl Hub {
                 &c.client_id
             }
             IdentitySource::ClientId => {
-                let (format, caps) = self
+                let (format, format_groups, caps) = self
                     .formats
                     .iter()
-                    .find_map(|f| f.capture(&c.client_id).map(|caps| (f, caps)))
+                    .find_map(|(f, g)| f.capture(&c.client_id).map(|caps| (f, g, caps)))
                     .ok_or_else(|| {
                         deny(
                             ReasonCode::ClientIdentifierNotValid,
@@ -318,6 +323,7 @@ impl Hub {
                     ));
                 }
                 device_type = caps.device_type;
+                extra_groups = format_groups.as_slice();
                 attributes.push(("format".to_owned(), format.text().to_owned()));
                 if let Some(instance) = caps.instance {
                     attributes.push(("instance".to_owned(), instance.to_owned()));
@@ -326,7 +332,7 @@ impl Hub {
             }
         };
 
-        let (device_type, groups) = match self.devices.get(device_id) {
+        let (device_type, mut groups) = match self.devices.get(device_id) {
             Some(d) => {
                 match d.state {
                     config::DeviceState::Disabled => return Err(deny(ReasonCode::NotAuthorized, "device is not enabled")),
@@ -348,6 +354,7 @@ impl Hub {
             None => return Err(deny(ReasonCode::NotAuthorized, "could not identify device")),
         };
 
+        groups.extend(extra_groups.iter().cloned());
         if let Some(max) = self.max_connections
             && !c.resumed
             && host.connection_count() >= max
@@ -529,5 +536,10 @@ pub(crate) mod tests_support {
     /// (device id, device type) of a session.
     pub fn device(s: &super::Session) -> (&str, &str) {
         (&s.device_id, &s.device_type)
+    }
+
+    /// Groups of a session.
+    pub fn groups(s: &super::Session) -> &[String] {
+        &s.groups
     }
 }

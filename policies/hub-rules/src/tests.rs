@@ -122,7 +122,7 @@ fn compile_errors_name_line_and_field() {
     assert!(e.starts_with("line 4, column 6: device[1].id: duplicate device `a`"), "{e}");
     let e = Hub::compile("[identity]\nfrom = \"certificate\"\n").unwrap_err();
     assert!(e.contains("needs at least one [[ca]]"), "{e}");
-    let e = Hub::compile("[identity]\nclient-id-formats = [\"d:{org}:{id}\"]\n").unwrap_err();
+    let e = Hub::compile("[[identity.client-id-format]]\npattern = \"d:{org}:{id}\"\n").unwrap_err();
     assert!(e.contains("hub.org must be set"), "{e}");
 }
 
@@ -209,13 +209,16 @@ fn retained_override_and_deny() {
 #[test]
 fn client_id_formats_and_org() {
     let hub = Hub::compile(&format!(
-        "[hub]\norg = \"acme\"\n[identity]\nclient-id-formats = [\"d:{{org}}:{{type}}:{{id}}\", \"A:{{org}}:{{app}}:{{instance}}\"]\n{DEVICES}"
+        "[hub]\norg = \"acme\"\n[[identity.client-id-format]]\npattern = \"d:{{org}}:{{type}}:{{id}}\"\ngroups = [\"devices\"]\n\
+         [[identity.client-id-format]]\npattern = \"A:{{org}}:{{app}}:{{instance}}\"\ngroups = [\"apps\"]\n{DEVICES}"
     ))
     .unwrap();
     let s = accept(&hub, &connect("d:acme:sensor:s1"));
     assert_eq!(crate::hub::tests_support::device(&s), ("s1", "sensor"));
+    assert_eq!(crate::hub::tests_support::groups(&s), ["devices"]);
     let s = accept(&hub, &connect("A:acme:billing:3"));
     assert_eq!(crate::hub::tests_support::device(&s).0, "billing");
+    assert_eq!(crate::hub::tests_support::groups(&s), ["apps"], "groups come from the shape, not from a field");
     assert_eq!(reject(&hub, &connect("d:other:sensor:s1")).0, ReasonCode::ClientIdentifierNotValid);
     assert_eq!(reject(&hub, &connect("sensor-1")).0, ReasonCode::ClientIdentifierNotValid);
 }
