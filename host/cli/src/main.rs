@@ -2,9 +2,7 @@
 //!
 //! Exit codes: 0 success (all cases pass), 1 a case failed, 2 bad input.
 
-mod cases;
-mod compile;
-mod run;
+use mqtt_policy_cli::{cases, compile, run};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

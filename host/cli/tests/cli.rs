@@ -141,7 +141,7 @@ fn check_describes_the_policy() {
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("world:    mqtt-policy:policy@0.1.0"), "{out}");
     assert!(out.contains("digest:   sha256:"), "{out}");
-    assert!(out.contains("| max-payload = 4096"), "{out}");
+    assert!(out.contains("rules:    max-payload = 4096"), "{out}");
 }
 
 #[test]

@@ -1,0 +1,144 @@
+//! The example hubs: built with `mqtt-policy build`, their cases run through the `.wasm`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use mqtt_policy_cli::cases::CasesFile;
+use mqtt_policy_cli::{compile, run};
+use mqtt_policy_host::{PolicyModule, Tenant};
+use mqtt_policy_host::events::MemorySink;
+
+const HUBS: &[&str] = &["shared-hub", "ibm-platform", "dedicated-ca"];
+
+fn example(hub: &str, file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/examples").join(hub).join(file)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mqtt-policy-examples-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn cli(args: &[&str]) -> (Option<i32>, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_mqtt-policy")).args(args).output().unwrap();
+    (o.status.code(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+#[test]
+fn every_example_builds_and_its_cases_pass_through_the_cli() {
+    let dir = scratch("cli");
+    for hub in HUBS {
+        let wasm = dir.join(format!("{hub}.wasm"));
+        let (code, out) = cli(&["build", example(hub, "rules.toml").to_str().unwrap(), "-o", wasm.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{out}");
+        let (code, out) = cli(&["test", wasm.to_str().unwrap(), example(hub, "cases.toml").to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{hub}: {out}");
+        assert!(out.contains(" passed, 0 failed"), "{out}");
+    }
+    let (code, out) = cli(&["check", dir.join("dedicated-ca.wasm").to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ca:       factory-ca") && out.contains("rules:    3 [[device]]"), "{out}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The example `hub`, built as `mqtt-policy build` would.
+fn built(hub: &str) -> PolicyModule {
+    compile::build(&example(hub, "rules.toml"), guest_artifacts::HUB_RULES_WASM).unwrap().0
+}
+
+/// Runs every case of `hub` on a fresh tenant, with `change` applied to case `target`;
+/// returns the problems each case reported.
+fn run_with(
+    module: &PolicyModule,
+    hub: &str,
+    target: usize,
+    change: impl Fn(&mut mqtt_policy_cli::cases::Case),
+) -> Vec<Vec<String>> {
+    let mut file = CasesFile::load(&example(hub, "cases.toml")).unwrap();
+    change(&mut file.cases[target]);
+    let mut policy = module.instantiate(Tenant::new(&file.tenant));
+    file.cases.iter().map(|c| run::run_case(&mut policy, &file.tenant, c).problems).collect()
+}
+
+#[test]
+fn flipping_any_one_expected_outcome_fails_exactly_that_case() {
+    for hub in HUBS {
+        let module = built(hub);
+        let count = CasesFile::load(&example(hub, "cases.toml")).unwrap().cases.len();
+        for target in 0..count {
+            let problems = run_with(&module, hub, target, |case| {
+                case.expect = match (case.action(), case.expect.as_str()) {
+                    ("connect", "accept") => "reject",
+                    ("connect", _) => "accept",
+                    ("subscribe", "grant") => "deny",
+                    ("subscribe", _) => "grant",
+                    (_, "allow" | "rewrite") => "deny",
+                    (_, _) => "allow",
+                }
+                .to_owned();
+            });
+            assert!(!problems[target].is_empty(), "{hub}: flipping case {target} went unnoticed");
+            for (i, p) in problems.iter().enumerate() {
+                assert!(i == target || p.is_empty(), "{hub}: flipping case {target} broke case {i}: {p:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_wrong_reason_or_message_fails_the_case() {
+    let module = built("shared-hub");
+    let problems = run_with(&module, "shared-hub", 1, |case| case.reason = Some("0x97".into()));
+    assert!(problems[1].iter().any(|p| p.contains("expected reason 0x97 quota exceeded")), "{:?}", problems[1]);
+    let problems = run_with(&module, "shared-hub", 1, |case| case.message = Some("something else".into()));
+    assert!(!problems[1].is_empty());
+}
+
+#[test]
+fn auto_provisioning_emits_an_event_with_name_and_source_address() {
+    let module = built("dedicated-ca");
+    let file = CasesFile::load(&example("dedicated-ca", "cases.toml")).unwrap();
+    let case = file.cases.iter().find(|c| c.name == "unknown device is auto-provisioned").unwrap();
+    let sink = Arc::new(MemorySink::new());
+    let mut policy = module.instantiate(Tenant::with_events("factory", sink.clone()));
+    assert!(run::run_case(&mut policy, "factory", case).problems.is_empty());
+    let events = sink.take();
+    assert!(
+        events.iter().any(|e| e.message == "device was auto-provisioned: object-name=robot-7 source-address=127.0.0.1:0"),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn bad_rules_are_refused_naming_line_and_field() {
+    let dir = scratch("bad");
+    let cases: &[(&str, &str, &str)] = &[
+        ("unknown-key.toml", "[hub]\nmax-paylod = 10\n", "line 2, column 1"),
+        (
+            "bad-filter.toml",
+            "[[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"a/#/b\"]\n",
+            "line 4, column 11: rule[0].topics[0] `a/#/b`: '#' must be the last level",
+        ),
+        (
+            "placeholder.toml",
+            "[[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"d/${device.name}\"]\n",
+            "unknown placeholder `${device.name}`",
+        ),
+        ("duplicate.toml", "[[device]]\nid = \"a\"\n\n[[device]]\nid = \"a\"\n", "line 5, column 6: device[1].id: duplicate device `a`"),
+        ("missing-ca.toml", "[[ca]]\nname = \"x\"\nfile = \"nowhere.pem\"\n", "ca[0].file (CA `x`): cannot read"),
+        ("not-toml.toml", "[hub\n", "line 1"),
+    ];
+    for (name, text, expected) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let out_wasm = dir.join("out.wasm");
+        let (code, out) = cli(&["build", path.to_str().unwrap(), "-o", out_wasm.to_str().unwrap()]);
+        assert_eq!(code, Some(2), "{name}: {out}");
+        assert!(out.contains(expected), "{name}: expected `{expected}` in: {out}");
+        assert_eq!(out.trim().lines().count(), 1, "{name}: one line: {out}");
+        assert!(!out_wasm.exists(), "{name}: nothing written on failure");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

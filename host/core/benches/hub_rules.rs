@@ -1,0 +1,112 @@
+//! The hub-rules policy with 10, 1,000 and 100,000 devices in its registry: a publish and a
+//! delivery check through the component, the same checks on the native `Hub` (the floor),
+//! and the time to load a 100,000-device rules document.
+//!
+//! `cargo bench -p mqtt-policy-host --bench hub_rules`
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use mqtt_policy_host::*;
+
+/// A rules document with `devices` registered devices and per-device topic rules.
+fn rules(devices: usize) -> String {
+    let mut s = String::from(
+        "[hub]\nmax-payload = 131072\n\n\
+         [[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"devices/${device.id}/telemetry/#\"]\n\n\
+         [[rule]]\neffect = \"deny\"\nactions = [\"publish\"]\ntopics = [\"devices/+/telemetry/private/#\"]\n\n\
+         [[rule]]\neffect = \"allow\"\nactions = [\"delivery\"]\ntopics = [\"devices/${device.id}/commands/#\", \"broadcast/#\"]\n\n",
+    );
+    for i in 0..devices {
+        s.push_str(&format!("[[device]]\nid = \"dev-{i}\"\ntype = \"sensor\"\ngroups = [\"g{}\"]\n", i % 10));
+    }
+    s
+}
+
+/// Limits for large registries: parsing 100,000 devices needs more than the default memory.
+fn limits() -> Limits {
+    Limits { memory: 512 << 20, setup_deadline: Duration::from_secs(60), ..Limits::default() }
+}
+
+fn bench(c: &mut Criterion) {
+    let engine = Engine::new(limits()).unwrap();
+    let wasm = std::fs::read(guest_artifacts::HUB_RULES).unwrap();
+
+    let mut group = c.benchmark_group("hub_rules");
+    for devices in [10usize, 1_000, 100_000] {
+        let text = rules(devices);
+        let module = engine.load_bytes("hub-rules", &wasm, Some(&text)).unwrap();
+        let mut policy = module.instantiate(Tenant::new("bench"));
+        let id = format!("dev-{}", devices / 2);
+        let ConnectDecision::Accept(session, _) = policy.authenticate(&Connect::new("bench", &id)) else {
+            panic!("{id} is registered")
+        };
+        let topic = format!("devices/{id}/telemetry/temp");
+        let command = format!("devices/{id}/commands/reboot");
+        let publish = Publish { topic: &topic, qos: 1, retain: false, payload_size: 64 };
+        let delivery = Delivery { topic: &command, qos: 1, retain: false, payload_size: 64 };
+        assert_eq!(policy.authorize_publish(session, &publish), PublishDecision::Allow);
+        assert_eq!(policy.authorize_delivery(session, &delivery), DeliveryDecision::Allow);
+        group.bench_function(BenchmarkId::new("authorize_publish (component)", devices), |b| {
+            b.iter(|| policy.authorize_publish(session, black_box(&publish)))
+        });
+        group.bench_function(BenchmarkId::new("authorize_delivery (component)", devices), |b| {
+            b.iter(|| policy.authorize_delivery(session, black_box(&delivery)))
+        });
+
+        // The same checks on the native Hub, with the guest types the policy uses.
+        let hub = hub_rules::hub::Hub::compile(&text).unwrap();
+        let (_, native_session) = hub.authenticate(&guest_connect(&id), &NoHost).unwrap();
+        let native_publish =
+            mqtt_policy_guest::Publish { topic: topic.clone(), qos: 1, retain: false, payload_size: 64 };
+        let native_delivery =
+            mqtt_policy_guest::Delivery { topic: command.clone(), qos: 1, retain: false, payload_size: 64 };
+        group.bench_function(BenchmarkId::new("authorize_publish (native)", devices), |b| {
+            b.iter(|| hub.authorize_publish(&native_session, black_box(&native_publish), &NoHost))
+        });
+        group.bench_function(BenchmarkId::new("authorize_delivery (native)", devices), |b| {
+            b.iter(|| hub.authorize_delivery(&native_session, black_box(&native_delivery)))
+        });
+    }
+    group.finish();
+
+    let text = rules(100_000);
+    let mut load = c.benchmark_group("hub_rules_load");
+    load.sample_size(10);
+    load.bench_function("load 100,000-device rules (validate-settings; component cached)", |b| {
+        b.iter(|| engine.load_bytes("hub-rules", &wasm, Some(&text)).unwrap())
+    });
+    load.finish();
+}
+
+struct NoHost;
+
+impl hub_rules::hub::HostApi for NoHost {
+    fn counter_add(&self, _: &str, delta: i64, _: u64) -> i64 {
+        delta
+    }
+    fn connection_count(&self) -> u32 {
+        0
+    }
+    fn info(&self, _: &str) {}
+}
+
+fn guest_connect(client_id: &str) -> mqtt_policy_guest::Connect {
+    mqtt_policy_guest::Connect {
+        tenant: "bench".into(),
+        client_id: client_id.into(),
+        username: None,
+        password: None,
+        clean_start: true,
+        keep_alive: 60,
+        protocol: mqtt_policy_guest::Protocol::Mqtt5,
+        tls: false,
+        certificate: None,
+        peer: "127.0.0.1:0".into(),
+        resumed: false,
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
