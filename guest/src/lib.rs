@@ -216,13 +216,13 @@ macro_rules! export_policy {
                             <$policy as $crate::Policy>::authorize_delivery(pol, ses, &d)
                         })
                     })
-        }
+                }
                 fn end_session(id: u64) {
                     STATE.with(|s| __rt::end_session(s, id))
                 }
             }
 
-            $crate::bindings::__export_policy_world!(Export with_types_in $crate::bindings);
+    $crate::bindings::__export_policy_world!(Export with_types_in $crate::bindings);
         };
     };
 }

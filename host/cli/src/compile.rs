@@ -32,12 +32,14 @@ fn collect_cas(rules_path: &Path, text: &str) -> Result<Vec<EmbeddedCa>, String>
         let pem = match (entry.get("file").and_then(|f| f.as_str()), entry.get("pem").and_then(|p| p.as_str())) {
             (Some(file), _) => {
                 let path = base.join(file);
-                std::fs::read_to_string(&path).map_err(|e| format!("{}: cannot read {}: {e}", field("file"), path.display()))?
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: cannot read {}: {e}", field("file"), path.display()))?
             }
             (None, Some(pem)) => pem.to_owned(),
             (None, None) => continue,
         };
-        TenantCa::from_pem(name, &pem).map_err(|e| format!("{}: {e}", field(if entry.get("file").is_some() { "file" } else { "pem" })))?;
+        TenantCa::from_pem(name, &pem)
+            .map_err(|e| format!("{}: {e}", field(if entry.get("file").is_some() { "file" } else { "pem" })))?;
         cas.push(EmbeddedCa { name: name.to_owned(), pem });
     }
     Ok(cas)
@@ -59,11 +61,8 @@ pub fn summary(settings: &str) -> Option<Vec<String>> {
     for (key, value) in &doc {
         match value {
             toml::Value::Table(t) => {
-                let fields: Vec<String> = t
-                    .iter()
-                    .filter(|(_, v)| !v.is_table() && !v.is_array())
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
+                let fields: Vec<String> =
+                    t.iter().filter(|(_, v)| !v.is_table() && !v.is_array()).map(|(k, v)| format!("{k}={v}")).collect();
                 lines.push(format!("[{key}] {}", fields.join(" ")));
             }
             toml::Value::Array(a) if a.iter().all(toml::Value::is_table) => {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use mqtt_policy_cli::cases::CasesFile;
 use mqtt_policy_cli::{compile, run};
-use mqtt_policy_host::{PolicyModule, Tenant};
 use mqtt_policy_host::events::MemorySink;
+use mqtt_policy_host::{PolicyModule, Tenant};
 
 const HUBS: &[&str] = &["shared-hub", "ibm-platform", "dedicated-ca"];
 
@@ -106,7 +106,9 @@ fn auto_provisioning_emits_an_event_with_name_and_source_address() {
     assert!(run::run_case(&mut policy, "factory", case).problems.is_empty());
     let events = sink.take();
     assert!(
-        events.iter().any(|e| e.message == "device was auto-provisioned: object-name=robot-7 source-address=127.0.0.1:0"),
+        events
+            .iter()
+            .any(|e| e.message == "device was auto-provisioned: object-name=robot-7 source-address=127.0.0.1:0"),
         "{events:?}"
     );
 }
@@ -126,7 +128,11 @@ fn bad_rules_are_refused_naming_line_and_field() {
             "[[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"d/${device.name}\"]\n",
             "unknown placeholder `${device.name}`",
         ),
-        ("duplicate.toml", "[[device]]\nid = \"a\"\n\n[[device]]\nid = \"a\"\n", "line 5, column 6: device[1].id: duplicate device `a`"),
+        (
+            "duplicate.toml",
+            "[[device]]\nid = \"a\"\n\n[[device]]\nid = \"a\"\n",
+            "line 5, column 6: device[1].id: duplicate device `a`",
+        ),
         ("missing-ca.toml", "[[ca]]\nname = \"x\"\nfile = \"nowhere.pem\"\n", "ca[0].file (CA `x`): cannot read"),
         ("not-toml.toml", "[hub\n", "line 1"),
     ];

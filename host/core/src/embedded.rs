@@ -19,8 +19,11 @@ pub struct EmbeddedCa {
     pub pem: String,
 }
 
-/// Top-level custom sections: (name, data).
-fn custom_sections(component: &[u8]) -> Result<Vec<(&[u8], &[u8])>, String> {
+/// A custom section: its name and data.
+type CustomSection<'a> = (&'a [u8], &'a [u8]);
+
+/// Top-level custom sections, in order.
+fn custom_sections(component: &[u8]) -> Result<Vec<CustomSection<'_>>, String> {
     let mut out = Vec::new();
     for section in sections(component)? {
         let (id, payload) = section?;

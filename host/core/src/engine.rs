@@ -11,7 +11,9 @@ use wasmtime::component::{Component, Linker};
 
 use crate::bindings::{self, HostState};
 use crate::error::{Error, Result};
+use crate::events::{Action, Event, Severity};
 use crate::module::PolicyModule;
+use crate::tenant::Tenant;
 
 /// Bounds every policy call runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +100,29 @@ impl Engine {
         self.load_bytes(&path.display().to_string(), &bytes, settings)
     }
 
+    /// Loads a policy file for `tenant` like [`Engine::load_file`], and records the outcome
+    /// in the tenant's events: `loaded` (with the digest) or `load-failed` (with the cause).
+    /// A failed load changes nothing that is already running.
+    pub fn load_for_tenant(&self, tenant: &Tenant, path: &Path, settings: Option<&str>) -> Result<PolicyModule> {
+        let result = self.load_file(path, settings);
+        let event = match &result {
+            Ok(m) => {
+                let mut e = Event::new(
+                    tenant.name(),
+                    Action::Load,
+                    Severity::Info,
+                    "loaded",
+                    format!("loaded {} (sha256:{})", path.display(), m.digest()),
+                );
+                e.policy = Some(m.short_digest().to_owned());
+                e
+            }
+            Err(err) => Event::new(tenant.name(), Action::Load, Severity::Error, "load-failed", err.to_string()),
+        };
+        tenant.events().emit(event);
+        result
+    }
+
     /// Loads a policy from bytes: compile (cached by digest), check the world version and
     /// imports, link, and run the policy's own `validate-settings`. Nothing is kept on failure.
     pub fn load_bytes(&self, source_name: &str, bytes: &[u8], settings: Option<&str>) -> Result<PolicyModule> {
@@ -123,7 +148,7 @@ impl Engine {
         {
             cas.extend(crate::cert::TenantCa::from_pem(&ca.name, &ca.pem)?);
         }
-        PolicyModule::new(self.clone(), pre, source_name, hex(&digest), settings, cas, bytes.len())
+        PolicyModule::new(self.clone(), pre, source_name, crate::cert::hex(&digest), settings, cas, bytes.len())
     }
 
     fn compile(&self, source_name: &str, bytes: &[u8], digest: [u8; 32]) -> Result<Component> {
@@ -201,8 +226,4 @@ fn describe_compile_error(bytes: &[u8], e: &wasmtime::Error) -> String {
             .to_owned();
     }
     format!("{e:#}")
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

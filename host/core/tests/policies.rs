@@ -133,7 +133,10 @@ fn infinite_loop_is_denied_within_the_deadline_and_the_next_call_works() {
 
 #[test]
 fn memory_bomb_is_capped_and_denied() {
-    let engine = Engine::new(Limits { memory: 16 << 20, ..Limits::default() }).unwrap();
+    // A long deadline, so that only the memory cap can stop the bomb (on a busy machine the
+    // default 10 ms deadline could fire first and the test would be measuring the wrong limit).
+    let engine =
+        Engine::new(Limits { memory: 16 << 20, deadline: Duration::from_secs(10), ..Limits::default() }).unwrap();
     let module = engine.load_file(guest_artifacts::MISBEHAVE.as_ref(), None).unwrap();
     let (tenant, events) = tenant();
     let mut policy = module.instantiate(tenant);
@@ -245,4 +248,17 @@ fn the_same_bytes_compile_once() {
     let b = load(guest_artifacts::HELLO, Some("max-payload = 2")).unwrap();
     assert_eq!(a.digest(), b.digest());
     assert_eq!(a.digest().len(), 64);
+}
+
+#[test]
+fn loads_and_load_failures_are_events_of_the_tenant() {
+    let (tenant, events) = tenant();
+    let module = engine().load_for_tenant(&tenant, guest_artifacts::HELLO.as_ref(), None).unwrap();
+    let err = engine().load_for_tenant(&tenant, guest_artifacts::HELLO.as_ref(), Some("max-payload = x")).unwrap_err();
+    let events = events.take();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!((events[0].action, events[0].outcome), (Action::Load, "loaded"));
+    assert!(events[0].message.contains(module.digest()));
+    assert_eq!(events[1].outcome, "load-failed");
+    assert_eq!(events[1].message, err.to_string());
 }

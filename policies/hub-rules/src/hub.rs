@@ -250,8 +250,11 @@ impl Hub {
         if let Some(d) = self.state_denial() {
             return Err(d);
         }
-        let verified_ca =
-            c.certificate.as_ref().and_then(|cert| cert.chain_verified_by.as_deref()).filter(|ca| self.cas.iter().any(|n| n == ca));
+        let verified_ca = c
+            .certificate
+            .as_ref()
+            .and_then(|cert| cert.chain_verified_by.as_deref())
+            .filter(|ca| self.cas.iter().any(|n| n == ca));
         if self.require_mtls {
             let ok = c.tls && c.certificate.is_some() && (self.cas.is_empty() || verified_ca.is_some());
             if !ok {
@@ -274,15 +277,14 @@ impl Hub {
         let mut extra_groups: &[String] = &[];
         let mut attributes = Vec::new();
         let device_id: &str = match self.source {
-            IdentitySource::Username => c
-                .username
-                .as_deref()
-                .filter(|u| topic_safe(u))
-                .ok_or_else(|| deny(ReasonCode::BadUserNameOrPassword, "could not identify device: no usable user name"))?,
+            IdentitySource::Username => c.username.as_deref().filter(|u| topic_safe(u)).ok_or_else(|| {
+                deny(ReasonCode::BadUserNameOrPassword, "could not identify device: no usable user name")
+            })?,
             IdentitySource::Certificate => {
-                let cert = c.certificate.as_ref().ok_or_else(|| {
-                    deny(ReasonCode::NotAuthorized, "mutual TLS authentication is required")
-                })?;
+                let cert = c
+                    .certificate
+                    .as_ref()
+                    .ok_or_else(|| deny(ReasonCode::NotAuthorized, "mutual TLS authentication is required"))?;
                 if verified_ca.is_none() {
                     return Err(deny(ReasonCode::NotAuthorized, "invalid device certificate"));
                 }
@@ -290,7 +292,9 @@ impl Hub {
                     None | Some("") => {
                         return Err(deny(ReasonCode::NotAuthorized, "certificate common name cannot be empty"));
                     }
-                    Some(cn) if !topic_safe(cn) => return Err(deny(ReasonCode::NotAuthorized, "invalid device certificate")),
+                    Some(cn) if !topic_safe(cn) => {
+                        return Err(deny(ReasonCode::NotAuthorized, "invalid device certificate"));
+                    }
                     Some(cn) => cn,
                 }
             }
@@ -335,7 +339,9 @@ impl Hub {
         let (device_type, mut groups) = match self.devices.get(device_id) {
             Some(d) => {
                 match d.state {
-                    config::DeviceState::Disabled => return Err(deny(ReasonCode::NotAuthorized, "device is not enabled")),
+                    config::DeviceState::Disabled => {
+                        return Err(deny(ReasonCode::NotAuthorized, "device is not enabled"));
+                    }
                     config::DeviceState::Deleted => return Err(deny(ReasonCode::NotAuthorized, "device is deleted")),
                     config::DeviceState::Enabled => {}
                 }
@@ -343,7 +349,10 @@ impl Hub {
             }
             None if self.auto_provision => {
                 if !c.resumed {
-                    host.info(&format!("device was auto-provisioned: object-name={device_id} source-address={}", c.peer));
+                    host.info(&format!(
+                        "device was auto-provisioned: object-name={device_id} source-address={}",
+                        c.peer
+                    ));
                 }
                 attributes.push(("provisioned".to_owned(), "auto".to_owned()));
                 (self.default_type.clone(), Vec::new())
@@ -468,7 +477,10 @@ impl Hub {
             }
         }
         if !allowed {
-            return SubscribeDecision::Deny(deny(ReasonCode::NotAuthorized, format!("unauthorized topic {}", sub.filter)));
+            return SubscribeDecision::Deny(deny(
+                ReasonCode::NotAuthorized,
+                format!("unauthorized topic {}", sub.filter),
+            ));
         }
         if self.shared && sub.qos > 0 {
             return match self.shared_subscribe {

@@ -116,7 +116,8 @@ fn compile_errors_name_line_and_field() {
     assert!(e.starts_with("line 2, column 1:") && e.contains("max-paylod"), "{e}");
     let e = Hub::compile("[[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"a/#/b\"]\n").unwrap_err();
     assert!(e.contains("line 4, column 11: rule[0].topics[0] `a/#/b`: '#' must be the last level"), "{e}");
-    let e = Hub::compile("[[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"d/${device.name}\"]\n").unwrap_err();
+    let e = Hub::compile("[[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"d/${device.name}\"]\n")
+        .unwrap_err();
     assert!(e.contains("rule[0].topics[0]") && e.contains("unknown placeholder `${device.name}`"), "{e}");
     let e = Hub::compile("[[device]]\nid = \"a\"\n[[device]]\nid = \"a\"\n").unwrap_err();
     assert!(e.starts_with("line 4, column 6: device[1].id: duplicate device `a`"), "{e}");
@@ -151,7 +152,10 @@ fn topic_rules_with_placeholders_and_deny_precedence() {
     let s = accept(&hub, &connect("d1"));
     let host = FakeHost::default();
     assert!(matches!(hub.authorize_publish(&s, &publish("devices/d1/temp"), &host), PublishDecision::Allow));
-    assert_eq!(denied(hub.authorize_publish(&s, &publish("devices/d2/temp"), &host)).1, "unauthorized topic devices/d2/temp");
+    assert_eq!(
+        denied(hub.authorize_publish(&s, &publish("devices/d2/temp"), &host)).1,
+        "unauthorized topic devices/d2/temp"
+    );
     assert_eq!(denied(hub.authorize_publish(&s, &publish("devices/d1/secret/k"), &host)).0, ReasonCode::NotAuthorized);
     assert_eq!(denied(hub.authorize_publish(&s, &publish("$SYS/x"), &host)).0, ReasonCode::NotAuthorized);
     assert_eq!(denied(hub.authorize_publish(&s, &publish(""), &host)).1, "empty topics are not authorized");
@@ -165,7 +169,10 @@ fn topic_rules_with_placeholders_and_deny_precedence() {
     assert!(matches!(sub("devices/d1/#"), SubscribeDecision::Deny(_)), "overlaps the denied secret tree");
     assert!(matches!(sub("devices/+/x"), SubscribeDecision::Deny(_)));
     assert!(matches!(sub(""), SubscribeDecision::Deny(d) if d.message == "empty topics are not authorized"));
-    assert!(matches!(hub.authorize_delivery(&s, &Delivery { topic: "x".into(), qos: 0, retain: false, payload_size: 0 }), DeliveryDecision::Allow));
+    assert!(matches!(
+        hub.authorize_delivery(&s, &Delivery { topic: "x".into(), qos: 0, retain: false, payload_size: 0 }),
+        DeliveryDecision::Allow
+    ));
 }
 
 #[test]
@@ -184,12 +191,20 @@ fn shared_service_level() {
     assert_eq!(denied(hub.authorize_publish(&s, &p, &host)).0, ReasonCode::RetainNotSupported);
     let mut p = publish("devices/d1/t");
     p.payload_size = 101;
-    assert_eq!(denied(hub.authorize_publish(&s, &p, &host)), (ReasonCode::PacketTooLarge, "service level: message payload is too large".into()));
+    assert_eq!(
+        denied(hub.authorize_publish(&s, &p, &host)),
+        (ReasonCode::PacketTooLarge, "service level: message payload is too large".into())
+    );
     let sub = hub.authorize_subscribe(&s, &Subscribe { filter: "devices/d1/c".into(), qos: 1 });
     assert!(matches!(sub, SubscribeDecision::Deny(d) if d.reason == ReasonCode::QosNotSupported));
-    let downgrade = Hub::compile(&format!("[hub]\nservice-level = \"shared\"\nshared-subscribe = \"downgrade\"\n{DEVICES}")).unwrap();
+    let downgrade =
+        Hub::compile(&format!("[hub]\nservice-level = \"shared\"\nshared-subscribe = \"downgrade\"\n{DEVICES}"))
+            .unwrap();
     let s = accept(&downgrade, &connect("d1"));
-    assert!(matches!(downgrade.authorize_subscribe(&s, &Subscribe { filter: "devices/d1/c".into(), qos: 2 }), SubscribeDecision::Grant(0)));
+    assert!(matches!(
+        downgrade.authorize_subscribe(&s, &Subscribe { filter: "devices/d1/c".into(), qos: 2 }),
+        SubscribeDecision::Grant(0)
+    ));
 }
 
 #[test]
@@ -247,15 +262,17 @@ fn certificates_registry_and_auto_provisioning() {
     let host = FakeHost::default();
     let (info, _) = auto.authenticate(&with(Some("new"), Some("acme-ca")), &host).unwrap();
     assert_eq!(info.device_id, "new");
-    assert_eq!(host.infos.borrow().as_slice(), ["device was auto-provisioned: object-name=new source-address=127.0.0.1:5000"]);
+    assert_eq!(
+        host.infos.borrow().as_slice(),
+        ["device was auto-provisioned: object-name=new source-address=127.0.0.1:5000"]
+    );
 }
 
 #[test]
 fn quotas_connections_and_message_rate() {
-    let hub = Hub::compile(&format!(
-        "[hub]\nmax-connections = 2\n[hub.rate]\nmessages = 3\nwindow-ms = 60000\n{DEVICES}"
-    ))
-    .unwrap();
+    let hub =
+        Hub::compile(&format!("[hub]\nmax-connections = 2\n[hub.rate]\nmessages = 3\nwindow-ms = 60000\n{DEVICES}"))
+            .unwrap();
     let full = FakeHost { connections: 2, ..FakeHost::default() };
     assert_eq!(hub.authenticate(&connect("d1"), &full).unwrap_err().reason, ReasonCode::QuotaExceeded);
     let mut resumed = connect("d1");
@@ -269,7 +286,10 @@ fn quotas_connections_and_message_rate() {
     }
     assert_eq!(denied(hub.authorize_publish(&s, &publish("devices/d1/t"), &host)).0, ReasonCode::MessageRateTooHigh);
     let other = accept(&hub, &connect("d2"));
-    assert!(matches!(hub.authorize_publish(&other, &publish("devices/d2/t"), &host), PublishDecision::Allow), "per device");
+    assert!(
+        matches!(hub.authorize_publish(&other, &publish("devices/d2/t"), &host), PublishDecision::Allow),
+        "per device"
+    );
 }
 
 #[test]
