@@ -262,3 +262,24 @@ fn loads_and_load_failures_are_events_of_the_tenant() {
     assert_eq!(events[1].outcome, "load-failed");
     assert_eq!(events[1].message, err.to_string());
 }
+
+#[test]
+fn hub_rules_quota_state_survives_a_reload() {
+    let rules = "[hub.rate]\nmessages = 2\nwindow-ms = 86400000\nexceeded = \"quota\"\n\
+                 [[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"devices/${device.id}/#\"]\n";
+    let first = load(guest_artifacts::HUB_RULES, Some(rules)).unwrap();
+    // The same rules with a comment: another digest, so a genuinely different module.
+    let second = load(guest_artifacts::HUB_RULES, Some(&format!("# v2\n{rules}"))).unwrap();
+    let (tenant, _) = tenant();
+    let mut policy = first.instantiate(tenant.clone());
+    let s = accept(&mut policy, "d1");
+    assert_eq!(policy.authorize_publish(s, &publish("devices/d1/x", 1)), PublishDecision::Allow);
+    assert_eq!(policy.authorize_publish(s, &publish("devices/d1/x", 1)), PublishDecision::Allow);
+    policy.replace(second);
+    let d = policy.authorize_publish(s, &publish("devices/d1/x", 1));
+    assert_eq!(denial(&d).reason, ReasonCode::QuotaExceeded, "the third message of the day, counted across the reload");
+    // A fresh instance of the same tenant sees the same counters.
+    let mut other = first.instantiate(tenant);
+    let s2 = accept(&mut other, "d1");
+    assert_eq!(denial(&other.authorize_publish(s2, &publish("devices/d1/x", 1))).reason, ReasonCode::QuotaExceeded);
+}

@@ -325,3 +325,16 @@ groups = ["hall"]
     assert!(matches!(hub.authorize_delivery(&cam, &d("hall/x")), DeliveryDecision::Deny(_)));
     assert_eq!(reject(&hub, &connect("stranger")).1, "could not identify device");
 }
+
+#[test]
+fn identity_from_username() {
+    let hub = Hub::compile(&format!("[identity]\nfrom = \"username\"\n{DEVICES}")).unwrap();
+    let mut c = connect("any-client-id");
+    assert_eq!(reject(&hub, &c).0, ReasonCode::BadUserNameOrPassword, "no user name");
+    c.username = Some("a/b".into());
+    assert_eq!(reject(&hub, &c).0, ReasonCode::BadUserNameOrPassword, "not usable as a topic level");
+    c.username = Some("d7".into());
+    let s = accept(&hub, &c);
+    assert_eq!(crate::hub::tests_support::device(&s).0, "d7");
+    assert!(matches!(hub.authorize_publish(&s, &publish("devices/d7/x"), &FakeHost::default()), PublishDecision::Allow));
+}
