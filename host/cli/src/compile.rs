@@ -8,12 +8,12 @@ use mqtt_policy_host::{Engine, Limits, PolicyModule};
 
 /// Builds `rules` into a policy: the generic policy with the rules and the PEM of every
 /// `[[ca]]` embedded, validated by the policy's own `validate-settings` before anything is
-/// written. Returns the loaded module and the bytes.
-pub fn build(rules_path: &Path, generic: &[u8]) -> Result<(PolicyModule, Vec<u8>), String> {
+/// written, under `limits`. Returns the loaded module and the bytes.
+pub fn build(rules_path: &Path, generic: &[u8], limits: Limits) -> Result<(PolicyModule, Vec<u8>), String> {
     let text = std::fs::read_to_string(rules_path).map_err(|e| format!("{}: {e}", rules_path.display()))?;
     let cas = collect_cas(rules_path, &text)?;
     let bytes = embedded::embed_all(generic, &text, &cas).map_err(|e| format!("generic policy: {e}"))?;
-    let engine = Engine::new(Limits::default()).map_err(|e| e.to_string())?;
+    let engine = Engine::new(limits).map_err(|e| e.to_string())?;
     let module = engine.load_bytes(&rules_path.display().to_string(), &bytes, None).map_err(|e| e.to_string())?;
     Ok((module, bytes))
 }

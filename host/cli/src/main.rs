@@ -31,6 +31,10 @@ enum Command {
         /// Generic policy to embed the rules into (default: the built-in hub-rules policy).
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// Memory cap for validating the rules, in MiB (large registries need more; the broker
+        /// loading the policy needs at least as much).
+        #[arg(long, default_value_t = 64)]
+        memory_mib: usize,
     },
     /// Load a policy, validate its settings, and describe it.
     Check {
@@ -126,7 +130,7 @@ impl<E: std::fmt::Display> From<E> for BadInput {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Build { rules, output, policy } => build(&rules, &output, policy.as_deref()),
+        Command::Build { rules, output, policy, memory_mib } => build(&rules, &output, policy.as_deref(), memory_mib),
         Command::Check { policy } => check(&policy),
         Command::Eval(args) => eval(&args),
         Command::Test { policy, cases, verbose } => test(&policy, &cases, verbose),
@@ -154,12 +158,19 @@ fn load(args: &PolicyArgs) -> Result<PolicyModule, BadInput> {
     Ok(engine.load_file(&args.policy, settings.as_deref())?)
 }
 
-fn build(rules: &Path, output: &Path, policy: Option<&Path>) -> Result<ExitCode, BadInput> {
+fn build(rules: &Path, output: &Path, policy: Option<&Path>, memory_mib: usize) -> Result<ExitCode, BadInput> {
     let generic = match policy {
         Some(p) => std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?,
         None => guest_artifacts::HUB_RULES_WASM.to_vec(),
     };
-    let (module, bytes) = compile::build(rules, &generic).map_err(BadInput)?;
+    let limits = Limits { memory: memory_mib << 20, ..Limits::default() };
+    let (module, bytes) = compile::build(rules, &generic, limits).map_err(|e| {
+        if e.contains("memory limit") {
+            BadInput(format!("{e} (raise it with --memory-mib)"))
+        } else {
+            BadInput(e)
+        }
+    })?;
     compile::write_atomically(output, &bytes).map_err(BadInput)?;
     println!("built {} from {}", output.display(), rules.display());
     println!("size:     {} bytes", bytes.len());

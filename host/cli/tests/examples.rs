@@ -7,7 +7,7 @@ use std::sync::Arc;
 use mqtt_policy_cli::cases::CasesFile;
 use mqtt_policy_cli::{compile, run};
 use mqtt_policy_host::events::MemorySink;
-use mqtt_policy_host::{PolicyModule, Tenant};
+use mqtt_policy_host::{Limits, PolicyModule, Tenant};
 
 const HUBS: &[&str] = &["shared-hub", "ibm-platform", "dedicated-ca"];
 
@@ -45,7 +45,7 @@ fn every_example_builds_and_its_cases_pass_through_the_cli() {
 
 /// The example `hub`, built as `mqtt-policy build` would.
 fn built(hub: &str) -> PolicyModule {
-    compile::build(&example(hub, "rules.toml"), guest_artifacts::HUB_RULES_WASM).unwrap().0
+    compile::build(&example(hub, "rules.toml"), guest_artifacts::HUB_RULES_WASM, Limits::default()).unwrap().0
 }
 
 /// Runs every case of `hub` on a fresh tenant, with `change` applied to case `target`;
