@@ -24,6 +24,24 @@ impl<const N: usize> Vars for [(&str, &str); N] {
     }
 }
 
+impl Vars for Vec<(&str, &str)> {
+    fn get(&self, name: &str) -> Option<&str> {
+        Vars::get(self.as_slice(), name)
+    }
+}
+
+impl<S: std::hash::BuildHasher> Vars for std::collections::HashMap<String, String, S> {
+    fn get(&self, name: &str) -> Option<&str> {
+        std::collections::HashMap::get(self, name).map(String::as_str)
+    }
+}
+
+impl Vars for std::collections::BTreeMap<String, String> {
+    fn get(&self, name: &str) -> Option<&str> {
+        std::collections::BTreeMap::get(self, name).map(String::as_str)
+    }
+}
+
 impl<V: Vars + ?Sized> Vars for &V {
     fn get(&self, name: &str) -> Option<&str> {
         (**self).get(name)
@@ -95,9 +113,15 @@ impl Template {
                 });
             }
             if !allowed.contains(&name) {
+                // An empty list would read "known: " and look like a bug in the message.
+                let known = if allowed.is_empty() {
+                    "no placeholders are allowed here".to_owned()
+                } else {
+                    format!("known: {}", allowed.join(", "))
+                };
                 return Err(TemplateError {
                     position: offset + start,
-                    message: format!("unknown placeholder `${{{name}}}`; known: {}", allowed.join(", ")),
+                    message: format!("unknown placeholder `${{{name}}}`; {known}"),
                 });
             }
             parts.push(Part::Var(name.to_owned()));
@@ -217,6 +241,108 @@ mod tests {
         assert!(!level.matches_level("a", &[("device.id", "+")]));
         assert!(!level.matches_level("", &[("device.id", "")]));
         assert!(!level.matches_level("a", &[]));
+    }
+
+    #[test]
+    fn unknown_placeholder_with_no_allowed_names_says_so() {
+        let e = Template::parse("a/${device.id}", &[]).unwrap_err();
+        assert_eq!(e.position, 2);
+        assert_eq!(e.message, "unknown placeholder `${device.id}`; no placeholders are allowed here");
+        assert_eq!(e.to_string(), "at byte 2: unknown placeholder `${device.id}`; no placeholders are allowed here");
+    }
+
+    #[test]
+    fn parse_error_positions_count_bytes_after_earlier_placeholders() {
+        let e = Template::parse("ü/${device.id}/${nope}", NAMES).unwrap_err();
+        // "ü" is two bytes; "ü/${device.id}/" is 16.
+        assert_eq!(e.position, 16);
+        assert!(e.message.contains("`${nope}`"), "{e}");
+        let e = Template::parse("a/${device.id}/${", NAMES).unwrap_err();
+        assert_eq!((e.position, e.message.as_str()), (15, "unterminated `${`"));
+        // A nested `${` is swallowed into the name, which is then not a valid name.
+        let e = Template::parse("${a${b}}", NAMES).unwrap_err();
+        assert_eq!(e.position, 0);
+        assert!(e.message.contains("not a placeholder name"), "{e}");
+        for bad in ["${1a}", "${.a}", "${a/b}", "${a+b}", "${a#}", "${-}", "${a\0}"] {
+            assert!(Template::parse(bad, &["a"]).is_err(), "{bad}");
+        }
+        for good in ["${a}", "${a1}", "${a_b}", "${a.b}", "${a-b}", "${a.b-c_d9}"] {
+            let name = &good[2..good.len() - 1];
+            assert!(Template::parse(good, &[name]).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn dollar_forms_that_are_not_placeholders_stay_literal() {
+        for text in ["$", "$$", "a$", "$}{", "{a}", "$ {a}", "$SYS/broker/+"] {
+            let t = Template::parse(text, NAMES).unwrap();
+            assert!(t.is_literal(), "{text}");
+            assert_eq!(t.expand(&[("device.id", "x")]).as_deref(), Some(text));
+            assert_eq!(t.names().count(), 0);
+        }
+        let t = Template::parse("$${device.id}}", NAMES).unwrap();
+        assert_eq!(t.expand(&[("device.id", "x")]).as_deref(), Some("$x}"));
+    }
+
+    #[test]
+    fn several_placeholders_in_one_level() {
+        let t = Template::parse("${device.type}-${device.id}", NAMES).unwrap();
+        let v = [("device.type", "sensor"), ("device.id", "7")];
+        assert!(t.matches_level("sensor-7", &v));
+        assert!(!t.matches_level("sensor-8", &v));
+        assert!(!t.matches_level("sensor7", &v));
+        assert!(!t.matches_level("sensor-7-", &v));
+        assert!(!t.matches_level("sensor-7", &[("device.type", "sensor")]), "one value missing");
+        assert!(!t.matches_level("sensor-a/b", &[("device.type", "sensor"), ("device.id", "a/b")]));
+        assert_eq!(t.expand(&v).as_deref(), Some("sensor-7"));
+    }
+
+    #[test]
+    fn unsafe_values_are_refused_wherever_the_placeholder_sits() {
+        let t = Template::parse("x/pre-${device.id}-post/y", NAMES).unwrap();
+        for bad in ["", "/", "a/b", "+", "#", "a+", "a#", "\0", "a\0b"] {
+            assert_eq!(t.expand(&[("device.id", bad)]), None, "{bad:?}");
+            let level = format!("pre-{bad}-post");
+            let level_t = Template::parse("pre-${device.id}-post", NAMES).unwrap();
+            assert!(!level_t.matches_level(&level, &[("device.id", bad)]), "{bad:?}");
+        }
+        assert!(!is_safe_value("") && !is_safe_value("a/b") && !is_safe_value("+") && !is_safe_value("#"));
+        assert!(!is_safe_value("a\0"));
+        // Characters with no meaning to topic matching are fine, including a `$`.
+        for ok in ["d1", "ü", "a b", "$x", "a.b-c_d", "${x}"] {
+            assert!(is_safe_value(ok), "{ok:?}");
+        }
+        assert_eq!(t.expand(&[("device.id", "$x")]).as_deref(), Some("x/pre-$x-post/y"));
+    }
+
+    #[test]
+    fn a_value_that_looks_like_a_placeholder_is_not_expanded_again() {
+        let t = Template::parse("devices/${device.id}", NAMES).unwrap();
+        let v = [("device.id", "${client.id}"), ("client.id", "admin")];
+        assert_eq!(t.expand(&v).as_deref(), Some("devices/${client.id}"));
+    }
+
+    #[test]
+    fn vars_from_maps_vectors_and_references() {
+        let t = Template::parse("${device.id}/${username}", NAMES).unwrap();
+        let mut std_map = std::collections::HashMap::new();
+        std_map.insert("device.id".to_owned(), "d1".to_owned());
+        std_map.insert("username".to_owned(), "u".to_owned());
+        assert_eq!(t.expand(&std_map).as_deref(), Some("d1/u"));
+        let mut fx_map = crate::collections::HashMap::default();
+        fx_map.insert("device.id".to_owned(), "d2".to_owned());
+        fx_map.insert("username".to_owned(), "v".to_owned());
+        assert_eq!(t.expand(&fx_map).as_deref(), Some("d2/v"));
+        let tree: std::collections::BTreeMap<String, String> =
+            std_map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert_eq!(t.expand(&tree).as_deref(), Some("d1/u"));
+        let vec = vec![("device.id", "d3"), ("username", "w")];
+        assert_eq!(t.expand(&vec).as_deref(), Some("d3/w"));
+        let slice: &[(&str, &str)] = &vec;
+        assert_eq!(t.expand(&slice).as_deref(), Some("d3/w"));
+        assert_eq!(t.expand(&&slice).as_deref(), Some("d3/w"));
+        // The first of duplicate keys wins, as with a linear lookup.
+        assert_eq!(Vars::get(&[("a", "1"), ("a", "2")], "a"), Some("1"));
     }
 
     #[test]

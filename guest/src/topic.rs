@@ -160,16 +160,21 @@ pub fn filters_overlap(a: &str, b: &str) -> bool {
     let mut x = a.split('/');
     let mut y = b.split('/');
     let mut first = true;
+    // Whether the levels matched so far can only be the single empty level: `/#` and `+`
+    // would then share only the empty topic, which is not a valid name.
+    let mut only_empty_root = false;
     loop {
         match (x.next(), y.next()) {
             // A leading wildcard cannot reach the `$`-topics a literal first level may name.
             (Some("#" | "+"), Some(l)) | (Some(l), Some("#" | "+")) if first && l.starts_with('$') => return false,
+            (Some("#"), None) | (None, Some("#")) => return !only_empty_root,
             (Some("#"), _) | (_, Some("#")) => return true,
             (Some("+"), Some(_)) | (Some(_), Some("+")) => {}
             (Some(l), Some(m)) if l == m => {}
             (None, None) => return true,
             _ => return false,
         }
+        only_empty_root = first && (a.starts_with('/') || b.starts_with('/'));
         first = false;
     }
 }
@@ -252,7 +257,9 @@ impl<T> TopicTrie<T> {
     /// Adds `filter` with `value`. `$share/` prefixes are not allowed here: rules name topics.
     pub fn insert(&mut self, filter: &str, value: T) -> Result<(), TrieError> {
         let allowed: Vec<&str> = self.placeholders.iter().map(String::as_str).collect();
-        // Validate the shape with placeholders standing in as plain text.
+        // Placeholders first, so `${a+b}` is reported as a bad name rather than a misplaced `+`.
+        Template::parse(filter, &allowed).map_err(TrieError::Template)?;
+        // Then the shape, with placeholders standing in as plain text.
         validate_topic_filter(filter).map_err(TrieError::Topic)?;
         if filter.starts_with("$share/") {
             return Err(TrieError::Topic(TopicError::InvalidSharedSubscription));
@@ -270,6 +277,7 @@ impl<T> TopicTrie<T> {
                 }
                 "+" => node.plus.get_or_insert_with(Box::default),
                 l if l.contains("${") => {
+                    // Cannot fail after the whole filter parsed; mapped anyway rather than unwrapped.
                     let t = Template::parse(l, &allowed).map_err(|mut e| {
                         e.position += at;
                         TrieError::Template(e)
@@ -512,6 +520,322 @@ mod tests {
         assert!(TopicTrie::new().insert("a/${device.id}", 1).is_err(), "no placeholders unless declared");
         assert!(trie.insert("$share/g/a", 1).is_err());
         assert!(trie.is_empty());
+    }
+
+    #[test]
+    fn filter_limits_and_null_character() {
+        assert_eq!(validate_topic_filter(&"x".repeat(65_535)), Ok(()));
+        assert_eq!(validate_topic_filter(&"x".repeat(65_536)), Err(TopicError::TooLong));
+        // The limit counts UTF-8 bytes, not characters: "€" takes three.
+        assert_eq!(validate_topic_name(&"€".repeat(21_845)), Ok(()));
+        assert_eq!(validate_topic_name(&"€".repeat(21_846)), Err(TopicError::TooLong));
+        let long_shared = format!("$share/g/{}", "x".repeat(65_535 - 9));
+        assert_eq!(long_shared.len(), 65_535);
+        assert_eq!(validate_topic_filter(&long_shared), Ok(()));
+        assert_eq!(validate_topic_filter(&format!("{long_shared}x")), Err(TopicError::TooLong));
+        assert_eq!(validate_topic_filter("a/\0/#"), Err(TopicError::NullCharacter));
+        assert_eq!(validate_topic_filter("\0"), Err(TopicError::NullCharacter));
+        assert_eq!(validate_topic_filter("$share/g/a\0"), Err(TopicError::NullCharacter));
+        assert!(!matches("#", "a\0b"));
+        assert!(!matches(&"+/".repeat(20_000), "a"), "long valid filters just don't match");
+        let deep = "/".repeat(65_535);
+        assert!(matches("#", &deep));
+        assert!(!matches("+", &deep));
+    }
+
+    #[test]
+    fn shared_subscription_forms() {
+        for (filter, group, inner) in [
+            ("$share/g/a", "g", "a"),
+            ("$share/g/#", "g", "#"),
+            ("$share/g/+/x", "g", "+/x"),
+            ("$share/g/$SYS/#", "g", "$SYS/#"),
+            ("$share/g//", "g", "/"),
+            ("$share/consumer-1/a/b/c", "consumer-1", "a/b/c"),
+        ] {
+            assert_eq!(split_shared(filter), Some((group, inner)), "{filter}");
+            assert_eq!(validate_topic_filter(filter), Ok(()), "{filter}");
+        }
+        for bad in ["$share/", "$share//", "$share/g", "$share/g/", "$share/+/a", "$share/a#/b", "$share/g+/a"] {
+            assert_eq!(split_shared(bad), None, "{bad}");
+            assert_eq!(validate_topic_filter(bad), Err(TopicError::InvalidSharedSubscription), "{bad}");
+        }
+        assert_eq!(validate_topic_filter("$share/g/a+"), Err(TopicError::MisplacedSingleLevelWildcard));
+        // Only the exact, case-sensitive prefix `$share/` is special.
+        for plain in ["$share", "$SHARE/g", "$shared/g", "x/$share/g"] {
+            assert_eq!(split_shared(plain), None, "{plain}");
+            assert_eq!(validate_topic_filter(plain), Ok(()), "{plain}");
+        }
+        // A shared filter's own filter obeys the `$` rule.
+        assert!(!matches("$share/g/#", "$SYS/x"));
+        assert!(matches("$share/g/$SYS/#", "$SYS/x"));
+        assert!(matches("$share/g/+/x", "a/x"));
+        assert!(!matches("$share/g/a", "$share/g/a"), "the name is matched against `a` alone");
+        assert!(matches("$share", "$share"));
+        assert!(!matches("$share/g/", "g"), "malformed shared filters never match");
+        assert!(!matches("$share/g", "$share/g"), "malformed shared filters never match");
+    }
+
+    #[test]
+    fn topic_semantics_per_mqtt5_4_7_3() {
+        assert!(!matches("ACCOUNTS", "Accounts"), "case sensitive");
+        assert_eq!(validate_topic_name("Accounts payable"), Ok(()), "spaces are allowed");
+        assert!(matches("Accounts payable", "Accounts payable"));
+        assert!(!matches("/finance", "finance"), "a leading slash makes a distinct topic");
+        assert!(!matches("finance", "/finance"));
+        assert_eq!(validate_topic_name("/"), Ok(()), "'/' alone is a valid name");
+        assert!(matches("/", "/"));
+        assert!(matches("+/+", "/"));
+        assert!(!matches("+", "/"));
+        assert!(matches("#", "/"));
+        assert!(matches("+/#", "/"));
+        // §4.7.2: a leading `$` level is only reached by a filter that names it.
+        assert!(!matches("+/#", "$SYS"));
+        assert!(!matches("+", "$SYS"));
+        assert!(matches("$SYS", "$SYS"));
+        assert!(matches("$SYS/#", "$SYS"));
+        assert!(matches("$SYS/+", "$SYS/"));
+        assert!(!matches("#", "$"));
+        assert!(matches("/#", "/$SYS"), "only a topic that starts with `$` is special");
+        assert!(matches("#", "a$/b"));
+    }
+
+    /// Counts this thread's allocations, so tests running in parallel do not disturb each other.
+    struct CountingAlloc;
+    std::thread_local! {
+        static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+    // SAFETY: delegates to the system allocator; only adds a thread-local counter.
+    unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+        unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+            let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+            unsafe { std::alloc::System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+            unsafe { std::alloc::System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+            let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+            unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+        }
+    }
+    #[global_allocator]
+    static GLOBAL: CountingAlloc = CountingAlloc;
+
+    fn allocations_in(f: impl FnOnce()) -> usize {
+        let before = ALLOCATIONS.with(|c| c.get());
+        f();
+        ALLOCATIONS.with(|c| c.get()) - before
+    }
+
+    #[test]
+    fn matching_and_lookups_do_not_allocate() {
+        let mut trie = TopicTrie::with_placeholders(&["device.id", "device.type"]);
+        for (i, f) in ["devices/${device.id}/#", "t/${device.type}-${device.id}/+", "a/+/c", "#", "$SYS/#"]
+            .into_iter()
+            .enumerate()
+        {
+            trie.insert(f, i).unwrap();
+        }
+        let vars = [("device.id", "d1"), ("device.type", "s")];
+        let template = Template::parse("pre-${device.id}", &["device.id"]).unwrap();
+        let mut sum = 0;
+        let n = allocations_in(|| {
+            assert!(matches("sport/+/player1", "sport/tennis/player1"));
+            assert!(matches("$share/g/sport/#", "sport/tennis/player1"));
+            assert!(!matches("#", "$SYS/x"));
+            assert!(template.matches_level("pre-d1", &vars));
+            trie.for_each_match("devices/d1/x/y", &vars, |i| sum += i);
+            trie.for_each_match("t/s-d1/z", &vars, |i| sum += i);
+            trie.for_each_match("$SYS/broker", &vars, |i| sum += i);
+            assert!(trie.any_match("a/b/c", &vars, |i| *i == 2));
+        });
+        assert_eq!(n, 0);
+        assert_eq!(sum, (3) + (1 + 3) + 4);
+        assert_ne!(allocations_in(|| drop(template.expand(&vars))), 0, "the counter does count");
+    }
+
+    #[test]
+    fn trie_levels_side_by_side() {
+        let mut trie = TopicTrie::with_placeholders(&["device.id"]);
+        trie.insert("d/x", "literal").unwrap();
+        trie.insert("d/+", "plus").unwrap();
+        trie.insert("d/${device.id}", "template").unwrap();
+        trie.insert("d/p-${device.id}-s", "affixed").unwrap();
+        trie.insert("d/#", "hash").unwrap();
+        trie.insert("d/${device.id}", "template again").unwrap();
+        trie.insert("d/${device.id}/#", "template tree").unwrap();
+        assert_eq!(trie.len(), 7);
+        let found = |topic: &str, id: &str| {
+            let mut v = Vec::new();
+            trie.for_each_match(topic, &[("device.id", id)], |x| v.push(*x));
+            v.sort();
+            v
+        };
+        assert_eq!(found("d/x", "x"), ["hash", "literal", "plus", "template", "template again", "template tree"]);
+        assert_eq!(found("d/x", "y"), ["hash", "literal", "plus"]);
+        assert_eq!(found("d/p-x-s", "x"), ["affixed", "hash", "plus"]);
+        assert_eq!(found("d/p-x-s", "p-x-s"), ["hash", "plus", "template", "template again", "template tree"]);
+        assert_eq!(found("d", "x"), ["hash"]);
+        assert_eq!(found("d/", "x"), ["hash", "plus"]);
+        assert_eq!(found("d/x/y", "x"), ["hash", "template tree"]);
+        assert_eq!(found("d/p--s", ""), ["hash", "plus"], "an empty value matches nothing");
+        assert_eq!(found("e/x", "x"), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn trie_dollar_topics_and_leading_placeholders() {
+        let mut trie = TopicTrie::with_placeholders(&["client.id"]);
+        trie.insert("#", "hash").unwrap();
+        trie.insert("+/x", "plus").unwrap();
+        trie.insert("${client.id}/x", "template").unwrap();
+        trie.insert("$SYS/#", "sys").unwrap();
+        let found = |topic: &str, id: &str| {
+            let mut v = Vec::new();
+            trie.for_each_match(topic, &[("client.id", id)], |x| v.push(*x));
+            v.sort();
+            v
+        };
+        assert_eq!(found("c1/x", "c1"), ["hash", "plus", "template"]);
+        assert_eq!(found("$SYS/x", "c1"), ["sys"]);
+        assert_eq!(found("$SYS", "c1"), ["sys"]);
+        // A placeholder stands for the literal value: exactly what `matches` does with the expansion.
+        assert_eq!(found("$c1/x", "$c1"), ["template"]);
+        assert!(matches("$c1/x", "$c1/x"));
+    }
+
+    #[test]
+    fn trie_any_match_stops_at_the_first_hit() {
+        let mut trie = TopicTrie::new();
+        for i in 0..100 {
+            trie.insert("a/#", i).unwrap();
+        }
+        let mut calls = 0;
+        assert!(trie.any_match("a/b", &[], |_| {
+            calls += 1;
+            calls == 3
+        }));
+        assert_eq!(calls, 3);
+        let mut all = 0;
+        trie.for_each_match("a/b", &[], |_| all += 1);
+        assert_eq!(all, 100, "duplicate filters each report their value");
+        assert!(!trie.any_match("b", &[], |_| true));
+        assert!(!trie.any_match("a/+", &[], |_| true), "invalid names match nothing");
+    }
+
+    #[test]
+    fn trie_insert_reports_placeholder_problems_before_shape() {
+        let mut trie = TopicTrie::with_placeholders(&["device.id"]);
+        match trie.insert("x/${a+b}", 1) {
+            Err(TrieError::Template(e)) => assert_eq!(e.position, 2, "{e}"),
+            other => panic!("{other:?}"),
+        }
+        match trie.insert("x/y/${device.id", 1) {
+            Err(TrieError::Template(e)) => assert_eq!((e.position, e.message.as_str()), (4, "unterminated `${`")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(trie.insert("x/${device.id}+", 1), Err(TrieError::Topic(TopicError::MisplacedSingleLevelWildcard)));
+        assert_eq!(trie.insert("${device.id}#", 1), Err(TrieError::Topic(TopicError::MisplacedMultiLevelWildcard)));
+        assert_eq!(trie.insert("", 1), Err(TrieError::Topic(TopicError::Empty)));
+        assert_eq!(trie.insert("a\0", 1), Err(TrieError::Topic(TopicError::NullCharacter)));
+        assert!(trie.is_empty());
+        assert_eq!(
+            TrieError::Topic(TopicError::MisplacedMultiLevelWildcard).to_string(),
+            "'#' must be the last level, on its own"
+        );
+    }
+
+    #[test]
+    fn trie_with_placeholders_agrees_with_expanding_then_matching() {
+        const NAMES: &[&str] = &["v", "w"];
+        let filter_levels = ["a", "", "$x", "+", "${v}", "p-${v}", "${v}${w}", "${w}", "$${v}"];
+        let name_levels = ["a", "b", "", "$x", "ab", "p-a", "p-$x", "p-", "$a", "$$x", "p-a/b"];
+        let mut rng = Lcg(11);
+        let mut trie = TopicTrie::with_placeholders(NAMES);
+        let mut entries = Vec::new();
+        for i in 0..2500 {
+            let depth = 1 + rng.next(3);
+            let mut levels: Vec<&str> = (0..depth).map(|_| filter_levels[rng.next(filter_levels.len())]).collect();
+            if rng.next(3) == 0 {
+                levels.push("#");
+            }
+            let f = levels.join("/");
+            if f.is_empty() {
+                continue;
+            }
+            trie.insert(&f, i).unwrap();
+            entries.push((i, Template::parse(&f, NAMES).unwrap()));
+        }
+        let var_sets: [&[(&str, &str)]; 7] = [
+            &[("v", "a"), ("w", "b")],
+            &[("v", "$x"), ("w", "a")],
+            &[("v", "a/b"), ("w", "b")],
+            &[("v", ""), ("w", "b")],
+            &[("v", "+"), ("w", "#")],
+            &[("w", "a")],
+            &[],
+        ];
+        let mut hits = 0;
+        for vars in var_sets {
+            let expanded: Vec<(usize, Option<String>)> = entries.iter().map(|(i, t)| (*i, t.expand(&vars))).collect();
+            for _ in 0..300 {
+                let depth = 1 + rng.next(4);
+                let t = (0..depth).map(|_| name_levels[rng.next(name_levels.len())]).collect::<Vec<_>>().join("/");
+                let mut from_trie = Vec::new();
+                trie.for_each_match(&t, &vars, |i| from_trie.push(*i));
+                from_trie.sort();
+                let linear: Vec<usize> = expanded
+                    .iter()
+                    .filter(|(_, f)| f.as_deref().is_some_and(|f| matches(f, &t)))
+                    .map(|(i, _)| *i)
+                    .collect();
+                assert_eq!(from_trie, linear, "topic {t:?} vars {vars:?}");
+                hits += linear.len();
+            }
+        }
+        assert!(hits > 10_000, "the generator must produce matches to compare, got {hits}");
+    }
+
+    #[test]
+    fn within_and_overlap_agree_with_matches_on_every_small_topic() {
+        let levels = ["a", "b", "", "$x"];
+        let mut topics: Vec<String> = Vec::new();
+        let mut frontier = vec![String::new()];
+        for depth in 1..=5 {
+            let mut next = Vec::new();
+            for prefix in &frontier {
+                for l in levels {
+                    next.push(if depth == 1 { l.to_owned() } else { format!("{prefix}/{l}") });
+                }
+            }
+            topics.extend(next.iter().filter(|t| !t.is_empty()).cloned());
+            frontier = next;
+        }
+        let filter_levels = ["a", "b", "", "$x", "+"];
+        let mut rng = Lcg(3);
+        let mut filter = || {
+            let depth = 1 + rng.next(3);
+            let mut l: Vec<&str> = (0..depth).map(|_| filter_levels[rng.next(filter_levels.len())]).collect();
+            if rng.next(3) == 0 {
+                l.push("#");
+            }
+            l.join("/")
+        };
+        let (mut within, mut overlaps) = (0, 0);
+        for _ in 0..1500 {
+            let (x, y) = (filter(), filter());
+            let both = topics.iter().any(|t| matches(&x, t) && matches(&y, t));
+            assert_eq!(filters_overlap(&x, &y), both, "overlap {x:?} {y:?}");
+            assert_eq!(filters_overlap(&y, &x), both, "overlap {y:?} {x:?}");
+            if filter_within(&x, &y) {
+                within += 1;
+                for t in &topics {
+                    assert!(!matches(&x, t) || matches(&y, t), "{x:?} within {y:?} but {t:?}");
+                }
+            }
+            overlaps += usize::from(both);
+        }
+        assert!(within > 20 && overlaps > 100, "within {within}, overlaps {overlaps}");
     }
 
     /// A deterministic generator, so the differential test needs no dependency.

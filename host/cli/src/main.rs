@@ -165,11 +165,7 @@ fn build(rules: &Path, output: &Path, policy: Option<&Path>, memory_mib: usize) 
     };
     let limits = Limits { memory: memory_mib << 20, ..Limits::default() };
     let (module, bytes) = compile::build(rules, &generic, limits).map_err(|e| {
-        if e.contains("memory limit") {
-            BadInput(format!("{e} (raise it with --memory-mib)"))
-        } else {
-            BadInput(e)
-        }
+        if e.contains("memory limit") { BadInput(format!("{e} (raise it with --memory-mib)")) } else { BadInput(e) }
     })?;
     compile::write_atomically(output, &bytes).map_err(BadInput)?;
     println!("built {} from {}", output.display(), rules.display());

@@ -153,7 +153,7 @@ impl Hub {
             let name = d.id.get_ref();
             if !topic_safe(name) {
                 return Err(format!(
-                    "{}: device[{i}].id `{name}`: must be non-empty without '/', '+', '#' or NUL",
+                    "{}: device[{i}].id `{name}`: must be non-empty, not start with '$', and hold no '/', '+', '#' or NUL",
                     at(d.id.span())
                 ));
             }
@@ -525,8 +525,10 @@ impl Hub {
     }
 }
 
+/// Whether an identity can stand in a topic rule: a safe placeholder value that also does
+/// not start with `$`, so `${client.id}/#` can never become `$SYS/#`.
 fn topic_safe(s: &str) -> bool {
-    mqtt_policy_guest::template::is_safe_value(s)
+    mqtt_policy_guest::template::is_safe_value(s) && !s.starts_with('$')
 }
 
 fn check_topic_name(t: &str) -> Result<(), Denial> {

@@ -67,7 +67,8 @@ impl Format {
     }
 
     /// Captures the fields of `client_id`, or `None` when it does not have this shape. A
-    /// field never captures an empty string, `/`, `+` or `#` (it becomes part of topics).
+    /// field never captures an empty string, `/`, `+`, `#`, or a leading `$` (fields become
+    /// parts of topics, and must not turn into `$SYS`).
     pub fn capture<'a>(&self, client_id: &'a str) -> Option<Captures<'a>> {
         let mut caps = Captures::default();
         let mut rest = client_id;
@@ -80,7 +81,7 @@ impl Format {
                         _ => rest.len(),
                     };
                     let value = &rest[..end];
-                    if value.is_empty() || value.contains(['/', '+', '#', '\0']) {
+                    if value.is_empty() || value.contains(['/', '+', '#', '\0']) || value.starts_with('$') {
                         return None;
                     }
                     let slot = match *name {
@@ -112,6 +113,7 @@ mod tests {
         assert_eq!(d.capture("g:acme:sensor:s-1"), None);
         assert_eq!(d.capture("d:acme::s-1"), None, "empty fields never match");
         assert_eq!(d.capture("d:acme:sensor:a/b"), None, "topic separators never match");
+        assert_eq!(d.capture("d:acme:$SYS:x"), None, "no field may become a $-topic level");
         let a = Format::parse("A:{org}:{app}:{instance}").unwrap();
         let c = a.capture("A:acme:billing:7").unwrap();
         assert_eq!((c.app, c.instance), (Some("billing"), Some("7")));

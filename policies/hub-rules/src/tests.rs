@@ -336,5 +336,23 @@ fn identity_from_username() {
     c.username = Some("d7".into());
     let s = accept(&hub, &c);
     assert_eq!(crate::hub::tests_support::device(&s).0, "d7");
-    assert!(matches!(hub.authorize_publish(&s, &publish("devices/d7/x"), &FakeHost::default()), PublishDecision::Allow));
+    assert!(matches!(
+        hub.authorize_publish(&s, &publish("devices/d7/x"), &FakeHost::default()),
+        PublishDecision::Allow
+    ));
+}
+
+#[test]
+fn identities_starting_with_dollar_are_refused() {
+    // With `${client.id}/#`, a client named `$SYS` would otherwise be granted `$SYS/#`.
+    let rules = "[[rule]]\neffect = \"allow\"\nactions = [\"publish\", \"subscribe\"]\ntopics = [\"${client.id}/#\"]\n";
+    let hub = Hub::compile(rules).unwrap();
+    assert_eq!(reject(&hub, &connect("$SYS")).0, ReasonCode::ClientIdentifierNotValid);
+    let s = accept(&hub, &connect("plain"));
+    assert!(matches!(
+        hub.authorize_subscribe(&s, &Subscribe { filter: "plain/x".into(), qos: 0 }),
+        SubscribeDecision::Grant(0)
+    ));
+    let e = Hub::compile("[[device]]\nid = \"$x\"\n").unwrap_err();
+    assert!(e.contains("not start with '$'"), "{e}");
 }
