@@ -171,12 +171,7 @@ fn build(rules: &Path, output: &Path, policy: Option<&Path>, memory_mib: usize) 
     println!("built {} from {}", output.display(), rules.display());
     println!("size:     {} bytes", bytes.len());
     println!("digest:   sha256:{}", module.digest());
-    for line in compile::summary(module.settings()).unwrap_or_default() {
-        println!("rules:    {line}");
-    }
-    for ca in module.tenant_cas() {
-        println!("ca:       {}", ca.name());
-    }
+    print_settings(&module);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -192,6 +187,17 @@ fn check(args: &PolicyArgs) -> Result<ExitCode, BadInput> {
     println!("size:     {} bytes", module.size());
     println!("digest:   sha256:{}", module.digest());
     println!("settings: {source}, {} bytes, accepted by the policy", module.settings().len());
+    print_settings(&module);
+    println!(
+        "limits:   {:?} per check, {} MiB memory",
+        module.engine().limits().deadline,
+        module.engine().limits().memory >> 20
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The settings as a summary of their TOML (or their first lines), then the embedded CAs.
+fn print_settings(module: &PolicyModule) {
     match compile::summary(module.settings()).filter(|s| !s.is_empty()) {
         Some(lines) => lines.iter().for_each(|l| println!("rules:    {l}")),
         None => {
@@ -205,12 +211,6 @@ fn check(args: &PolicyArgs) -> Result<ExitCode, BadInput> {
     for ca in module.tenant_cas() {
         println!("ca:       {}", ca.name());
     }
-    println!(
-        "limits:   {:?} per check, {} MiB memory",
-        module.engine().limits().deadline,
-        module.engine().limits().memory >> 20
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 fn eval(args: &EvalArgs) -> Result<ExitCode, BadInput> {

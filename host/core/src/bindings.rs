@@ -35,9 +35,6 @@ pub(crate) struct HostState {
     pub(crate) tenant: Tenant,
     pub(crate) policy_digest: Arc<str>,
     pub(crate) stderr: MemoryOutputPipe,
-    /// Set when the current call read the clock or a counter: its answer depends on
-    /// more than its inputs.
-    pub(crate) stateful_call: bool,
     logs_this_call: u32,
 }
 
@@ -60,13 +57,11 @@ impl HostState {
             tenant,
             policy_digest,
             stderr,
-            stateful_call: false,
             logs_this_call: 0,
         }
     }
 
     pub(crate) fn begin_call(&mut self) {
-        self.stateful_call = false;
         self.logs_this_call = 0;
     }
 
@@ -110,17 +105,14 @@ impl mqtt_policy::policy::host::Host for HostState {
     }
 
     fn now_millis(&mut self) -> u64 {
-        self.stateful_call = true;
         now_ms()
     }
 
     fn counter_add(&mut self, name: String, delta: i64, window_ms: u64) -> i64 {
-        self.stateful_call = true;
         self.tenant.counter_add(&name, delta, window_ms, now_ms())
     }
 
     fn connection_count(&mut self) -> u32 {
-        self.stateful_call = true;
         self.tenant.connection_count()
     }
 }

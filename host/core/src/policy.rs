@@ -245,21 +245,11 @@ impl Policy {
     }
 
     fn ensure_live(&mut self, action: Action) -> Result<(), Fault> {
-        if self.live.is_some() {
-            return Ok(());
-        }
-        match self.module.live(self.tenant.clone()) {
-            Ok(live) => {
-                self.live = Some(live);
-                self.generation += 1;
-                Ok(())
-            }
-            Err(e) => {
-                let denial = fault_denial(&e);
-                self.emit(fault_event(self.tenant.name(), action, &e, &denial));
-                Err(denial)
-            }
-        }
+        self.prepare().map_err(|e| {
+            let denial = fault_denial(&e);
+            self.emit(fault_event(self.tenant.name(), action, &e, &denial));
+            denial
+        })
     }
 
     /// Calls into the live instance under the per-check deadline. Any error poisons the
