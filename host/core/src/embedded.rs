@@ -7,6 +7,10 @@
 
 /// Name of the custom section holding a policy's settings.
 pub const SECTION: &str = "mqtt-policy/settings";
+
+/// Prefix of every custom section this crate writes; none of them is code.
+pub const SECTION_PREFIX: &str = "mqtt-policy/";
+
 /// Name of the custom sections holding tenant CAs.
 pub const CA_SECTION: &str = "mqtt-policy/ca";
 

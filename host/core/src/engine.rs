@@ -127,7 +127,7 @@ impl Engine {
     /// imports, link, and run the policy's own `validate-settings`. Nothing is kept on failure.
     pub fn load_bytes(&self, source_name: &str, bytes: &[u8], settings: Option<&str>) -> Result<PolicyModule> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
-        let component = self.compile(source_name, bytes, digest)?;
+        let component = self.compile(source_name, bytes, code_digest(bytes).unwrap_or(digest))?;
         check_imports(self.wasm(), &component, source_name)?;
         let pre = self
             .inner
@@ -151,7 +151,11 @@ impl Engine {
         PolicyModule::new(self.clone(), pre, source_name, crate::cert::hex(&digest), settings, cas, bytes.len())
     }
 
-    fn compile(&self, source_name: &str, bytes: &[u8], digest: [u8; 32]) -> Result<Component> {
+    /// Compiles `bytes`, or reuses the component compiled from the same code: `code` is the
+    /// digest without the embedded settings and CAs, so a tenant whose rules change, or
+    /// many tenants sharing one generic policy, pay for one compilation.
+    fn compile(&self, source_name: &str, bytes: &[u8], code: [u8; 32]) -> Result<Component> {
+        let digest = code;
         if let Some(c) = self.inner.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&digest) {
             return Ok(c.clone());
         }
@@ -162,6 +166,41 @@ impl Engine {
         self.inner.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(digest, component.clone());
         Ok(component)
     }
+}
+
+/// SHA-256 of a component's top-level sections other than the `mqtt-policy/...` custom
+/// sections (see [`crate::embedded`]), which wasmtime does not compile. `None` if the bytes
+/// are not a well-formed sequence of sections; compilation then reports the real error.
+fn code_digest(bytes: &[u8]) -> Option<[u8; 32]> {
+    let mut hasher = Sha256::new();
+    hasher.update(bytes.get(..8)?);
+    let mut rest = bytes.get(8..)?;
+    while let Some((&id, after_id)) = rest.split_first() {
+        let (size, after_size) = leb128_u32(after_id)?;
+        let content = after_size.get(..size as usize)?;
+        let skip = id == 0
+            && leb128_u32(content)
+                .and_then(|(n, r)| r.get(..n as usize))
+                .is_some_and(|name| name.starts_with(crate::embedded::SECTION_PREFIX.as_bytes()));
+        if !skip {
+            hasher.update([id]);
+            hasher.update((size as u64).to_le_bytes());
+            hasher.update(content);
+        }
+        rest = &after_size[size as usize..];
+    }
+    Some(hasher.finalize().into())
+}
+
+fn leb128_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    let mut value: u64 = 0;
+    for (i, &b) in bytes.iter().enumerate().take(5) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((u32::try_from(value).ok()?, &bytes[i + 1..]));
+        }
+    }
+    None
 }
 
 fn ticks(d: Duration) -> u64 {
@@ -226,4 +265,23 @@ fn describe_compile_error(bytes: &[u8], e: &wasmtime::Error) -> String {
             .to_owned();
     }
     format!("{e:#}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_digest_ignores_embedded_settings_but_not_code() {
+        let generic = guest_artifacts::HUB_RULES_WASM;
+        let a = crate::embedded::embed(generic, "[hub]\nstate = \"ready\"").unwrap();
+        let b = crate::embedded::embed(generic, "[hub]\nstate = \"locked\"").unwrap();
+        assert_ne!(Sha256::digest(&a), Sha256::digest(&b));
+        assert_eq!(code_digest(&a), code_digest(&b));
+        assert_eq!(code_digest(&a), code_digest(generic));
+        let other = std::fs::read(guest_artifacts::HELLO).unwrap();
+        assert_ne!(code_digest(&other), code_digest(generic));
+        assert_eq!(code_digest(b"not wasm"), None);
+        assert_eq!(code_digest(&generic[..generic.len() - 3]), None);
+    }
 }

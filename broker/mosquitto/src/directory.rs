@@ -1,0 +1,225 @@
+//! The policy directory: one `TENANT.wasm` per tenant, loaded at start and watched.
+//!
+//! Compilation and settings validation run on the watcher thread, never on the broker's;
+//! a loaded module is handed over through a channel and swapped in by the broker thread at
+//! its next callback. A file that fails to load (half-written, corrupt, wrong WIT version,
+//! refused settings) changes nothing that runs: it produces one `load-failed` event per
+//! version of the file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use mqtt_policy_host::events::{Action, Event, EventSink, Severity};
+use mqtt_policy_host::{Engine, PolicyModule, Tenant};
+
+use crate::tenancy::check_name;
+
+/// The tenants known to one plugin instance, shared by the broker and watcher threads.
+/// A tenant's counters and connection count live here, so they survive reloads.
+pub struct Tenants {
+    by_name: Mutex<HashMap<String, Tenant>>,
+    sink: Arc<dyn Fn(&str) -> Arc<dyn EventSink> + Send + Sync>,
+}
+
+impl Tenants {
+    /// `sink` makes the event sink of a tenant by name.
+    pub fn new(sink: Arc<dyn Fn(&str) -> Arc<dyn EventSink> + Send + Sync>) -> Tenants {
+        Tenants { by_name: Mutex::new(HashMap::new()), sink }
+    }
+
+    /// The tenant called `name`, created on first use.
+    pub fn get(&self, name: &str) -> Tenant {
+        let mut map = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(name.to_owned()).or_insert_with(|| Tenant::with_events(name, (self.sink)(name))).clone()
+    }
+}
+
+/// A policy ready to swap in for a tenant.
+pub struct Loaded {
+    /// Tenant name (the file stem).
+    pub tenant: String,
+    /// The compiled, validated module.
+    pub module: PolicyModule,
+}
+
+/// What identifies one version of a file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+fn stamp(meta: &std::fs::Metadata) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    Stamp { modified: meta.modified().ok(), len: meta.len(), inode: meta.ino() }
+}
+
+/// Scans the directory and loads what changed. Owned by the watcher thread (and used once
+/// synchronously at start).
+pub struct Scanner {
+    dir: PathBuf,
+    only: Option<String>,
+    engine: Engine,
+    tenants: Arc<Tenants>,
+    seen: HashMap<String, Stamp>,
+    dir_error: Option<String>,
+}
+
+impl Scanner {
+    /// A scanner of `dir`; with `only`, just that tenant's file is considered.
+    pub fn new(dir: &Path, only: Option<String>, engine: Engine, tenants: Arc<Tenants>) -> Scanner {
+        Scanner { dir: dir.to_owned(), only, engine, tenants, seen: HashMap::new(), dir_error: None }
+    }
+
+    /// Loads every new or changed `TENANT.wasm` (all of them with `force`). Returns what
+    /// loaded; failures are events.
+    pub fn scan(&mut self, force: bool) -> Vec<Loaded> {
+        let mut loaded = Vec::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => {
+                self.dir_error = None;
+                e
+            }
+            Err(e) => {
+                let message = format!(
+                    "cannot read policy directory {}: {e}; the loaded policies stay in force",
+                    self.dir.display()
+                );
+                if self.dir_error.as_deref() != Some(message.as_str()) {
+                    self.event_all(&message);
+                    self.dir_error = Some(message);
+                }
+                return loaded;
+            }
+        };
+        let mut present = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(tenant) = tenant_of(&path) else { continue };
+            if self.only.as_deref().is_some_and(|o| o != tenant) {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            present.push(tenant.clone());
+            let now = stamp(&meta);
+            if !force && self.seen.get(&tenant) == Some(&now) {
+                continue;
+            }
+            self.seen.insert(tenant.clone(), now);
+            let t = self.tenants.get(&tenant);
+            if let Ok(module) = self.engine.load_for_tenant(&t, &path, None) {
+                loaded.push(Loaded { tenant, module });
+            }
+        }
+        let gone: Vec<String> = self.seen.keys().filter(|t| !present.contains(t)).cloned().collect();
+        for tenant in gone {
+            self.seen.remove(&tenant);
+            let message = format!(
+                "policy file {} was removed; the loaded policy stays in force until a new file arrives or the broker restarts",
+                self.dir.join(format!("{tenant}.wasm")).display()
+            );
+            let event = Event::new(&tenant, Action::Load, Severity::Warn, "file-removed", message);
+            self.tenants.get(&tenant).events().emit(event);
+        }
+        loaded
+    }
+
+    fn event_all(&self, message: &str) {
+        let names: Vec<String> = match &self.only {
+            Some(t) => vec![t.clone()],
+            None => self.seen.keys().cloned().collect(),
+        };
+        let names = if names.is_empty() { vec!["*".to_owned()] } else { names };
+        for name in names {
+            let event = Event::new(&name, Action::Load, Severity::Error, "load-failed", message);
+            self.tenants.get(&name).events().emit(event);
+        }
+    }
+}
+
+/// The tenant a file serves: `acme.wasm` → `acme`. Other files are ignored (editors' temp
+/// files, `acme.wasm.tmp` written before an atomic rename).
+pub fn tenant_of(path: &Path) -> Option<String> {
+    if path.extension()? != "wasm" {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    check_name(stem).ok().map(|()| stem.to_owned())
+}
+
+/// The background watcher: scans every `poll`, or at once when asked (SIGHUP).
+pub struct Watcher {
+    stop: Arc<AtomicBool>,
+    rescan: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watcher {
+    /// Starts the thread. Loaded modules arrive on the returned receiver; `pending` is set
+    /// whenever one is sent, so the broker thread checks the channel only then.
+    pub fn spawn(mut scanner: Scanner, poll: Duration, pending: Arc<AtomicBool>) -> (Watcher, Receiver<Loaded>) {
+        let (tx, rx): (Sender<Loaded>, Receiver<Loaded>) = channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let rescan = Arc::new(AtomicBool::new(false));
+        let (stop2, rescan2) = (stop.clone(), rescan.clone());
+        let thread = std::thread::Builder::new()
+            .name("mqtt-policy-watch".into())
+            .spawn(move || {
+                while !stop2.load(Ordering::Relaxed) {
+                    let force = rescan2.swap(false, Ordering::Relaxed);
+                    for loaded in scanner.scan(force) {
+                        if tx.send(loaded).is_err() {
+                            return;
+                        }
+                        pending.store(true, Ordering::Release);
+                    }
+                    // Sleep in short steps so stop and rescan requests are served promptly.
+                    let mut slept = Duration::ZERO;
+                    while slept < poll && !stop2.load(Ordering::Relaxed) && !rescan2.load(Ordering::Relaxed) {
+                        let step = (poll - slept).min(Duration::from_millis(10));
+                        std::thread::sleep(step);
+                        slept += step;
+                    }
+                }
+            })
+            .expect("spawning the policy watcher thread");
+        (Watcher { stop, rescan, thread: Some(thread) }, rx)
+    }
+
+    /// Asks for a full re-read of every file (SIGHUP / `MOSQ_EVT_RELOAD`).
+    pub fn rescan(&self) {
+        self.rescan.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_safe_wasm_names_are_tenants() {
+        assert_eq!(tenant_of(Path::new("/p/acme.wasm")).as_deref(), Some("acme"));
+        assert_eq!(tenant_of(Path::new("/p/acme.wasm.tmp")), None);
+        assert_eq!(tenant_of(Path::new("/p/.acme.wasm")), None);
+        assert_eq!(tenant_of(Path::new("/p/ac me.wasm")), None);
+        assert_eq!(tenant_of(Path::new("/p/acme.toml")), None);
+    }
+}

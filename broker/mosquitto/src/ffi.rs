@@ -1,0 +1,266 @@
+//! The slice of Mosquitto's plugin API (v5, `mosquitto_broker.h` / `mosquitto_plugin.h` of
+//! 2.0.x) this plugin uses, declared by hand.
+//!
+//! Broker functions are looked up with `dlsym` when the plugin is initialised instead of
+//! being linked: the library then loads into any 2.x broker that has them (2.1 keeps these
+//! symbols), a missing one is a clear init error rather than a loader failure, and the
+//! crate's tests link without a broker. `tests/layout.rs` compiles the real headers and
+//! checks every struct here against them.
+
+use std::ffi::{CStr, c_char, c_int, c_long, c_void};
+
+/// `MOSQ_PLUGIN_VERSION`: the plugin interface this library implements.
+pub const PLUGIN_VERSION: c_int = 5;
+
+/// `enum mosquitto_plugin_event`.
+pub mod event {
+    use std::ffi::c_int;
+    pub const RELOAD: c_int = 1;
+    pub const ACL_CHECK: c_int = 2;
+    pub const BASIC_AUTH: c_int = 3;
+    pub const MESSAGE: c_int = 7;
+    pub const TICK: c_int = 9;
+    pub const DISCONNECT: c_int = 10;
+}
+
+/// `MOSQ_ACL_*` access bits in an ACL check.
+pub mod access {
+    use std::ffi::c_int;
+    pub const READ: c_int = 0x01;
+    pub const WRITE: c_int = 0x02;
+    pub const SUBSCRIBE: c_int = 0x04;
+    pub const UNSUBSCRIBE: c_int = 0x08;
+}
+
+/// `enum mosq_err_t` values a callback returns.
+pub mod err {
+    use std::ffi::c_int;
+    pub const SUCCESS: c_int = 0;
+    pub const NOMEM: c_int = 1;
+    pub const PROTOCOL: c_int = 2;
+    pub const INVAL: c_int = 3;
+    pub const NOT_SUPPORTED: c_int = 10;
+    pub const AUTH: c_int = 11;
+    pub const ACL_DENIED: c_int = 12;
+    pub const UNKNOWN: c_int = 13;
+    pub const PLUGIN_DEFER: c_int = 17;
+    pub const QOS_NOT_SUPPORTED: c_int = 24;
+    pub const RETAIN_NOT_SUPPORTED: c_int = 28;
+}
+
+/// `MOSQ_LOG_*` levels for `mosquitto_log_printf`.
+pub mod log {
+    use std::ffi::c_int;
+    pub const INFO: c_int = 0x01;
+    pub const NOTICE: c_int = 0x02;
+    pub const WARNING: c_int = 0x04;
+    pub const ERR: c_int = 0x08;
+}
+
+/// `struct mosquitto` (a connected client): opaque.
+#[repr(C)]
+pub struct Client {
+    _private: [u8; 0],
+}
+
+/// `mosquitto_plugin_id_t`: opaque.
+#[repr(C)]
+pub struct PluginId {
+    _private: [u8; 0],
+}
+
+/// `struct mosquitto_opt`: one `plugin_opt_KEY VALUE` line.
+#[repr(C)]
+pub struct Opt {
+    pub key: *mut c_char,
+    pub value: *mut c_char,
+}
+
+/// `struct mosquitto_evt_reload`.
+#[repr(C)]
+pub struct EvtReload {
+    pub future: *mut c_void,
+    pub options: *mut Opt,
+    pub option_count: c_int,
+    pub future2: [*mut c_void; 4],
+}
+
+/// `struct mosquitto_evt_acl_check`.
+#[repr(C)]
+pub struct EvtAclCheck {
+    pub future: *mut c_void,
+    pub client: *mut Client,
+    pub topic: *const c_char,
+    pub payload: *const c_void,
+    pub properties: *mut c_void,
+    pub access: c_int,
+    pub payloadlen: u32,
+    pub qos: u8,
+    pub retain: bool,
+    pub future2: [*mut c_void; 4],
+}
+
+/// `struct mosquitto_evt_basic_auth`.
+#[repr(C)]
+pub struct EvtBasicAuth {
+    pub future: *mut c_void,
+    pub client: *mut Client,
+    pub username: *mut c_char,
+    pub password: *mut c_char,
+    pub future2: [*mut c_void; 4],
+}
+
+/// `struct mosquitto_evt_message`: the broker applies changes to topic, payload and retain.
+#[repr(C)]
+pub struct EvtMessage {
+    pub future: *mut c_void,
+    pub client: *mut Client,
+    pub topic: *mut c_char,
+    pub payload: *mut c_void,
+    pub properties: *mut c_void,
+    pub reason_string: *mut c_char,
+    pub payloadlen: u32,
+    pub qos: u8,
+    pub reason_code: u8,
+    pub retain: bool,
+    pub future2: [*mut c_void; 4],
+}
+
+/// `struct mosquitto_evt_tick`.
+#[repr(C)]
+pub struct EvtTick {
+    pub future: *mut c_void,
+    pub now_ns: c_long,
+    pub next_ns: c_long,
+    pub now_s: libc::time_t,
+    pub next_s: libc::time_t,
+    pub future2: [*mut c_void; 4],
+}
+
+/// `struct mosquitto_evt_disconnect`.
+#[repr(C)]
+pub struct EvtDisconnect {
+    pub future: *mut c_void,
+    pub client: *mut Client,
+    pub reason: c_int,
+    pub future2: [*mut c_void; 4],
+}
+
+/// `MOSQ_FUNC_generic_callback`.
+pub type Callback = unsafe extern "C" fn(event: c_int, event_data: *mut c_void, userdata: *mut c_void) -> c_int;
+
+/// The broker (and libcrypto) functions the plugin calls, resolved from the running broker.
+#[derive(Clone, Copy)]
+pub struct Broker {
+    pub callback_register: unsafe extern "C" fn(
+        id: *mut PluginId,
+        event: c_int,
+        cb: Callback,
+        event_data: *const c_void,
+        userdata: *mut c_void,
+    ) -> c_int,
+    pub callback_unregister:
+        unsafe extern "C" fn(id: *mut PluginId, event: c_int, cb: Callback, event_data: *const c_void) -> c_int,
+    pub log_printf: unsafe extern "C" fn(level: c_int, fmt: *const c_char, ...),
+    pub client_address: unsafe extern "C" fn(client: *const Client) -> *const c_char,
+    pub client_clean_session: unsafe extern "C" fn(client: *const Client) -> bool,
+    pub client_id: unsafe extern "C" fn(client: *const Client) -> *const c_char,
+    pub client_keepalive: unsafe extern "C" fn(client: *const Client) -> c_int,
+    pub client_certificate: unsafe extern "C" fn(client: *const Client) -> *mut c_void,
+    pub client_protocol_version: unsafe extern "C" fn(client: *const Client) -> c_int,
+    pub client_username: unsafe extern "C" fn(client: *const Client) -> *const c_char,
+    pub set_username: unsafe extern "C" fn(client: *mut Client, username: *const c_char) -> c_int,
+    pub broker_publish_copy: unsafe extern "C" fn(
+        clientid: *const c_char,
+        topic: *const c_char,
+        payloadlen: c_int,
+        payload: *const c_void,
+        qos: c_int,
+        retain: bool,
+        properties: *mut c_void,
+    ) -> c_int,
+    /// libcrypto's `i2d_X509`: the broker hands out an `X509*`, policies get DER.
+    pub i2d_x509: unsafe extern "C" fn(x: *mut c_void, out: *mut *mut u8) -> c_int,
+    /// libcrypto's `X509_free`: `mosquitto_client_certificate` returns a new reference.
+    pub x509_free: unsafe extern "C" fn(x: *mut c_void),
+}
+
+impl Broker {
+    /// Looks every function up in the running process.
+    ///
+    /// # Safety
+    /// Must run inside a Mosquitto 2.x process: each symbol found is assumed to have the
+    /// signature declared above.
+    pub unsafe fn resolve() -> Result<Broker, String> {
+        unsafe fn sym(name: &CStr) -> Result<*mut c_void, String> {
+            let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+            if p.is_null() {
+                Err(format!("symbol {} not found in the broker process", name.to_string_lossy()))
+            } else {
+                Ok(p)
+            }
+        }
+        macro_rules! get {
+            ($name:literal) => {
+                unsafe { std::mem::transmute::<*mut c_void, _>(sym($name)?) }
+            };
+        }
+        Ok(Broker {
+            callback_register: get!(c"mosquitto_callback_register"),
+            callback_unregister: get!(c"mosquitto_callback_unregister"),
+            log_printf: get!(c"mosquitto_log_printf"),
+            client_address: get!(c"mosquitto_client_address"),
+            client_clean_session: get!(c"mosquitto_client_clean_session"),
+            client_id: get!(c"mosquitto_client_id"),
+            client_keepalive: get!(c"mosquitto_client_keepalive"),
+            client_certificate: get!(c"mosquitto_client_certificate"),
+            client_protocol_version: get!(c"mosquitto_client_protocol_version"),
+            client_username: get!(c"mosquitto_client_username"),
+            set_username: get!(c"mosquitto_set_username"),
+            broker_publish_copy: get!(c"mosquitto_broker_publish_copy"),
+            i2d_x509: get!(c"i2d_X509"),
+            x509_free: get!(c"X509_free"),
+        })
+    }
+
+    /// Writes a line to the broker's log.
+    pub fn log(&self, level: c_int, message: &str) {
+        let line =
+            std::ffi::CString::new(format!("mqtt-policy: {message}").replace('\0', " ")).expect("NULs were replaced");
+        unsafe { (self.log_printf)(level, c"%s".as_ptr(), line.as_ptr()) };
+    }
+
+    /// The client's certificate as DER, if it presented one.
+    pub fn certificate_der(&self, client: *const Client) -> Option<Vec<u8>> {
+        let x509 = unsafe { (self.client_certificate)(client) };
+        if x509.is_null() {
+            return None;
+        }
+        let len = unsafe { (self.i2d_x509)(x509, std::ptr::null_mut()) };
+        let der = if len > 0 {
+            let mut buf = vec![0u8; len as usize];
+            let mut p = buf.as_mut_ptr();
+            let written = unsafe { (self.i2d_x509)(x509, &mut p) };
+            (written == len).then_some(buf)
+        } else {
+            None
+        };
+        unsafe { (self.x509_free)(x509) };
+        // An unencodable certificate is presented as empty DER, which the host refuses.
+        Some(der.unwrap_or_default())
+    }
+}
+
+/// Borrows a C string the broker owns for the duration of a callback.
+///
+/// # Safety
+/// `p` must be null or point to a NUL-terminated string that outlives `'a`.
+pub unsafe fn str_or_none<'a>(p: *const c_char) -> Option<&'a str> {
+    if p.is_null() {
+        None
+    } else {
+        // Mosquitto validates topics and client ids as UTF-8; anything else is passed lossily
+        // upstream by the caller's own conversion.
+        unsafe { CStr::from_ptr(p) }.to_str().ok()
+    }
+}

@@ -1,0 +1,219 @@
+//! A real Mosquitto started on a free loopback port with the plugin, and real clients.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod pki;
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use mqtt_policy_host::embedded::{self, EmbeddedCa};
+
+/// The plugin library cargo built next to this test binary.
+pub fn plugin_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("deps dir");
+    for dir in [deps, deps.parent().expect("profile dir")] {
+        let p = dir.join("libmqtt_policy_mosquitto.so");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("libmqtt_policy_mosquitto.so not found next to {}", exe.display());
+}
+
+/// The Debian broker binary.
+pub fn mosquitto_bin() -> PathBuf {
+    for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("mosquitto is not installed: run `apt-get install -y mosquitto mosquitto-clients` (scripts/test.sh does)");
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Builds a hub-rules policy for `rules` (TOML) with `cas` embedded, as `mqtt-policy build` does.
+pub fn hub_policy(rules: &str, cas: &[(&str, &str)]) -> Vec<u8> {
+    let cas: Vec<EmbeddedCa> =
+        cas.iter().map(|(n, p)| EmbeddedCa { name: n.to_string(), pem: p.to_string() }).collect();
+    embedded::embed_all(guest_artifacts::HUB_RULES_WASM, rules, &cas).expect("embedding rules")
+}
+
+/// Writes `bytes` as `dir/tenant.wasm` through a rename, as an operator's deploy would.
+pub fn deploy(dir: &Path, tenant: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{tenant}.wasm.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{tenant}.wasm"))).unwrap();
+}
+
+/// A running broker; killed when dropped.
+pub struct Broker {
+    pub port: u16,
+    pub tls_port: Option<u16>,
+    pub dir: PathBuf,
+    pub policy_dir: PathBuf,
+    pub events: PathBuf,
+    child: Child,
+    log: PathBuf,
+}
+
+/// What goes into mosquitto.conf besides the listener and the plugin line.
+#[derive(Default, Clone)]
+pub struct Setup {
+    /// `plugin_opt_*` lines without the prefix, besides policy_dir and events.
+    pub options: Vec<(String, String)>,
+    /// Policies to put in the directory before start: (tenant, bytes).
+    pub policies: Vec<(String, Vec<u8>)>,
+    /// A TLS listener requiring client certificates: (CA bundle PEM, server cert PEM, server key PEM).
+    pub tls: Option<(String, String, String)>,
+}
+
+impl Setup {
+    pub fn tenant(name: &str, policy: Vec<u8>) -> Setup {
+        Setup { options: vec![("tenant".into(), name.into())], policies: vec![(name.into(), policy)], tls: None }
+    }
+
+    pub fn option(mut self, key: &str, value: &str) -> Setup {
+        self.options.push((key.into(), value.into()));
+        self
+    }
+}
+
+static DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let n = DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("mqtt-policy-e2e-{}-{tag}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Broker {
+    /// Starts Mosquitto with the plugin and `setup`, and waits until it accepts connections.
+    pub fn start(tag: &str, setup: Setup) -> Result<Broker> {
+        let dir = temp_dir(tag);
+        let policy_dir = dir.join("policies");
+        std::fs::create_dir_all(&policy_dir)?;
+        for (tenant, bytes) in &setup.policies {
+            deploy(&policy_dir, tenant, bytes);
+        }
+        let events = dir.join("events.jsonl");
+        let port = free_port();
+        let mut conf = format!(
+            "user root\nper_listener_settings false\nallow_anonymous false\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n\
+             listener {port} 127.0.0.1\n"
+        );
+        let mut tls_port = None;
+        if let Some((ca, cert, key)) = &setup.tls {
+            let p = free_port();
+            for (name, text) in [("ca.pem", ca), ("server.pem", cert), ("server.key", key)] {
+                std::fs::write(dir.join(name), text)?;
+            }
+            conf += &format!(
+                "listener {p} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+                dir.join("ca.pem").display(),
+                dir.join("server.pem").display(),
+                dir.join("server.key").display()
+            );
+            tls_port = Some(p);
+        }
+        conf += &format!("plugin {}\n", plugin_path().display());
+        conf += &format!("plugin_opt_policy_dir {}\nplugin_opt_events {}\n", policy_dir.display(), events.display());
+        for (k, v) in &setup.options {
+            conf += &format!("plugin_opt_{k} {v}\n");
+        }
+        let conf_path = dir.join("mosquitto.conf");
+        std::fs::write(&conf_path, &conf)?;
+        let log = dir.join("mosquitto.log");
+        let child = Command::new(mosquitto_bin())
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("starting mosquitto")?;
+        let mut broker = Broker { port, tls_port, dir, policy_dir, events, child, log };
+        broker.wait_ready()?;
+        Ok(broker)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ports: Vec<u16> = std::iter::once(self.port).chain(self.tls_port).collect();
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("mosquitto exited with {status} before listening:\n{}", self.log());
+            }
+            if ports.iter().all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok()) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("mosquitto did not listen within 60 s:\n{}", self.log())
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Events written so far, parsed.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let Ok(f) = std::fs::File::open(&self.events) else { return Vec::new() };
+        BufReader::new(f).lines().map_while(Result::ok).filter_map(|l| serde_json::from_str(&l).ok()).collect()
+    }
+
+    /// Waits (bounded) for an event matching `pred` and returns it.
+    pub fn wait_event(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            if Instant::now() > deadline {
+                panic!("no event {what} within 10 s; events:\n{:#?}\nlog:\n{}", self.events(), self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGHUP (Mosquitto's reload).
+    pub fn sighup(&self) {
+        unsafe { libc_kill(self.child.id() as i32, 1) };
+    }
+
+    /// Whether the broker process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().map(|s| s.is_none()).unwrap_or(false)
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// An event's field as text.
+pub fn field<'a>(e: &'a serde_json::Value, name: &str) -> &'a str {
+    e.get(name).and_then(|v| v.as_str()).unwrap_or("")
+}
