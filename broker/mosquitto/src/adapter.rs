@@ -52,6 +52,8 @@ pub struct ConnectOutcome {
 
 struct ClientState {
     tenant: String,
+    /// The tenant's topic prefix (`plugin_opt_tenant_prefix`), if any.
+    prefix: Option<String>,
     /// `None` when the client was let through in fail-open mode: the broker's own rules apply.
     session: Option<SessionId>,
     client_id: String,
@@ -217,7 +219,13 @@ impl Adapter {
                     self.tenants.get(&tenant).events().emit(e);
                     self.clients.insert(
                         key,
-                        ClientState { tenant, session: None, client_id: hello.client_id.to_owned(), rewrite: None },
+                        ClientState {
+                            prefix: self.config.tenant_prefix.as_ref().map(|p| p.replace("{tenant}", &tenant)),
+                            tenant,
+                            session: None,
+                            client_id: hello.client_id.to_owned(),
+                            rewrite: None,
+                        },
                     );
                     ConnectOutcome { rc: err::PLUGIN_DEFER, username: None }
                 }
@@ -266,6 +274,7 @@ impl Adapter {
                 self.clients.insert(
                     key,
                     ClientState {
+                        prefix: self.config.tenant_prefix.as_ref().map(|p| p.replace("{tenant}", &tenant)),
                         tenant,
                         session: Some(session),
                         client_id: hello.client_id.to_owned(),
@@ -304,9 +313,32 @@ impl Adapter {
         };
         let Some(session) = client.session else { return err::PLUGIN_DEFER };
         let Some(policy) = self.policies.get_mut(&client.tenant) else { return err::ACL_DENIED };
-        let topic = match topic {
-            Ok(t) => t,
-            Err(()) => {
+        let topic = match (topic, client.prefix.as_deref()) {
+            (Ok(t), None) => t,
+            (Ok(t), Some(prefix)) => match t.strip_prefix(prefix) {
+                Some(rest) => rest,
+                None => {
+                    let d = Denial {
+                        reason: ReasonCode::NotAuthorized,
+                        message: format!("topic {t} is outside the tenant's topic space {prefix}"),
+                        disconnect: false,
+                    };
+                    let action = match access {
+                        access::WRITE => Action::Publish,
+                        access::SUBSCRIBE => Action::Subscribe,
+                        _ => Action::Delivery,
+                    };
+                    // Deliveries from elsewhere are skipped quietly: they are other tenants' traffic.
+                    if access != access::READ {
+                        let mut e = Event::denial(&client.tenant, action, "deny", &d);
+                        e.client_id = Some(client.client_id.clone());
+                        e.topic = Some(t.to_owned());
+                        policy.tenant().events().emit(e);
+                    }
+                    return err::ACL_DENIED;
+                }
+            },
+            (Err(()), _) => {
                 let d = Denial {
                     reason: ReasonCode::TopicNameInvalid,
                     message: "topic is not valid UTF-8".into(),

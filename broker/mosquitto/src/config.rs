@@ -85,6 +85,11 @@ pub struct Config {
     pub fail_mode: FailMode,
     /// How often the policy directory is scanned for changes.
     pub reload_poll: Duration,
+    /// Topic prefix with a `{tenant}` placeholder that every topic and filter of a tenant's
+    /// clients must start with; it is removed before the policy sees the topic. Gives each
+    /// tenant its own topic space on a shared listener (Mosquitto's `mount_point` does the
+    /// same per listener, transparently to clients).
+    pub tenant_prefix: Option<String>,
 }
 
 /// Every option the plugin understands, for the error on an unknown one.
@@ -100,6 +105,7 @@ pub const OPTIONS: &[&str] = &[
     "setup_deadline_ms",
     "fail_mode",
     "reload_poll_ms",
+    "tenant_prefix",
 ];
 
 impl Config {
@@ -116,6 +122,7 @@ impl Config {
         let mut setup_deadline = Duration::from_secs(5);
         let mut fail_mode = FailMode::Closed;
         let mut reload_poll = Duration::from_millis(100);
+        let mut tenant_prefix = None;
         let mut seen = Vec::new();
         for (key, value) in options {
             let value = value.trim();
@@ -157,6 +164,17 @@ impl Config {
                 "memory_mib" => memory_bytes = (number(key, value, 1, 4096)? as usize) << 20,
                 "setup_deadline_ms" => setup_deadline = Duration::from_millis(number(key, value, 10, 600_000)?),
                 "reload_poll_ms" => reload_poll = Duration::from_millis(number(key, value, 10, 60_000)?),
+                "tenant_prefix" => {
+                    if value.matches("{tenant}").count() != 1 || !value.ends_with('/') || value.contains(['+', '#']) {
+                        return Err(bad(
+                            key,
+                            format!(
+                                "`{value}` must contain {{tenant}} once, end with / and have no wildcards, e.g. {{tenant}}/"
+                            ),
+                        ));
+                    }
+                    tenant_prefix = Some(value.to_owned());
+                }
                 "fail_mode" => {
                     fail_mode = match value {
                         "closed" => FailMode::Closed,
@@ -196,6 +214,7 @@ impl Config {
             setup_deadline,
             fail_mode,
             reload_poll,
+            tenant_prefix,
         })
     }
 }
@@ -246,6 +265,10 @@ mod tests {
         assert_eq!(e.option, "tenant");
         let e = parse(&[("policy_dir", "/p"), ("tenant", "a"), ("fail_mode", "maybe")]).unwrap_err();
         assert_eq!(e.to_string(), "plugin_opt_fail_mode: `maybe` is not closed or open");
+        let e = parse(&[("policy_dir", "/p"), ("tenant", "a"), ("tenant_prefix", "t/")]).unwrap_err();
+        assert_eq!(e.option, "tenant_prefix");
+        let c = parse(&[("policy_dir", "/p"), ("tenant", "a"), ("tenant_prefix", "tenants/{tenant}/")]).unwrap();
+        assert_eq!(c.tenant_prefix.as_deref(), Some("tenants/{tenant}/"));
         let e = parse(&[("policy_dir", "/p"), ("tenant", "a"), ("tenant", "b")]).unwrap_err();
         assert_eq!(e.to_string(), "plugin_opt_tenant: given twice");
     }

@@ -168,7 +168,9 @@ impl Mqtt {
             }
             Proto::V311 => {
                 let mut opts = rumqttc::MqttOptions::new(o.client_id.clone(), "127.0.0.1", o.port);
-                opts.set_clean_session(o.clean).set_keep_alive(Duration::from_secs(30));
+                opts.set_clean_session(o.clean)
+                    .set_keep_alive(Duration::from_secs(30))
+                    .set_max_packet_size(4 << 20, 4 << 20);
                 if let Some((u, p)) = &o.credentials {
                     opts.set_credentials(u.clone(), p.clone());
                 }
