@@ -122,3 +122,32 @@ fn the_fourth_connection_exceeds_the_hub_limit() {
     assert_eq!(code, 0x87);
     b.wait_event("quota", |e| field(e, "message") == "too many connections for this hub (limit 3)");
 }
+
+#[test]
+fn a_locked_hub_ends_connected_sessions_with_disconnect() {
+    let b = broker();
+    let mut v3 = Mqtt::connected(&Opts::new(b.port, Proto::V311, "thermo-2"));
+    let locked = RULES.replace("state = \"ready\"", "state = \"locked\"");
+    assert_ne!(locked, RULES);
+    // mosquitto_pub (v5) connects, the hub is locked meanwhile, then it publishes.
+    let policy_dir = b.policy_dir.clone();
+    let lock = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        support::deploy(&policy_dir, "shared", &support::hub_policy(&locked, &[]));
+    });
+    let out = support::mosquitto_pub_lines(
+        b.port,
+        &["-i", "thermo-1", "-t", "devices/thermo-1/telemetry/t"],
+        Duration::from_millis(1500),
+        &["after the lock"],
+        Duration::from_millis(500),
+    );
+    lock.join().unwrap();
+    assert!(out.contains("received CONNACK (0)"), "{out}");
+    assert!(out.contains("Received DISCONNECT (128)"), "v5: DISCONNECT 0x80, the closest Mosquitto can send:\n{out}");
+    v3.publish("devices/thermo-2/telemetry/t", 0, false, b"1");
+    assert_eq!(v3.closed(Duration::from_secs(5)), Some(0xFF), "v3.1.1: the connection is closed");
+    b.wait_event("revoke", |e| field(e, "outcome") == "revoke" && field(e, "message") == "hub is locked");
+    let (_c, code) = Mqtt::connect(&Opts::new(b.port, Proto::V5, "thermo-3"));
+    assert_eq!(code, 0x87);
+}

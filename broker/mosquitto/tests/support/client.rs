@@ -154,6 +154,13 @@ impl Mqtt {
                                 let _ = tx.send(Seen::ConnAck(v5_code(&format!("{code:?}"))));
                                 break;
                             }
+                            Err(ConnectionError::MqttState(rumqttc::v5::StateError::ServerDisconnect {
+                                reason_code,
+                                ..
+                            })) => {
+                                let _ = tx.send(Seen::Disconnect(reason_code as u8));
+                                break;
+                            }
                             Err(e) => {
                                 let _ = tx.send(Seen::Closed(e.to_string()));
                                 break;
@@ -299,7 +306,10 @@ impl Mqtt {
     pub fn closed(&mut self, wait: Duration) -> Option<u8> {
         match self.next_matching(wait, |s| matches!(s, Seen::Disconnect(_) | Seen::Closed(_))) {
             Some(Seen::Disconnect(code)) => Some(code),
-            Some(Seen::Closed(_)) => Some(0xFF),
+            Some(Seen::Closed(e)) => {
+                eprintln!("connection closed without DISCONNECT: {e}");
+                Some(0xFF)
+            }
             _ => None,
         }
     }

@@ -187,6 +187,15 @@ impl Broker {
         }
     }
 
+    /// Waits (bounded) until `n` policy loads have been recorded.
+    pub fn wait_loads(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.events().iter().filter(|e| field(e, "outcome") == "loaded").count() < n {
+            assert!(Instant::now() < deadline, "{n} loads not seen within 10 s: {:#?}", self.events());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends SIGHUP (Mosquitto's reload).
     pub fn sighup(&self) {
         unsafe { libc_kill(self.child.id() as i32, 1) };
@@ -211,6 +220,45 @@ impl Drop for Broker {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Runs `mosquitto_pub -V 5 -d -l` (one message per line of stdin): waits `before` after
+/// start, sends `lines` one by one, waits `after`, and returns everything it printed.
+pub fn mosquitto_pub_lines(port: u16, args: &[&str], before: Duration, lines: &[&str], after: Duration) -> String {
+    use std::io::Write;
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "5", "-d", "-l"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub is installed (mosquitto-clients)");
+    std::thread::sleep(before);
+    let mut stdin = child.stdin.take().unwrap();
+    for l in lines {
+        let _ = writeln!(stdin, "{l}");
+        let _ = stdin.flush();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(after);
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Runs `mosquitto_sub` and `mosquitto_pub` style one-shot commands and returns (status, output).
+pub fn run(cmd: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(cmd).args(args).output().expect("mosquitto-clients are installed");
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
 }
 
 /// An event's field as text.
