@@ -110,7 +110,7 @@ impl Broker {
         let events = dir.join("events.jsonl");
         let port = free_port();
         let mut conf = format!(
-            "user root\nper_listener_settings false\nallow_anonymous false\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n\
+            "user root\nmax_queued_messages 1000000\nper_listener_settings false\nallow_anonymous false\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n\
              listener {port} 127.0.0.1\n"
         );
         let mut tls_port = None;
