@@ -132,6 +132,40 @@ impl Broker {
         for (k, v) in &setup.options {
             conf += &format!("plugin_opt_{k} {v}\n");
         }
+        Broker::launch(dir, policy_dir, events, port, tls_port, conf)
+    }
+
+    /// Starts Mosquitto with a whole configuration of the caller's, made by `conf` from the
+    /// plugin path, the policy directory, the events file and two free ports; `policies`
+    /// are deployed first. Waits for the first port.
+    pub fn start_conf(
+        tag: &str,
+        policies: &[(&str, Vec<u8>)],
+        conf: impl FnOnce(&Path, &Path, &Path, u16, u16) -> String,
+    ) -> Result<Broker> {
+        let dir = temp_dir(tag);
+        let policy_dir = dir.join("policies");
+        std::fs::create_dir_all(&policy_dir)?;
+        for (tenant, bytes) in policies {
+            deploy(&policy_dir, tenant, bytes);
+        }
+        let events = dir.join("events.jsonl");
+        let (p1, p2) = (free_port(), free_port());
+        let text = format!(
+            "user root\nmax_queued_messages 1000000\npersistence false\nlog_dest stderr\n{}",
+            conf(&plugin_path(), &policy_dir, &events, p1, p2)
+        );
+        Broker::launch(dir, policy_dir, events, p1, Some(p2), text)
+    }
+
+    fn launch(
+        dir: PathBuf,
+        policy_dir: PathBuf,
+        events: PathBuf,
+        port: u16,
+        tls_port: Option<u16>,
+        conf: String,
+    ) -> Result<Broker> {
         let conf_path = dir.join("mosquitto.conf");
         std::fs::write(&conf_path, &conf)?;
         let log = dir.join("mosquitto.log");
