@@ -306,10 +306,7 @@ impl Mqtt {
     pub fn closed(&mut self, wait: Duration) -> Option<u8> {
         match self.next_matching(wait, |s| matches!(s, Seen::Disconnect(_) | Seen::Closed(_))) {
             Some(Seen::Disconnect(code)) => Some(code),
-            Some(Seen::Closed(e)) => {
-                eprintln!("connection closed without DISCONNECT: {e}");
-                Some(0xFF)
-            }
+            Some(Seen::Closed(_)) => Some(0xFF),
             _ => None,
         }
     }

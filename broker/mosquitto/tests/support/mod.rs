@@ -59,6 +59,8 @@ pub fn deploy(dir: &Path, tenant: &str, bytes: &[u8]) {
 pub struct Broker {
     pub port: u16,
     pub tls_port: Option<u16>,
+    /// Every listener port, in configuration order.
+    pub ports: Vec<u16>,
     pub dir: PathBuf,
     pub policy_dir: PathBuf,
     pub events: PathBuf,
@@ -132,16 +134,18 @@ impl Broker {
         for (k, v) in &setup.options {
             conf += &format!("plugin_opt_{k} {v}\n");
         }
-        Broker::launch(dir, policy_dir, events, port, tls_port, conf)
+        let ports = std::iter::once(port).chain(tls_port).collect();
+        Broker::launch(dir, policy_dir, events, ports, conf)
     }
 
     /// Starts Mosquitto with a whole configuration of the caller's, made by `conf` from the
-    /// plugin path, the policy directory, the events file and two free ports; `policies`
-    /// are deployed first. Waits for the first port.
+    /// plugin path, the policy directory, the events file and `listeners` free ports;
+    /// `policies` are deployed first. Waits for every port.
     pub fn start_conf(
         tag: &str,
         policies: &[(&str, Vec<u8>)],
-        conf: impl FnOnce(&Path, &Path, &Path, u16, u16) -> String,
+        listeners: usize,
+        conf: impl FnOnce(&Path, &Path, &Path, &[u16]) -> String,
     ) -> Result<Broker> {
         let dir = temp_dir(tag);
         let policy_dir = dir.join("policies");
@@ -150,20 +154,19 @@ impl Broker {
             deploy(&policy_dir, tenant, bytes);
         }
         let events = dir.join("events.jsonl");
-        let (p1, p2) = (free_port(), free_port());
+        let ports: Vec<u16> = (0..listeners).map(|_| free_port()).collect();
         let text = format!(
             "user root\nmax_queued_messages 1000000\npersistence false\nlog_dest stderr\n{}",
-            conf(&plugin_path(), &policy_dir, &events, p1, p2)
+            conf(&plugin_path(), &policy_dir, &events, &ports)
         );
-        Broker::launch(dir, policy_dir, events, p1, Some(p2), text)
+        Broker::launch(dir, policy_dir, events, ports, text)
     }
 
     fn launch(
         dir: PathBuf,
         policy_dir: PathBuf,
         events: PathBuf,
-        port: u16,
-        tls_port: Option<u16>,
+        ports: Vec<u16>,
         conf: String,
     ) -> Result<Broker> {
         let conf_path = dir.join("mosquitto.conf");
@@ -176,14 +179,15 @@ impl Broker {
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting mosquitto")?;
-        let mut broker = Broker { port, tls_port, dir, policy_dir, events, child, log };
+        let (port, tls_port) = (ports[0], ports.get(1).copied());
+        let mut broker = Broker { port, tls_port, ports, dir, policy_dir, events, child, log };
         broker.wait_ready()?;
         Ok(broker)
     }
 
     fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let ports: Vec<u16> = std::iter::once(self.port).chain(self.tls_port).collect();
+        let ports = self.ports.clone();
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
                 bail!("mosquitto exited with {status} before listening:\n{}", self.log());
