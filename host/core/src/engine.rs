@@ -172,8 +172,12 @@ impl Engine {
 /// sections (see [`crate::embedded`]), which wasmtime does not compile. `None` if the bytes
 /// are not a well-formed sequence of sections; compilation then reports the real error.
 fn code_digest(bytes: &[u8]) -> Option<[u8; 32]> {
+    let header = bytes.get(..8)?;
+    if !header.starts_with(b"\0asm") {
+        return None;
+    }
     let mut hasher = Sha256::new();
-    hasher.update(bytes.get(..8)?);
+    hasher.update(header);
     let mut rest = bytes.get(8..)?;
     while let Some((&id, after_id)) = rest.split_first() {
         let (size, after_size) = leb128_u32(after_id)?;
