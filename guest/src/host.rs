@@ -26,3 +26,12 @@ pub fn counter_add(name: &str, delta: i64, window_ms: u64) -> i64 {
 pub fn connection_count() -> u32 {
     h::connection_count()
 }
+
+/// Lets the host reuse this check's decision for later checks of the same session with the
+/// same topic (or filter), QoS and retain flag and a payload of at most `max_payload_size`
+/// bytes, until the session ends or the policy is reloaded. Skipping the call into the policy
+/// makes a repeated check several times cheaper. Call it only when the decision depends on
+/// nothing else: not on the clock, on counters, or on state the policy keeps.
+pub fn cache_decision(max_payload_size: u32) {
+    h::cache_decision(max_payload_size);
+}

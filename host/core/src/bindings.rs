@@ -36,6 +36,8 @@ pub(crate) struct HostState {
     pub(crate) policy_digest: Arc<str>,
     pub(crate) stderr: MemoryOutputPipe,
     logs_this_call: u32,
+    /// Set by `cache-decision` during the current call: the payload bound it allows caching for.
+    pub(crate) cache_grant: Option<u32>,
 }
 
 impl HostState {
@@ -58,11 +60,13 @@ impl HostState {
             policy_digest,
             stderr,
             logs_this_call: 0,
+            cache_grant: None,
         }
     }
 
     pub(crate) fn begin_call(&mut self) {
         self.logs_this_call = 0;
+        self.cache_grant = None;
     }
 
     /// What the policy wrote to stderr (e.g. its panic message), trimmed.
@@ -114,6 +118,10 @@ impl mqtt_policy::policy::host::Host for HostState {
 
     fn connection_count(&mut self) -> u32 {
         self.tenant.connection_count()
+    }
+
+    fn cache_decision(&mut self, max_payload_size: u32) {
+        self.cache_grant = Some(max_payload_size);
     }
 }
 

@@ -29,6 +29,56 @@ pub struct Policy {
     generation: u64,
     sessions: HashMap<u64, Session>,
     next_session: u64,
+    /// What the last successful call allowed to cache (`cache-decision`), if anything.
+    last_grant: Option<u32>,
+}
+
+/// Most decisions kept per session and kind of check; a full map is emptied, so a client
+/// cycling through endless topics costs memory only up to this bound.
+pub const MAX_CACHED_PER_SESSION: usize = 256;
+
+/// A decision the policy allowed the host to reuse (see `cache-decision` in the WIT).
+#[derive(Debug, Clone)]
+struct Cached<D> {
+    qos: u8,
+    retain: bool,
+    max_payload: u32,
+    decision: D,
+}
+
+/// Reusable decisions of one session, by topic or filter.
+#[derive(Debug, Default)]
+struct DecisionCache {
+    publish: HashMap<Box<str>, Cached<PublishDecision>>,
+    subscribe: HashMap<Box<str>, Cached<SubscribeDecision>>,
+    delivery: HashMap<Box<str>, Cached<DeliveryDecision>>,
+}
+
+impl DecisionCache {
+    fn clear(&mut self) {
+        self.publish.clear();
+        self.subscribe.clear();
+        self.delivery.clear();
+    }
+}
+
+fn lookup<D: Clone>(map: &HashMap<Box<str>, Cached<D>>, topic: &str, qos: u8, retain: bool, size: u32) -> Option<D> {
+    let c = map.get(topic)?;
+    (c.qos == qos && c.retain == retain && size <= c.max_payload).then(|| c.decision.clone())
+}
+
+fn remember<D>(
+    map: &mut HashMap<Box<str>, Cached<D>>,
+    topic: &str,
+    qos: u8,
+    retain: bool,
+    max_payload: u32,
+    decision: D,
+) {
+    if map.len() >= MAX_CACHED_PER_SESSION {
+        map.clear();
+    }
+    map.insert(topic.into(), Cached { qos, retain, max_payload, decision });
 }
 
 struct Session {
@@ -38,6 +88,8 @@ struct Session {
     generation: u64,
     /// Set when a new instance refused to resume the session: every later check is denied.
     revoked: Option<Denial>,
+    /// Decisions the policy let the host reuse; emptied when the policy is replaced.
+    cache: DecisionCache,
 }
 
 /// A failed call: the denial to answer with.
@@ -45,7 +97,15 @@ type Fault = Denial;
 
 impl Policy {
     pub(crate) fn new(module: PolicyModule, tenant: Tenant) -> Policy {
-        Policy { module, tenant, live: None, generation: 0, sessions: HashMap::new(), next_session: 1 }
+        Policy {
+            module,
+            tenant,
+            live: None,
+            generation: 0,
+            sessions: HashMap::new(),
+            next_session: 1,
+            last_grant: None,
+        }
     }
 
     /// The module this policy runs.
@@ -63,6 +123,11 @@ impl Policy {
         self.sessions.len()
     }
 
+    /// Decisions held for reuse across all sessions (see `cache-decision` in the WIT).
+    pub fn cached_decisions(&self) -> usize {
+        self.sessions.values().map(|s| s.cache.publish.len() + s.cache.subscribe.len() + s.cache.delivery.len()).sum()
+    }
+
     /// The device identity a session was accepted as.
     pub fn session_info(&self, session: SessionId) -> Option<&SessionInfo> {
         self.sessions.get(&session.0).map(|s| &s.info)
@@ -75,6 +140,7 @@ impl Policy {
         self.drop_instance();
         for s in self.sessions.values_mut() {
             s.revoked = None;
+            s.cache.clear();
         }
     }
 
@@ -102,6 +168,7 @@ impl Policy {
                         info: info.clone(),
                         generation: self.generation,
                         revoked: None,
+                        cache: DecisionCache::default(),
                     },
                 );
                 self.tenant.connected();
@@ -119,17 +186,13 @@ impl Policy {
 
     /// Checks a publish (the broker's write check).
     pub fn authorize_publish(&mut self, session: SessionId, publish: &Publish<'_>) -> PublishDecision {
-        let p = wit::Publish {
-            topic: publish.topic,
-            qos: publish.qos,
-            retain: publish.retain,
-            payload_size: publish.payload_size,
-        };
-        let decision = match self.call_session(Action::Publish, session, |live, id| {
-            live.exports.call_authorize_publish(&mut live.store, id, p)
-        }) {
-            Ok(d) => convert::publish_decision(d),
-            Err(fault) => PublishDecision::Deny(fault),
+        let cached = self
+            .sessions
+            .get(&session.0)
+            .and_then(|s| lookup(&s.cache.publish, publish.topic, publish.qos, publish.retain, publish.payload_size));
+        let decision = match cached {
+            Some(d) => d,
+            None => self.call_publish(session, publish),
         };
         match &decision {
             PublishDecision::Deny(d) => {
@@ -145,14 +208,51 @@ impl Policy {
         decision
     }
 
+    fn call_publish(&mut self, session: SessionId, publish: &Publish<'_>) -> PublishDecision {
+        let p = wit::Publish {
+            topic: publish.topic,
+            qos: publish.qos,
+            retain: publish.retain,
+            payload_size: publish.payload_size,
+        };
+        match self.call_session(Action::Publish, session, |live, id| {
+            live.exports.call_authorize_publish(&mut live.store, id, p)
+        }) {
+            Ok(d) => {
+                let d = convert::publish_decision(d);
+                if let (Some(bound), Some(s)) = (self.last_grant, self.sessions.get_mut(&session.0)) {
+                    let c = &mut s.cache.publish;
+                    remember(c, publish.topic, publish.qos, publish.retain, bound, d.clone());
+                }
+                d
+            }
+            Err(fault) => PublishDecision::Deny(fault),
+        }
+    }
+
     /// Checks a subscription request for one filter.
     pub fn authorize_subscribe(&mut self, session: SessionId, subscribe: &Subscribe<'_>) -> SubscribeDecision {
-        let s = wit::Subscribe { filter: subscribe.filter, qos: subscribe.qos };
-        let decision = match self.call_session(Action::Subscribe, session, |live, id| {
-            live.exports.call_authorize_subscribe(&mut live.store, id, s)
-        }) {
-            Ok(d) => convert::subscribe_decision(d),
-            Err(fault) => SubscribeDecision::Deny(fault),
+        let cached = self
+            .sessions
+            .get(&session.0)
+            .and_then(|s| lookup(&s.cache.subscribe, subscribe.filter, subscribe.qos, false, 0));
+        let decision = match cached {
+            Some(d) => d,
+            None => {
+                let s = wit::Subscribe { filter: subscribe.filter, qos: subscribe.qos };
+                match self.call_session(Action::Subscribe, session, |live, id| {
+                    live.exports.call_authorize_subscribe(&mut live.store, id, s)
+                }) {
+                    Ok(d) => {
+                        let d = convert::subscribe_decision(d);
+                        if let (Some(_), Some(s)) = (self.last_grant, self.sessions.get_mut(&session.0)) {
+                            remember(&mut s.cache.subscribe, subscribe.filter, subscribe.qos, false, 0, d.clone());
+                        }
+                        d
+                    }
+                    Err(fault) => SubscribeDecision::Deny(fault),
+                }
+            }
         };
         if let SubscribeDecision::Deny(d) = &decision {
             self.emit_for(session, Event::denial(self.tenant.name(), Action::Subscribe, "deny", d), subscribe.filter);
@@ -162,17 +262,32 @@ impl Policy {
 
     /// Checks a delivery to a subscriber (the broker's read check, per message).
     pub fn authorize_delivery(&mut self, session: SessionId, delivery: &Delivery<'_>) -> DeliveryDecision {
-        let d = wit::Delivery {
-            topic: delivery.topic,
-            qos: delivery.qos,
-            retain: delivery.retain,
-            payload_size: delivery.payload_size,
-        };
-        let decision = match self.call_session(Action::Delivery, session, |live, id| {
-            live.exports.call_authorize_delivery(&mut live.store, id, d)
-        }) {
-            Ok(d) => convert::delivery_decision(d),
-            Err(fault) => DeliveryDecision::Deny(fault),
+        let cached = self.sessions.get(&session.0).and_then(|s| {
+            lookup(&s.cache.delivery, delivery.topic, delivery.qos, delivery.retain, delivery.payload_size)
+        });
+        let decision = match cached {
+            Some(d) => d,
+            None => {
+                let d = wit::Delivery {
+                    topic: delivery.topic,
+                    qos: delivery.qos,
+                    retain: delivery.retain,
+                    payload_size: delivery.payload_size,
+                };
+                match self.call_session(Action::Delivery, session, |live, id| {
+                    live.exports.call_authorize_delivery(&mut live.store, id, d)
+                }) {
+                    Ok(d) => {
+                        let d = convert::delivery_decision(d);
+                        if let (Some(bound), Some(s)) = (self.last_grant, self.sessions.get_mut(&session.0)) {
+                            let (topic, qos, retain) = (delivery.topic, delivery.qos, delivery.retain);
+                            remember(&mut s.cache.delivery, topic, qos, retain, bound, d.clone());
+                        }
+                        d
+                    }
+                    Err(fault) => DeliveryDecision::Deny(fault),
+                }
+            }
         };
         if let DeliveryDecision::Deny(d) = &decision {
             self.emit_for(session, Event::denial(self.tenant.name(), Action::Delivery, "deny", d), delivery.topic);
@@ -259,8 +374,12 @@ impl Policy {
         let live = self.live.as_mut().expect("ensured above");
         live.store.set_epoch_deadline(self.module.engine().call_ticks());
         live.store.data_mut().begin_call();
+        self.last_grant = None;
         match f(live) {
-            Ok(r) => Ok(r),
+            Ok(r) => {
+                self.last_grant = live.store.data().cache_grant;
+                Ok(r)
+            }
             Err(e) => {
                 let error = describe_fault(self.module.engine(), &live.store, &e);
                 let denial = fault_denial(&error);

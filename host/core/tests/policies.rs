@@ -283,3 +283,81 @@ fn hub_rules_quota_state_survives_a_reload() {
     let s2 = accept(&mut other, "d1");
     assert_eq!(denial(&other.authorize_publish(s2, &publish("devices/d1/x", 1))).reason, ReasonCode::QuotaExceeded);
 }
+
+const CACHE_RULES: &str = r#"
+[hub]
+max-payload = 100
+
+[[device]]
+id = "d1"
+
+[[rule]]
+effect = "allow"
+actions = ["publish", "subscribe"]
+topics = ["devices/${device.id}/#"]
+"#;
+
+fn hub(rules: &str) -> PolicyModule {
+    let bytes = embedded::embed(guest_artifacts::HUB_RULES_WASM, rules).unwrap();
+    engine().load_bytes("cache-rules", &bytes, None).unwrap()
+}
+
+#[test]
+fn decisions_the_policy_marks_cacheable_are_reused_until_replace_and_still_emit_events() {
+    let (t, sink) = tenant();
+    let mut p = hub(CACHE_RULES).instantiate(t);
+    let s = match p.authenticate(&Connect::new("acme", "d1")) {
+        ConnectDecision::Accept(id, _) => id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(p.cached_decisions(), 0, "authenticate is never cached");
+    assert_eq!(p.authorize_publish(s, &publish("devices/d1/t", 10)), PublishDecision::Allow);
+    assert_eq!(p.cached_decisions(), 1);
+    assert_eq!(p.authorize_publish(s, &publish("devices/d1/t", 100)), PublishDecision::Allow, "within the bound");
+    assert_eq!(p.cached_decisions(), 1, "served from the cache");
+    // Over the payload bound the cached decision does not apply: the policy decides again.
+    assert_eq!(denial(&p.authorize_publish(s, &publish("devices/d1/t", 101))).reason, ReasonCode::PacketTooLarge);
+    // A cached denial still produces an event each time.
+    sink.take();
+    for _ in 0..2 {
+        assert_eq!(denial(&p.authorize_publish(s, &publish("devices/d2/t", 10))).reason, ReasonCode::NotAuthorized);
+    }
+    assert_eq!(p.cached_decisions(), 2);
+    assert_eq!(sink.take().iter().filter(|e| e.outcome == "deny").count(), 2);
+    let sub = Subscribe { filter: "devices/d1/#", qos: 1 };
+    assert_eq!(p.authorize_subscribe(s, &sub), SubscribeDecision::Grant(1));
+    assert_eq!(p.authorize_subscribe(s, &sub), SubscribeDecision::Grant(1));
+    assert_eq!(p.cached_decisions(), 3);
+
+    // New rules: the cache is emptied and the new policy decides.
+    p.replace(hub(&CACHE_RULES.replace("devices/${device.id}/#", "other/${device.id}/#")));
+    assert_eq!(p.cached_decisions(), 0);
+    assert_eq!(denial(&p.authorize_publish(s, &publish("devices/d1/t", 10))).reason, ReasonCode::NotAuthorized);
+    p.end_session(s);
+    assert_eq!(p.cached_decisions(), 0);
+}
+
+#[test]
+fn decisions_that_read_counters_or_of_policies_that_do_not_ask_are_not_cached() {
+    let rated = CACHE_RULES.replace("[hub]\n", "[hub]\n[hub.rate]\nmessages = 2\nwindow-ms = 60000\n");
+    let rated = rated.replace(
+        "[hub.rate]\nmessages = 2\nwindow-ms = 60000\nmax-payload = 100\n",
+        "max-payload = 100\n[hub.rate]\nmessages = 2\nwindow-ms = 60000\n",
+    );
+    let (t, _) = tenant();
+    let mut p = hub(&rated).instantiate(t);
+    let s = match p.authenticate(&Connect::new("acme", "d1")) {
+        ConnectDecision::Accept(id, _) => id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(p.authorize_publish(s, &publish("devices/d1/t", 10)), PublishDecision::Allow);
+    assert_eq!(p.authorize_publish(s, &publish("devices/d1/t", 10)), PublishDecision::Allow);
+    assert_eq!(denial(&p.authorize_publish(s, &publish("devices/d1/t", 10))).reason, ReasonCode::MessageRateTooHigh);
+    assert_eq!(p.cached_decisions(), 0, "every allowed publish read the rate counter");
+
+    let (t, _) = tenant();
+    let mut hello = load(guest_artifacts::HELLO, Some("max-payload = 100")).unwrap().instantiate(t);
+    let s = accept(&mut hello, "sensor-1");
+    let _ = hello.authorize_publish(s, &publish("devices/sensor-1/temp", 10));
+    assert_eq!(hello.cached_decisions(), 0);
+}

@@ -444,6 +444,20 @@ impl Hub {
         Ok(rewrite)
     }
 
+    /// Up to which payload size this publish's decision may be reused for the same session,
+    /// topic, QoS and retain flag (`None`: not at all). A decision that read a counter (a
+    /// rate) is never reused; one reached with a payload over the limit depends on that size.
+    pub fn publish_cache_bound(&self, p: &Publish, counted: bool) -> Option<u32> {
+        if counted {
+            return None;
+        }
+        match self.max_payload {
+            Some(max) if p.payload_size > max => None,
+            Some(max) => Some(max),
+            None => Some(u32::MAX),
+        }
+    }
+
     /// Decides a subscription: state, filter, QoS, topic rules, shared-hub QoS.
     pub fn authorize_subscribe(&self, s: &Session, sub: &Subscribe) -> SubscribeDecision {
         if let Some(d) = self.state_denial() {

@@ -16,11 +16,15 @@ use mqtt_policy_guest::{
 /// The policy: one compiled hub.
 pub struct HubRules(Hub);
 
-/// The real host.
-struct Host;
+/// The real host; remembers whether a counter was read, which makes a decision uncacheable.
+#[derive(Default)]
+struct Host {
+    counted: std::cell::Cell<bool>,
+}
 
 impl HostApi for Host {
     fn counter_add(&self, name: &str, delta: i64, window_ms: u64) -> i64 {
+        self.counted.set(true);
         host::counter_add(name, delta, window_ms)
     }
     fn connection_count(&self) -> u32 {
@@ -39,21 +43,29 @@ impl mqtt_policy_guest::Policy for HubRules {
     }
 
     fn authenticate(&self, c: &Connect) -> Auth<Session> {
-        match self.0.authenticate(c, &Host) {
+        match self.0.authenticate(c, &Host::default()) {
             Ok((info, session)) => Auth::Accept(info, session),
             Err(d) => Auth::Reject(d),
         }
     }
 
     fn authorize_publish(&self, s: &mut Session, p: &Publish) -> PublishDecision {
-        self.0.authorize_publish(s, p, &Host)
+        let host = Host::default();
+        let decision = self.0.authorize_publish(s, p, &host);
+        if let Some(bound) = self.0.publish_cache_bound(p, host.counted.get()) {
+            host::cache_decision(bound);
+        }
+        decision
     }
 
+    // Subscriptions and deliveries depend only on the session, the topic and the rules.
     fn authorize_subscribe(&self, s: &mut Session, sub: &Subscribe) -> SubscribeDecision {
+        host::cache_decision(u32::MAX);
         self.0.authorize_subscribe(s, sub)
     }
 
     fn authorize_delivery(&self, s: &mut Session, d: &Delivery) -> DeliveryDecision {
+        host::cache_decision(u32::MAX);
         self.0.authorize_delivery(s, d)
     }
 }

@@ -356,3 +356,24 @@ fn identities_starting_with_dollar_are_refused() {
     let e = Hub::compile("[[device]]\nid = \"$x\"\n").unwrap_err();
     assert!(e.contains("not start with '$'"), "{e}");
 }
+
+#[test]
+fn publish_decisions_are_cacheable_only_when_they_read_no_counter_and_fit_the_limit() {
+    let limited = Hub::compile(&format!("[hub]\nmax-payload = 100\n{DEVICES}")).unwrap();
+    let small = Publish { payload_size: 100, ..publish("devices/d1/t") };
+    let big = Publish { payload_size: 101, ..publish("devices/d1/t") };
+    assert_eq!(limited.publish_cache_bound(&small, false), Some(100));
+    assert_eq!(limited.publish_cache_bound(&big, false), None, "a size denial depends on the size");
+    assert_eq!(limited.publish_cache_bound(&small, true), None, "a counter was read");
+    let open = Hub::compile(&format!("[hub]\n{DEVICES}")).unwrap();
+    assert_eq!(open.publish_cache_bound(&big, false), Some(u32::MAX));
+
+    // The rate rule reads a counter on allowed publishes only; a denial before it does not.
+    let rated = Hub::compile(&format!("[hub]\n[hub.rate]\nmessages = 3\nwindow-ms = 60000\n{DEVICES}")).unwrap();
+    let s = accept(&rated, &connect("d1"));
+    let host = FakeHost::default();
+    let _ = rated.authorize_publish(&s, &publish("devices/d1/t"), &host);
+    assert_eq!(host.counters.borrow().len(), 1, "allowed publish counted");
+    let _ = rated.authorize_publish(&s, &publish("devices/d2/t"), &host);
+    assert_eq!(host.counters.borrow().values().sum::<i64>(), 1, "denied publish read no counter");
+}

@@ -162,13 +162,7 @@ impl Broker {
         Broker::launch(dir, policy_dir, events, ports, text)
     }
 
-    fn launch(
-        dir: PathBuf,
-        policy_dir: PathBuf,
-        events: PathBuf,
-        ports: Vec<u16>,
-        conf: String,
-    ) -> Result<Broker> {
+    fn launch(dir: PathBuf, policy_dir: PathBuf, events: PathBuf, ports: Vec<u16>, conf: String) -> Result<Broker> {
         let conf_path = dir.join("mosquitto.conf");
         std::fs::write(&conf_path, &conf)?;
         let log = dir.join("mosquitto.log");
