@@ -140,6 +140,8 @@ pub fn filter_within(inner: &str, outer: &str) -> bool {
             (Some("#"), Some(il)) if first && il.starts_with('$') => return false,
             (Some("#"), _) => return true,
             (Some("+"), Some(il)) if first && il.starts_with('$') => return false,
+            // A leading `#` matches what `+/#` does (one level or more); deeper, `#` also matches its parent.
+            (Some("+"), Some("#")) => return first && o.next() == Some("#"),
             (Some("+"), Some(il)) if il != "#" => {}
             (Some(ol), Some(il)) if ol == il && ol != "+" && ol != "#" => {}
             (None, None) => return true,
@@ -463,6 +465,12 @@ mod tests {
         assert!(filter_within("$SYS/x", "$SYS/#"));
         assert!(filter_within("a/b", "#"));
         assert!(!filter_within("a/b/c", "a/b"));
+        // Found by fuzz/fuzz_targets/topic_validate_match.rs: `+/#` is `#` (its `#` matches the parent).
+        assert!(filter_within("#", "+/#"));
+        assert!(filter_within("$share/g/#", "+/#"));
+        assert!(!filter_within("a/#", "a/+/#"), "`a/#` matches `a`");
+        assert!(!filter_within("#", "+/+/#"));
+        assert!(!filter_within("#", "+"));
     }
 
     #[test]
