@@ -3,7 +3,7 @@
 //!
 //! `lib.rs` turns callbacks into calls here; tests drive it directly.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::ffi::c_int;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -107,7 +107,7 @@ impl Adapter {
         pending: Arc<AtomicBool>,
     ) -> Adapter {
         let mut a =
-            Adapter { config, tenants, policies: HashMap::new(), clients: HashMap::new(), updates, pending, engine };
+            Adapter { config, tenants, policies: HashMap::default(), clients: HashMap::default(), updates, pending, engine };
         for l in initial {
             a.install(l);
         }
@@ -133,7 +133,8 @@ impl Adapter {
 
     /// Swaps in policies the watcher has loaded. Cheap when there are none: one atomic load.
     pub fn apply_updates(&mut self) {
-        if !self.pending.swap(false, Ordering::Acquire) {
+        // A plain load first: the common case (nothing pending) stays a read of a shared line.
+        if !self.pending.load(Ordering::Relaxed) || !self.pending.swap(false, Ordering::Acquire) {
             return;
         }
         while let Ok(l) = self.updates.try_recv() {

@@ -1,5 +1,5 @@
 //! The hub-rules policy with 10, 1,000 and 100,000 devices in its registry: a publish and a
-//! delivery check through the component, the same checks on the native `Hub` (the floor),
+//! delivery check through the component (cached and uncached), the same checks on the native `Hub` (the floor),
 //! and the time to load a 100,000-device rules document.
 //!
 //! `cargo bench -p mqtt-policy-host --bench hub_rules`
@@ -48,10 +48,18 @@ fn bench(c: &mut Criterion) {
         let delivery = Delivery { topic: &command, qos: 1, retain: false, payload_size: 64 };
         assert_eq!(policy.authorize_publish(session, &publish), PublishDecision::Allow);
         assert_eq!(policy.authorize_delivery(session, &delivery), DeliveryDecision::Allow);
-        group.bench_function(BenchmarkId::new("authorize_publish (component)", devices), |b| {
+        // Cached: the policy marks these decisions reusable, so repeats skip the component call.
+        group.bench_function(BenchmarkId::new("authorize_publish (component, cached)", devices), |b| {
             b.iter(|| policy.authorize_publish(session, black_box(&publish)))
         });
-        group.bench_function(BenchmarkId::new("authorize_delivery (component)", devices), |b| {
+        group.bench_function(BenchmarkId::new("authorize_delivery (component, cached)", devices), |b| {
+            b.iter(|| policy.authorize_delivery(session, black_box(&delivery)))
+        });
+        policy.set_caching(false);
+        group.bench_function(BenchmarkId::new("authorize_publish (component, uncached)", devices), |b| {
+            b.iter(|| policy.authorize_publish(session, black_box(&publish)))
+        });
+        group.bench_function(BenchmarkId::new("authorize_delivery (component, uncached)", devices), |b| {
             b.iter(|| policy.authorize_delivery(session, black_box(&delivery)))
         });
 

@@ -1,7 +1,7 @@
 //! A live policy for one tenant on one thread: sessions, deadlines, fail-closed faults,
 //! and hot replacement.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use wasmtime::Store;
 
@@ -31,6 +31,8 @@ pub struct Policy {
     next_session: u64,
     /// What the last successful call allowed to cache (`cache-decision`), if anything.
     last_grant: Option<u32>,
+    /// Whether decisions the policy marks cacheable are reused (on by default).
+    caching: bool,
 }
 
 /// Most decisions kept per session and kind of check; a full map is emptied, so a client
@@ -102,9 +104,10 @@ impl Policy {
             tenant,
             live: None,
             generation: 0,
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             next_session: 1,
             last_grant: None,
+            caching: true,
         }
     }
 
@@ -121,6 +124,17 @@ impl Policy {
     /// Number of sessions held (accepted and not yet ended).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Turns reuse of cacheable decisions on (the default) or off; off empties the cache.
+    /// Off is for measuring and for comparing a policy's answers with and without the cache.
+    pub fn set_caching(&mut self, on: bool) {
+        self.caching = on;
+        if !on {
+            for s in self.sessions.values_mut() {
+                s.cache.clear();
+            }
+        }
     }
 
     /// Decisions held for reuse across all sessions (see `cache-decision` in the WIT).
@@ -189,6 +203,7 @@ impl Policy {
         let cached = self
             .sessions
             .get(&session.0)
+            .filter(|_| self.caching)
             .and_then(|s| lookup(&s.cache.publish, publish.topic, publish.qos, publish.retain, publish.payload_size));
         let decision = match cached {
             Some(d) => d,
@@ -235,6 +250,7 @@ impl Policy {
         let cached = self
             .sessions
             .get(&session.0)
+            .filter(|_| self.caching)
             .and_then(|s| lookup(&s.cache.subscribe, subscribe.filter, subscribe.qos, false, 0));
         let decision = match cached {
             Some(d) => d,
@@ -262,7 +278,7 @@ impl Policy {
 
     /// Checks a delivery to a subscriber (the broker's read check, per message).
     pub fn authorize_delivery(&mut self, session: SessionId, delivery: &Delivery<'_>) -> DeliveryDecision {
-        let cached = self.sessions.get(&session.0).and_then(|s| {
+        let cached = self.sessions.get(&session.0).filter(|_| self.caching).and_then(|s| {
             lookup(&s.cache.delivery, delivery.topic, delivery.qos, delivery.retain, delivery.payload_size)
         });
         let decision = match cached {
@@ -377,7 +393,7 @@ impl Policy {
         self.last_grant = None;
         match f(live) {
             Ok(r) => {
-                self.last_grant = live.store.data().cache_grant;
+                self.last_grant = live.store.data().cache_grant.filter(|_| self.caching);
                 Ok(r)
             }
             Err(e) => {
