@@ -64,6 +64,10 @@ pub enum Error {
     /// The policy tried to grow its memory past the cap.
     #[error("policy exceeded its memory limit of {0} bytes")]
     OutOfMemory(usize),
+    /// The policy answered with a decision the check does not admit (a QoS above 2 or above
+    /// the one asked for, a rewrite that adds the retain flag).
+    #[error("policy returned an invalid decision: {0}")]
+    InvalidDecision(String),
     /// A certificate could not be parsed.
     #[error(transparent)]
     Certificate(#[from] crate::cert::CertError),

@@ -200,11 +200,10 @@ impl Policy {
 
     /// Checks a publish (the broker's write check).
     pub fn authorize_publish(&mut self, session: SessionId, publish: &Publish<'_>) -> PublishDecision {
-        let cached = self
-            .sessions
-            .get(&session.0)
-            .filter(|_| self.caching)
-            .and_then(|s| lookup(&s.cache.publish, publish.topic, publish.qos, publish.retain, publish.payload_size));
+        let cached =
+            self.sessions.get(&session.0).filter(|_| self.caching).and_then(|s| {
+                lookup(&s.cache.publish, publish.topic, publish.qos, publish.retain, publish.payload_size)
+            });
         let decision = match cached {
             Some(d) => d,
             None => self.call_publish(session, publish),
@@ -235,6 +234,9 @@ impl Policy {
         }) {
             Ok(d) => {
                 let d = convert::publish_decision(d);
+                if let Some(why) = invalid_publish(publish, &d) {
+                    return PublishDecision::Deny(self.invalid_decision(Action::Publish, why));
+                }
                 if let (Some(bound), Some(s)) = (self.last_grant, self.sessions.get_mut(&session.0)) {
                     let c = &mut s.cache.publish;
                     remember(c, publish.topic, publish.qos, publish.retain, bound, d.clone());
@@ -261,10 +263,14 @@ impl Policy {
                 }) {
                     Ok(d) => {
                         let d = convert::subscribe_decision(d);
-                        if let (Some(_), Some(s)) = (self.last_grant, self.sessions.get_mut(&session.0)) {
-                            remember(&mut s.cache.subscribe, subscribe.filter, subscribe.qos, false, 0, d.clone());
+                        if let Some(why) = invalid_grant(subscribe, &d) {
+                            SubscribeDecision::Deny(self.invalid_decision(Action::Subscribe, why))
+                        } else {
+                            if let (Some(_), Some(s)) = (self.last_grant, self.sessions.get_mut(&session.0)) {
+                                remember(&mut s.cache.subscribe, subscribe.filter, subscribe.qos, false, 0, d.clone());
+                            }
+                            d
                         }
-                        d
                     }
                     Err(fault) => SubscribeDecision::Deny(fault),
                 }
@@ -274,6 +280,16 @@ impl Policy {
             self.emit_for(session, Event::denial(self.tenant.name(), Action::Subscribe, "deny", d), subscribe.filter);
         }
         decision
+    }
+
+    /// A well-formed answer the check does not admit: denied like a fault, with its own event.
+    /// The instance is kept, since nothing inside it went wrong.
+    fn invalid_decision(&mut self, action: Action, why: String) -> Denial {
+        self.last_grant = None;
+        let error = Error::InvalidDecision(why);
+        let denial = fault_denial(&error);
+        self.emit(fault_event(self.tenant.name(), action, &error, &denial));
+        denial
     }
 
     /// Checks a delivery to a subscriber (the broker's read check, per message).
@@ -490,6 +506,31 @@ fn panic_message(stderr: &str) -> Option<String> {
     })
 }
 
+/// Why a publish decision is not admissible for `p`, if it is not: a rewrite may only soften
+/// (lower the QoS, drop the retain flag), never ask for more than the client sent.
+fn invalid_publish(p: &Publish<'_>, d: &PublishDecision) -> Option<String> {
+    let PublishDecision::Rewrite(r) = d else { return None };
+    if r.qos > 2 {
+        return Some(format!("rewrite to QoS {} (QoS is 0, 1 or 2)", r.qos));
+    }
+    if r.qos > p.qos {
+        return Some(format!("rewrite raises QoS {} to {}", p.qos, r.qos));
+    }
+    if r.retain && !p.retain {
+        return Some("rewrite adds the retain flag".to_owned());
+    }
+    None
+}
+
+/// Why a subscribe decision is not admissible: a grant above QoS 2 or above the requested QoS.
+fn invalid_grant(s: &Subscribe<'_>, d: &SubscribeDecision) -> Option<String> {
+    match d {
+        SubscribeDecision::Grant(q) if *q > 2 => Some(format!("grant of QoS {q} (QoS is 0, 1 or 2)")),
+        SubscribeDecision::Grant(q) if *q > s.qos => Some(format!("grant of QoS {q} above the requested {}", s.qos)),
+        _ => None,
+    }
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_owned()
 }
@@ -503,6 +544,7 @@ fn fault_event(tenant: &str, action: Action, e: &Error, denial: &Denial) -> Even
         Error::Timeout(_) => "timeout",
         Error::OutOfMemory(_) => "out-of-memory",
         Error::Trap(_) => "trap",
+        Error::InvalidDecision(_) => "invalid-decision",
         _ => "instantiate-failed",
     };
     Event::new(tenant, action, Severity::Error, outcome, denial.message.clone()).with_reason(denial.reason)

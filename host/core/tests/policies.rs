@@ -162,6 +162,32 @@ fn panic_is_a_deny_with_the_panic_message() {
 }
 
 #[test]
+fn decisions_the_check_does_not_admit_are_denied_with_an_event() {
+    let module = load(guest_artifacts::MISBEHAVE, None).unwrap();
+    let (tenant, events) = tenant();
+    let mut policy = module.instantiate(tenant);
+    let s = accept(&mut policy, "d1");
+
+    let d = policy.authorize_publish(s, &publish("boom/qos7", 0));
+    assert_eq!(denial(&d).reason, ReasonCode::ImplementationSpecificError);
+    assert_eq!(denial(&d).message, "policy returned an invalid decision: rewrite to QoS 7 (QoS is 0, 1 or 2)");
+    let retained = Publish { topic: "boom/retain", qos: 0, retain: false, payload_size: 0 };
+    let d = policy.authorize_publish(s, &retained);
+    assert_eq!(denial(&d).message, "policy returned an invalid decision: rewrite adds the retain flag");
+    // A retained publish rewritten to retained is no change of flags and stands.
+    let already = Publish { retain: true, ..retained };
+    assert!(matches!(policy.authorize_publish(s, &already), PublishDecision::Rewrite(_)));
+
+    let d = policy.authorize_subscribe(s, &Subscribe { filter: "boom/#", qos: 1 });
+    assert_eq!(denial(&d).message, "policy returned an invalid decision: grant of QoS 3 (QoS is 0, 1 or 2)");
+    let events = events.take();
+    let invalid: Vec<_> = events.iter().filter(|e| e.outcome == "invalid-decision").collect();
+    assert_eq!(invalid.len(), 3, "{events:?}");
+    assert!(invalid.iter().all(|e| e.reason_code == Some(0x83)), "{invalid:?}");
+    assert_eq!(policy.authorize_subscribe(s, &Subscribe { filter: "fine/#", qos: 1 }), SubscribeDecision::Grant(1));
+}
+
+#[test]
 fn a_looping_connect_is_rejected() {
     let module = load(guest_artifacts::MISBEHAVE, None).unwrap();
     let (tenant, _) = tenant();
