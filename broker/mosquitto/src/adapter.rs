@@ -106,8 +106,15 @@ impl Adapter {
         updates: Receiver<Loaded>,
         pending: Arc<AtomicBool>,
     ) -> Adapter {
-        let mut a =
-            Adapter { config, tenants, policies: HashMap::default(), clients: HashMap::default(), updates, pending, engine };
+        let mut a = Adapter {
+            config,
+            tenants,
+            policies: HashMap::default(),
+            clients: HashMap::default(),
+            updates,
+            pending,
+            engine,
+        };
         for l in initial {
             a.install(l);
         }
@@ -147,7 +154,9 @@ impl Adapter {
             Some(p) => p.replace(loaded.module),
             None => {
                 let tenant = self.tenants.get(&loaded.tenant);
-                self.policies.insert(loaded.tenant, loaded.module.instantiate(tenant));
+                let mut policy = loaded.module.instantiate(tenant);
+                policy.set_caching(self.config.decision_cache);
+                self.policies.insert(loaded.tenant, policy);
             }
         }
     }

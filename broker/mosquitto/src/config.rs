@@ -90,6 +90,9 @@ pub struct Config {
     /// tenant its own topic space on a shared listener (Mosquitto's `mount_point` does the
     /// same per listener, transparently to clients).
     pub tenant_prefix: Option<String>,
+    /// Whether decisions a policy marks cacheable are reused for the same session (default on);
+    /// off makes every check call the policy, which is for comparing and measuring.
+    pub decision_cache: bool,
 }
 
 /// Every option the plugin understands, for the error on an unknown one.
@@ -106,6 +109,7 @@ pub const OPTIONS: &[&str] = &[
     "fail_mode",
     "reload_poll_ms",
     "tenant_prefix",
+    "decision_cache",
 ];
 
 impl Config {
@@ -123,6 +127,7 @@ impl Config {
         let mut fail_mode = FailMode::Closed;
         let mut reload_poll = Duration::from_millis(100);
         let mut tenant_prefix = None;
+        let mut decision_cache = true;
         let mut seen = Vec::new();
         for (key, value) in options {
             let value = value.trim();
@@ -182,6 +187,13 @@ impl Config {
                         _ => return Err(bad(key, format!("`{value}` is not closed or open"))),
                     }
                 }
+                "decision_cache" => {
+                    decision_cache = match value {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(bad(key, format!("`{value}` is not on or off"))),
+                    }
+                }
                 _ => unreachable!("checked against OPTIONS"),
             }
         }
@@ -215,6 +227,7 @@ impl Config {
             fail_mode,
             reload_poll,
             tenant_prefix,
+            decision_cache,
         })
     }
 }
@@ -245,6 +258,11 @@ mod tests {
         assert_eq!(c.memory_bytes, 64 << 20);
         assert_eq!(c.fail_mode, FailMode::Closed);
         assert_eq!(c.monitor, None);
+        assert!(c.decision_cache);
+        let c = parse(&[("policy_dir", "/p"), ("tenant", "acme"), ("decision_cache", "off")]).unwrap();
+        assert!(!c.decision_cache);
+        let e = parse(&[("policy_dir", "/p"), ("tenant", "acme"), ("decision_cache", "yes")]).unwrap_err();
+        assert_eq!(e.to_string(), "plugin_opt_decision_cache: `yes` is not on or off");
     }
 
     #[test]
