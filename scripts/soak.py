@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Soak: a real Mosquitto with the plugin under steady QoS 1 load while the policy file is replaced
+every second (two valid versions alternating, every fifth file corrupt). Driven by scripts/soak.sh.
+
+Passes when every acknowledged (allowed) message reached every subscriber, no client was
+disconnected before the end, and the broker survived. Reports resident memory over time and the
+worst publish-to-delivery latency (an upper bound on any single check's time).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench_broker import ROOT, free_port, rss_kib, rules, stop_broker
+
+MARK_START = "<!-- soak:start -->"
+MARK_END = "<!-- soak:end -->"
+
+
+def deploy(dir: Path, tenant: str, data: bytes) -> None:
+    tmp = dir / f".{tenant}.wasm.tmp"
+    tmp.write_bytes(data)
+    tmp.rename(dir / f"{tenant}.wasm")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--publishers", type=int, default=20)
+    ap.add_argument("--subscribers", type=int, default=2)
+    ap.add_argument("--rate", type=int, default=200, help="messages/s per publisher")
+    ap.add_argument("--replace-every", type=float, default=1.0, help="seconds between policy files")
+    ap.add_argument("--mosquitto", default="/usr/sbin/mosquitto")
+    ap.add_argument("--loadgen", default=str(ROOT / "target/release/mqtt-loadgen"))
+    ap.add_argument("--cli", default=str(ROOT / "target/release/mqtt-policy"))
+    ap.add_argument("--plugin", default=str(ROOT / "target/release/libmqtt_policy_mosquitto.so"))
+    ap.add_argument("--write", default=str(ROOT / "RELIABILITY.md"), help="file whose marked section gets the report ('' to skip)")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="mqtt-policy-soak-"))
+    pdir = work / "policies"
+    pdir.mkdir()
+    devices = args.publishers
+    v1_rules = rules(devices)
+    v2_rules = v1_rules.replace(
+        '[[device]]', '[[rule]]\neffect = "allow"\nactions = ["publish"]\ntopics = ["devices/${device.id}/status"]\n\n[[device]]', 1)
+    versions = []
+    for name, text in [("v1", v1_rules), ("v2", v2_rules)]:
+        (work / f"{name}.toml").write_text(text)
+        subprocess.run([args.cli, "build", str(work / f"{name}.toml"), "-o", str(work / f"{name}.wasm")],
+                       check=True, stdout=subprocess.DEVNULL)
+        versions.append((work / f"{name}.wasm").read_bytes())
+    corrupt = versions[0][: len(versions[0]) // 2]
+    deploy(pdir, "soak", versions[0])
+
+    port = free_port()
+    events = work / "events.jsonl"
+    conf = work / "mosquitto.conf"
+    conf.write_text(
+        ("user root\n" if os.geteuid() == 0 else "") + f"listener {port} 127.0.0.1\nallow_anonymous false\npersistence false\nset_tcp_nodelay true\n"
+        f"max_queued_messages 1000000\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+        f"plugin {args.plugin}\nplugin_opt_policy_dir {pdir}\nplugin_opt_tenant soak\nplugin_opt_events {events}\n")
+    log = work / "broker.log"
+    broker = subprocess.Popen([args.mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+    time.sleep(1)
+    if broker.poll() is not None:
+        print(log.read_text(), file=sys.stderr)
+        return 2
+
+    seconds = int(args.minutes * 60)
+    print(f"==> soak for {seconds} s: {args.publishers} publishers x {args.rate} msg/s QoS 1 -> "
+          f"{args.subscribers} subscribers; policy replaced every {args.replace_every} s (every 5th file corrupt)",
+          flush=True)
+    load = subprocess.Popen(
+        [args.loadgen, "--port", str(port), "--publishers", str(args.publishers), "--subscribers", str(args.subscribers),
+         "--qos", "1", "--rate", str(args.rate), "--duration", str(seconds), "--devices", str(devices),
+         "--drain-ms", "10000", "--json", "--verify"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    stop = threading.Event()
+    replaced = {"valid": 0, "corrupt": 0}
+    rss: list[tuple[float, int]] = []
+
+    def replacer() -> None:
+        i = 0
+        while not stop.wait(args.replace_every):
+            i += 1
+            if i % 5 == 0:
+                deploy(pdir, "soak", corrupt)
+                replaced["corrupt"] += 1
+            else:
+                deploy(pdir, "soak", versions[i % 2])
+                replaced["valid"] += 1
+
+    def sampler() -> None:
+        t0 = time.monotonic()
+        while not stop.wait(10):
+            if broker.poll() is None:
+                rss.append((time.monotonic() - t0, rss_kib(broker.pid)))
+                if len(rss) % 6 == 0:
+                    print(f"    {rss[-1][0]:.0f} s: broker RSS {rss[-1][1] / 1024:.1f} MiB, "
+                          f"{replaced['valid']} valid and {replaced['corrupt']} corrupt files so far", flush=True)
+
+    threads = [threading.Thread(target=replacer), threading.Thread(target=sampler)]
+    for t in threads:
+        t.start()
+    out, err = load.communicate()
+    stop.set()
+    for t in threads:
+        t.join()
+    alive = broker.poll() is None
+    end_rss = rss_kib(broker.pid) if alive else 0
+    time.sleep(0.5)  # the plugin writes the last disconnect events
+    stop_broker(broker)
+
+    evs = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
+    count = lambda outcome: sum(1 for e in evs if e.get("outcome") == outcome)
+    clients = args.publishers + args.subscribers
+    try:
+        s = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        print(f"mqtt-loadgen failed (exit {load.returncode}):\n{err}", file=sys.stderr)
+        return 1
+    report = {
+        "seconds": seconds,
+        "acked": s["acked"], "expected": s["expected"], "delivered": s["delivered"],
+        "missing": s["missing"], "duplicates": s["duplicates"],
+        "loadgen_exit": load.returncode,
+        "valid_files": replaced["valid"], "corrupt_files": replaced["corrupt"],
+        "loaded_events": count("loaded"), "load_failed_events": count("load-failed"),
+        "disconnect_events": count("disconnect"), "clients": clients,
+        "denials": sum(1 for e in evs if e.get("outcome") in ("deny", "reject", "revoke")),
+        "faults": sum(1 for e in evs if e.get("severity") == "error" and e.get("outcome") != "load-failed"),
+        "rss_start_mib": rss[0][1] / 1024 if rss else 0, "rss_end_mib": end_rss / 1024,
+        "rss_max_mib": max((r for _, r in rss), default=0) / 1024,
+        "latency": s["latency"], "broker_alive": alive,
+    }
+    ok = (alive and load.returncode == 0 and s["missing"] == 0 and report["disconnect_events"] == clients
+          and report["denials"] == 0 and report["faults"] == 0)
+    lat = s["latency"]
+    text = "\n".join([
+        f"Run {time.strftime('%Y-%m-%d')}: `scripts/soak.sh --minutes {args.minutes:g}` "
+        f"({args.publishers} publishers x {args.rate} msg/s, QoS 1, {args.subscribers} subscribers, one tenant).",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| duration | {seconds} s |",
+        f"| policy files written | {replaced['valid']} valid, {replaced['corrupt']} corrupt |",
+        f"| `loaded` / `load-failed` events | {report['loaded_events']} / {report['load_failed_events']} |",
+        f"| messages allowed (PUBACKed) | {s['acked']:,} |",
+        f"| deliveries expected / received | {s['expected']:,} / {s['delivered']:,} (missing {s['missing']}, duplicates {s['duplicates']}) |",
+        f"| clients disconnected before the end | {report['disconnect_events'] - clients if report['disconnect_events'] >= clients else 'n/a'} "
+        f"({report['disconnect_events']} disconnect events for {clients} clients, all at the end) |",
+        f"| denials / policy faults | {report['denials']} / {report['faults']} |",
+        f"| broker resident memory | {report['rss_start_mib']:.1f} MiB after 10 s, {report['rss_max_mib']:.1f} MiB at most, "
+        f"{report['rss_end_mib']:.1f} MiB at the end |",
+        f"| publish→delivery latency | p50 {lat['p50_us'] / 1000:.2f} ms, p99 {lat['p99_us'] / 1000:.2f} ms, max {lat['max_us'] / 1000:.1f} ms |",
+        f"| verdict | {'PASS' if ok else 'FAIL'} |",
+    ])
+    print("\n" + text)
+    (ROOT / "target").mkdir(exist_ok=True)
+    (ROOT / "target/soak.json").write_text(json.dumps(report, indent=2))
+    if args.write:
+        path = Path(args.write)
+        body = path.read_text() if path.exists() else "# Reliability\n"
+        if MARK_START in body and MARK_END in body:
+            head, rest = body.split(MARK_START, 1)
+            body = head + MARK_START + "\n" + text + "\n" + MARK_END + rest.split(MARK_END, 1)[1]
+        else:
+            body = body.rstrip("\n") + "\n\n" + MARK_START + "\n" + text + "\n" + MARK_END + "\n"
+        path.write_text(body)
+    if not ok:
+        print(f"soak FAILED; broker log and events in {work}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
