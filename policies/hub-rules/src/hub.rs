@@ -23,6 +23,8 @@ pub trait HostApi {
     fn connection_count(&self) -> u32;
     /// An informational event (e.g. auto-provisioning).
     fn info(&self, message: &str);
+    /// Wall-clock time in milliseconds since the Unix epoch (certificate validity).
+    fn now_millis(&self) -> u64;
 }
 
 /// A device in the registry.
@@ -264,6 +266,19 @@ impl Hub {
                     "mutual TLS authentication is required"
                 };
                 return Err(deny(ReasonCode::NotAuthorized, message));
+            }
+        }
+        // The broker's TLS layer checks validity too; checking here keeps a policy right when it
+        // is tested on a laptop or run behind a TLS terminator that does not.
+        if let Some(cert) =
+            c.certificate.as_ref().filter(|_| self.require_mtls || self.source == IdentitySource::Certificate)
+        {
+            let now = i64::try_from(host.now_millis() / 1000).unwrap_or(i64::MAX);
+            if now < cert.not_before {
+                return Err(deny(ReasonCode::NotAuthorized, "device certificate is not yet valid"));
+            }
+            if now > cert.not_after {
+                return Err(deny(ReasonCode::NotAuthorized, "device certificate has expired"));
             }
         }
         if self.shared && !c.clean_start {

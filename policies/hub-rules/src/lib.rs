@@ -33,6 +33,9 @@ impl HostApi for Host {
     fn info(&self, message: &str) {
         host::log(host::Level::Info, message);
     }
+    fn now_millis(&self) -> u64 {
+        host::now_millis()
+    }
 }
 
 impl mqtt_policy_guest::Policy for HubRules {

@@ -30,7 +30,13 @@ impl HostApi for FakeHost {
     fn info(&self, message: &str) {
         self.infos.borrow_mut().push(message.to_owned());
     }
+    fn now_millis(&self) -> u64 {
+        NOW_SECS as u64 * 1000
+    }
 }
+
+/// The fake host's clock, in seconds (2026-12-01).
+const NOW_SECS: i64 = 1_796_083_200;
 
 fn connect(client_id: &str) -> Connect {
     Connect {
@@ -257,6 +263,15 @@ fn certificates_registry_and_auto_provisioning() {
     assert_eq!(reject(&hub, &with(Some("off"), Some("acme-ca"))).1, "device is not enabled");
     assert_eq!(reject(&hub, &with(Some("gone"), Some("acme-ca"))).1, "device is deleted");
     accept(&hub, &with(Some("ok"), Some("acme-ca")));
+    // The validity window counts, to the second and inclusively.
+    let mut expired = with(Some("ok"), Some("acme-ca"));
+    expired.certificate.as_mut().unwrap().not_after = NOW_SECS - 1;
+    assert_eq!(reject(&hub, &expired).1, "device certificate has expired");
+    expired.certificate.as_mut().unwrap().not_after = NOW_SECS;
+    accept(&hub, &expired);
+    let mut early = with(Some("ok"), Some("acme-ca"));
+    early.certificate.as_mut().unwrap().not_before = NOW_SECS + 1;
+    assert_eq!(reject(&hub, &early).1, "device certificate is not yet valid");
 
     let auto = Hub::compile(&rules.replace("[identity]\n", "[identity]\nauto-provision = true\n")).unwrap();
     let host = FakeHost::default();
