@@ -15,5 +15,6 @@ fi
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 
 echo "==> building the plugin, the mqtt-policy CLI and mqtt-loadgen (release)"
-cargo build --locked --quiet --release -p mqtt-policy-mosquitto --lib -p mqtt-policy-cli -p mqtt-loadgen
+cargo build --locked --quiet --release -p mqtt-policy-mosquitto --lib
+cargo build --locked --quiet --release -p mqtt-policy-cli -p mqtt-loadgen --bins
 exec python3 scripts/bench_broker.py "$@"

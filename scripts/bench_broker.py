@@ -97,7 +97,23 @@ class Setup:
         self.extra_conf = extra_conf
 
 
-def start_broker(mosquitto: str, work: Path, setup: Setup) -> tuple[subprocess.Popen, int, Path]:
+def pinned(cmd: list[str], cpu: int | None) -> list[str]:
+    """`cmd` run on one CPU (taskset), so the broker and the load generator do not take turns on a core."""
+    if cpu is None or not shutil.which("taskset"):
+        return cmd
+    return ["taskset", "-c", str(cpu), *cmd]
+
+
+def broker_cpu(args) -> int | None:
+    return None if args.no_pin or (os.cpu_count() or 1) < 2 else 0
+
+
+def loadgen_cpu(args) -> int | None:
+    return None if args.no_pin or (os.cpu_count() or 1) < 2 else 1
+
+
+def start_broker(args, work: Path, setup: Setup) -> tuple[subprocess.Popen, int, Path]:
+    mosquitto = args.mosquitto
     port = free_port()
     conf = work / f"{setup.name.replace(' ', '_').replace(',', '')}.conf"
     user = "user root\n" if os.geteuid() == 0 else ""
@@ -108,7 +124,7 @@ def start_broker(mosquitto: str, work: Path, setup: Setup) -> tuple[subprocess.P
     )
     log = work / "broker.log"
     with log.open("ab") as err:
-        proc = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(pinned([mosquitto, "-c", str(conf)], broker_cpu(args)), stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -133,7 +149,7 @@ def stop_broker(proc: subprocess.Popen) -> None:
 
 def run_once(args, work: Path, setup: Setup, scenario) -> dict:
     name, pubs, subs, qos = scenario
-    proc, port, log = start_broker(args.mosquitto, work, setup)
+    proc, port, log = start_broker(args, work, setup)
     try:
         cpu0 = cpu_seconds(proc.pid)
         cmd = [
@@ -141,7 +157,7 @@ def run_once(args, work: Path, setup: Setup, scenario) -> dict:
             "--qos", str(qos), "--duration", str(args.duration), "--warmup", str(args.warmup),
             "--payload", "64", "--json",
         ]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + args.warmup + 120)
+        out = subprocess.run(pinned(cmd, loadgen_cpu(args)), capture_output=True, text=True, timeout=args.duration + args.warmup + 120)
         cpu1 = cpu_seconds(proc.pid)
         rss = rss_kib(proc.pid)
     finally:
@@ -173,6 +189,7 @@ def main() -> None:
     ap.add_argument("--large", type=int, default=10_000, help="devices in the large registry")
     ap.add_argument("--small", type=int, default=10, help="devices in the small registry")
     ap.add_argument("--write", default=str(ROOT / "BENCHMARKS.md"), help="file whose marked section gets the table ('' to skip)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin the broker to CPU 0 and the load generator to CPU 1")
     ap.add_argument("--raw", default=str(ROOT / "target/bench-broker.jsonl"), help="every run's summary, one JSON line each")
     args = ap.parse_args()
 
@@ -248,14 +265,16 @@ def render(args, setups, results, elapsed) -> str:
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPUs ({cpu}), {version}. "
         f"{args.rounds} interleaved rounds of {args.duration} s per run (+{args.warmup} s warm-up), "
-        f"64-byte payloads, {elapsed / 60:.0f} min in all.",
+        f"64-byte payloads, {elapsed / 60:.0f} min in all. "
+        + ("Broker pinned to CPU 0 and load generator to CPU 1 (taskset)." if broker_cpu(args) is not None else "No CPU pinning."),
         "",
         "Command: `scripts/bench-broker.sh"
         + (f" --rounds {args.rounds}" if args.rounds != 3 else "")
-        + (f" --duration {args.duration}" if args.duration != 6 else "") + "`",
+        + (f" --duration {args.duration}" if args.duration != 6 else "")
+        + (" --no-pin" if args.no_pin else "") + "`",
         "",
-        "Deliveries per second received by the subscribers (median of the rounds), and the ratio to bare "
-        "Mosquitto in the same rounds. Broker CPU is the broker's user+system time per delivered message.",
+        "Deliveries per second received by the subscribers (median of the rounds; in brackets, that median "
+        "over bare Mosquitto's median), then the spread (lowest-highest) of each configuration's rounds.",
         "",
     ]
     header = "| configuration | " + " | ".join(s[0] for s in SCENARIOS) + " |"
@@ -267,7 +286,14 @@ def render(args, setups, results, elapsed) -> str:
             base = med("bare", scen[0], "delivered_per_sec")
             cells.append(f"{fmt_rate(d)}/s ({d / base:.0%})" if setup.name != "bare" else f"{fmt_rate(d)}/s")
         lines.append(f"| {setup.name} | " + " | ".join(cells) + " |")
-    lines += ["", "Broker CPU per delivered message (median), and the publishers' send rate:", "",
+    lines += ["", "Spread of the rounds (deliveries/s, lowest-highest):", "", header, "|---|" + "---:|" * len(SCENARIOS)]
+    for setup in setups:
+        cells = []
+        for scen in SCENARIOS:
+            xs = [x["delivered_per_sec"] for x in results[(setup.name, scen[0])]]
+            cells.append(f"{fmt_rate(min(xs))}-{fmt_rate(max(xs))}")
+        lines.append(f"| {setup.name} | " + " | ".join(cells) + " |")
+    lines += ["", "Broker CPU (user+system) per delivered message (median), and the publishers' send rate:", "",
               header, "|---|" + "---:|" * len(SCENARIOS)]
     for setup in setups:
         cells = []

@@ -98,6 +98,9 @@ impl hub_rules::hub::HostApi for NoHost {
         0
     }
     fn info(&self, _: &str) {}
+    fn now_millis(&self) -> u64 {
+        0
+    }
 }
 
 fn guest_connect(client_id: &str) -> mqtt_policy_guest::Connect {
