@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use mqtt_policy_host::events::{Action, Event, EventSink, Severity};
 use mqtt_policy_host::{Engine, PolicyModule, Tenant};
 
+use crate::notify::DirNotify;
 use crate::tenancy::check_name;
 
 /// The tenants known to one plugin instance, shared by the broker and watcher threads.
@@ -156,7 +157,8 @@ pub fn tenant_of(path: &Path) -> Option<String> {
     check_name(stem).ok().map(|()| stem.to_owned())
 }
 
-/// The background watcher: scans every `poll`, or at once when asked (SIGHUP).
+/// The background watcher: scans when a file lands in the directory (inotify), every `poll`
+/// in any case, and at once when asked (SIGHUP).
 pub struct Watcher {
     stop: Arc<AtomicBool>,
     rescan: Arc<AtomicBool>,
@@ -174,6 +176,7 @@ impl Watcher {
         let thread = std::thread::Builder::new()
             .name("mqtt-policy-watch".into())
             .spawn(move || {
+                let mut notify = DirNotify::new(&scanner.dir);
                 while !stop2.load(Ordering::Relaxed) {
                     let force = rescan2.swap(false, Ordering::Relaxed);
                     for loaded in scanner.scan(force) {
@@ -182,11 +185,22 @@ impl Watcher {
                         }
                         pending.store(true, Ordering::Release);
                     }
-                    // Sleep in short steps so stop and rescan requests are served promptly.
+                    if let Some(n) = notify.as_mut() {
+                        n.rewatch();
+                    }
+                    // Wait in short steps so stop and rescan requests are served promptly; a
+                    // file landing (inotify) ends the wait at once.
                     let mut slept = Duration::ZERO;
                     while slept < poll && !stop2.load(Ordering::Relaxed) && !rescan2.load(Ordering::Relaxed) {
                         let step = (poll - slept).min(Duration::from_millis(10));
-                        std::thread::sleep(step);
+                        match notify.as_mut() {
+                            Some(n) => {
+                                if n.wait(step) {
+                                    break;
+                                }
+                            }
+                            None => std::thread::sleep(step),
+                        }
                         slept += step;
                     }
                 }

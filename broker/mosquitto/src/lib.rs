@@ -12,6 +12,7 @@ pub mod adapter;
 pub mod config;
 pub mod directory;
 pub mod ffi;
+pub mod notify;
 pub mod tenancy;
 
 use std::ffi::{CStr, CString, c_int, c_void};
