@@ -71,7 +71,7 @@ pub struct Options {
     /// Messages per publisher (default 1000 when --duration is not given).
     #[arg(long, conflicts_with = "duration")]
     pub messages: Option<u64>,
-    /// Publish for this many seconds after the warm-up instead of a fixed count (at most 300 with the warm-up).
+    /// Publish for this many seconds after the warm-up instead of a fixed count (at most 3600 with the warm-up).
     #[arg(long)]
     pub duration: Option<f64>,
     /// Distinct device ids the topics are spread over (default: one per publisher; at least --publishers).
@@ -910,8 +910,8 @@ mod tests {
             &["x", "--host", "10.1.1.1"][..],
             &["x", "--publishers", "4", "--devices", "3"],
             &["x", "--payload", "27"],
-            &["x", "--duration", "301"],
-            &["x", "--duration", "250", "--warmup", "60"],
+            &["x", "--duration", "3601"],
+            &["x", "--duration", "3550", "--warmup", "60"],
             &["x", "--warmup", "61"],
             &["x", "--subscribe-filter", "a/#/b"],
             &["x", "--topic-pattern", "devices/+/{device}"],
