@@ -78,7 +78,8 @@ impl MonitorQueue {
 
     /// Takes everything queued (cheap when empty).
     pub fn drain(&self) -> Vec<(String, String)> {
-        if !self.nonempty.swap(false, Ordering::Acquire) {
+        // A plain load first: every callback asks, and almost always nothing is queued.
+        if !self.nonempty.load(Ordering::Relaxed) || !self.nonempty.swap(false, Ordering::Acquire) {
             return Vec::new();
         }
         std::mem::take(&mut *self.items.lock().unwrap_or_else(|e| e.into_inner()))
