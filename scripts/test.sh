@@ -7,9 +7,10 @@ need=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 [ -f /usr/include/mosquitto_broker.h ] || need+=(mosquitto-dev)
+[ -f /usr/include/mosquitto.h ] || need+=(libmosquitto-dev)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 if [ ${#need[@]} -gt 0 ]; then
-  echo "==> installing from Debian's packages: ${need[*]} (the broker the end-to-end tests start, its clients and plugin headers)"
+  echo "==> installing from Debian's packages: ${need[*]} (the broker the end-to-end tests start, its clients and the plugin and client headers)"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null

@@ -42,6 +42,10 @@ fn c_layout() -> Vec<(String, i64)> {
         std::path::Path::new("/usr/include/mosquitto_broker.h").exists(),
         "mosquitto-dev is not installed (scripts/test.sh installs it)"
     );
+    assert!(
+        std::path::Path::new("/usr/include/mosquitto.h").exists(),
+        "libmosquitto-dev is not installed (scripts/test.sh installs it)"
+    );
     let dir = std::env::temp_dir().join(format!("mqtt-policy-layout-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let src = dir.join("layout.c");
