@@ -153,10 +153,13 @@ impl<W: Write + Send> JsonLinesSink<W> {
 
 impl<W: Write + Send> EventSink for JsonLinesSink<W> {
     fn emit(&self, event: Event) {
-        let line = event.to_json();
+        let mut line = event.to_json();
+        line.push('\n');
         if let Ok(mut out) = self.out.lock() {
+            // One write per line: several sinks (one per Mosquitto listener) may append to the same
+            // file, and `writeln!` would let their lines interleave (the text, then the newline).
             // An event that cannot be written must not fail the decision it describes.
-            let _ = writeln!(out, "{line}");
+            let _ = out.write_all(line.as_bytes());
             let _ = out.flush();
         }
     }
@@ -183,5 +186,37 @@ impl MemorySink {
 impl EventSink for MemorySink {
     fn emit(&self, event: Event) {
         self.events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records each `write` call separately, as the kernel sees appends from several handles.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl Write for Writes {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn each_event_is_one_write_ending_in_a_newline() {
+        let sink = JsonLinesSink::new(Writes::default());
+        sink.emit(Event::new("acme", Action::Load, Severity::Info, "loaded", "one"));
+        sink.emit(Event::new("acme", Action::Load, Severity::Info, "loaded", "two"));
+        let writes = sink.out.into_inner().unwrap().0;
+        assert_eq!(writes.len(), 2, "a line split over writes can interleave with another sink's");
+        for w in writes {
+            assert_eq!(w.last(), Some(&b'\n'));
+            assert_eq!(w.iter().filter(|b| **b == b'\n').count(), 1);
+        }
     }
 }
