@@ -97,6 +97,7 @@ fn hostile_policy_is_fenced_while_another_tenant_keeps_flowing() {
         assert_eq!(e.publish(topic, 1, false, b"x"), Some(0x87), "{topic}");
         let ev = b.wait_event(outcome, |ev| field(ev, "outcome") == outcome);
         assert_eq!(field(&ev, "tenant"), "evil");
+        assert_eq!(field(&ev, "client_id"), "e1", "the fault event names the client: {ev}");
         assert!(field(&ev, "message").contains(text), "{ev}");
         assert_eq!(ev["reason_code"], 0x83, "{ev}");
         assert!(accepted(e.publish("fine", 1, false, b"ok")), "after {topic}");

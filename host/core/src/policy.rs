@@ -33,6 +33,8 @@ pub struct Policy {
     last_grant: Option<u32>,
     /// Whether decisions the policy marks cacheable are reused (on by default).
     caching: bool,
+    /// The session whose check is running, so a fault event can name its client.
+    calling: Option<u64>,
 }
 
 /// Most decisions kept per session and kind of check; a full map is emptied, so a client
@@ -108,6 +110,7 @@ impl Policy {
             next_session: 1,
             last_grant: None,
             caching: true,
+            calling: None,
         }
     }
 
@@ -235,7 +238,7 @@ impl Policy {
             Ok(d) => {
                 let d = convert::publish_decision(d);
                 if let Some(why) = invalid_publish(publish, &d) {
-                    return PublishDecision::Deny(self.invalid_decision(Action::Publish, why));
+                    return PublishDecision::Deny(self.invalid_decision(Action::Publish, session, why));
                 }
                 if let (Some(bound), Some(s)) = (self.last_grant, self.sessions.get_mut(&session.0)) {
                     let c = &mut s.cache.publish;
@@ -264,7 +267,7 @@ impl Policy {
                     Ok(d) => {
                         let d = convert::subscribe_decision(d);
                         if let Some(why) = invalid_grant(subscribe, &d) {
-                            SubscribeDecision::Deny(self.invalid_decision(Action::Subscribe, why))
+                            SubscribeDecision::Deny(self.invalid_decision(Action::Subscribe, session, why))
                         } else {
                             if let (Some(_), Some(s)) = (self.last_grant, self.sessions.get_mut(&session.0)) {
                                 remember(&mut s.cache.subscribe, subscribe.filter, subscribe.qos, false, 0, d.clone());
@@ -284,12 +287,22 @@ impl Policy {
 
     /// A well-formed answer the check does not admit: denied like a fault, with its own event.
     /// The instance is kept, since nothing inside it went wrong.
-    fn invalid_decision(&mut self, action: Action, why: String) -> Denial {
+    fn invalid_decision(&mut self, action: Action, session: SessionId, why: String) -> Denial {
         self.last_grant = None;
         let error = Error::InvalidDecision(why);
         let denial = fault_denial(&error);
-        self.emit(fault_event(self.tenant.name(), action, &error, &denial));
+        let mut event = fault_event(self.tenant.name(), action, &error, &denial);
+        self.name_client(&mut event, Some(session.0));
+        self.emit(event);
         denial
+    }
+
+    /// Puts the client and device of `session` on a fault event.
+    fn name_client(&self, event: &mut Event, session: Option<u64>) {
+        if let Some(s) = session.and_then(|id| self.sessions.get(&id)) {
+            event.client_id = Some(s.connect.client_id.clone());
+            event.device_id = Some(s.info.device_id.clone());
+        }
     }
 
     /// Checks a delivery to a subscriber (the broker's read check, per message).
@@ -355,10 +368,14 @@ impl Policy {
         if let Some(denial) = &s.revoked {
             return Err(denial.clone());
         }
-        if s.generation != self.generation || self.live.is_none() {
-            self.resume(action, session.0)?;
-        }
-        self.call(action, |live| f(live, session.0))
+        self.calling = Some(session.0);
+        let result = if s.generation != self.generation || self.live.is_none() {
+            self.resume(action, session.0).and_then(|()| self.call(action, |live| f(live, session.0)))
+        } else {
+            self.call(action, |live| f(live, session.0))
+        };
+        self.calling = None;
+        result
     }
 
     fn resume(&mut self, action: Action, id: u64) -> Result<(), Fault> {
@@ -415,7 +432,9 @@ impl Policy {
             Err(e) => {
                 let error = describe_fault(self.module.engine(), &live.store, &e);
                 let denial = fault_denial(&error);
-                self.emit(fault_event(self.tenant.name(), action, &error, &denial));
+                let mut event = fault_event(self.tenant.name(), action, &error, &denial);
+                self.name_client(&mut event, self.calling);
+                self.emit(event);
                 self.drop_instance();
                 Err(denial)
             }

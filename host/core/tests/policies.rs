@@ -129,6 +129,8 @@ fn infinite_loop_is_denied_within_the_deadline_and_the_next_call_works() {
     );
     let events = events.take();
     assert!(events.iter().any(|e| e.outcome == "timeout" && e.reason_code == Some(0x83)), "{events:?}");
+    let timeout = events.iter().find(|e| e.outcome == "timeout").unwrap();
+    assert_eq!(timeout.client_id.as_deref(), Some("d1"), "the fault event names the client");
 }
 
 #[test]
@@ -184,6 +186,7 @@ fn decisions_the_check_does_not_admit_are_denied_with_an_event() {
     let invalid: Vec<_> = events.iter().filter(|e| e.outcome == "invalid-decision").collect();
     assert_eq!(invalid.len(), 3, "{events:?}");
     assert!(invalid.iter().all(|e| e.reason_code == Some(0x83)), "{invalid:?}");
+    assert!(invalid.iter().all(|e| e.device_id.as_deref() == Some("d1")), "{invalid:?}");
     assert_eq!(policy.authorize_subscribe(s, &Subscribe { filter: "fine/#", qos: 1 }), SubscribeDecision::Grant(1));
 }
 
