@@ -112,7 +112,7 @@ impl Broker {
         let events = dir.join("events.jsonl");
         let port = free_port();
         let mut conf = format!(
-            "user root\nmax_queued_messages 1000000\nper_listener_settings false\nallow_anonymous false\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n\
+            "user root\nmax_queued_messages 1000000\nper_listener_settings false\nallow_anonymous false\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
              listener {port} 127.0.0.1\n"
         );
         let mut tls_port = None;
@@ -228,8 +228,14 @@ impl Broker {
         }
     }
 
-    /// Sends SIGHUP (Mosquitto's reload).
+    /// Sends SIGHUP (Mosquitto's reload), once Mosquitto says it is running: it installs its
+    /// signal handlers after opening the listeners, and an earlier SIGHUP would end it.
     pub fn sighup(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(" running") {
+            assert!(Instant::now() < deadline, "mosquitto never logged that it is running:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
         unsafe { libc_kill(self.child.id() as i32, 1) };
     }
 
