@@ -114,3 +114,58 @@ fn locking_the_hub_refuses_new_clients_and_ends_connected_ones() {
     assert!(press.closed(Duration::from_secs(5)).is_some(), "the connected device is disconnected");
     b.wait_event("locked", |e| field(e, "message") == "hub is locked" && field(e, "outcome") == "revoke");
 }
+
+#[test]
+fn expired_and_not_yet_valid_certificates_fail_the_tls_handshake() {
+    let pki = pki();
+    let mut b = start(&pki, RULES);
+    let dir = std::env::temp_dir().join(format!("mqtt-policy-validity-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("server-ca.pem");
+    std::fs::write(&ca, &pki.server_ca.pem).unwrap();
+    let port = b.tls_port.unwrap().to_string();
+    let publish_with = |name: &str, issued: &support::pki::Issued| {
+        let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        std::fs::write(&cert, &issued.cert).unwrap();
+        std::fs::write(&key, &issued.key).unwrap();
+        let args = [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "5",
+            "-i",
+            "press-1",
+            "-q",
+            "1",
+            "-t",
+            "factory/press-1/temp",
+            "-m",
+            "80",
+            "--cafile",
+            ca.to_str().unwrap(),
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ];
+        support::run("mosquitto_pub", &args)
+    };
+    let valid = pki.factory.client_valid("press-1", (2020, 1, 1), (2090, 1, 1));
+    let (code, out) = publish_with("valid", &valid);
+    assert_eq!(code, 0, "a certificate inside its validity window works: {out}");
+    for (name, from, until) in [("expired", (2001, 1, 1), (2002, 1, 1)), ("early", (2090, 1, 1), (2091, 1, 1))] {
+        let issued = pki.factory.client_valid("press-1", from, until);
+        let (code, out) = publish_with(name, &issued);
+        assert_ne!(code, 0, "{name}: refused: {out}");
+    }
+    // The broker's TLS layer refused them before any policy ran: one accept (the valid one) in all.
+    std::thread::sleep(Duration::from_millis(300));
+    let accepts = b.events().iter().filter(|e| field(e, "outcome") == "accept").count();
+    assert_eq!(accepts, 1, "{:#?}", b.events());
+    let refusals = b.log().matches("certificate verify failed").count();
+    assert_eq!(refusals, 2, "Mosquitto logs each TLS refusal:\n{}", b.log());
+    assert!(b.alive());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -54,4 +54,13 @@ impl Ca {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.sign(params, cn)
     }
+
+    /// A device certificate valid only from `from` to `until` (year, month, day).
+    pub fn client_valid(&self, cn: &str, from: (i32, u8, u8), until: (i32, u8, u8)) -> Issued {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+        self.sign(params, Some(cn))
+    }
 }
