@@ -78,12 +78,17 @@ impl MonitorQueue {
 
     /// Takes everything queued (cheap when empty).
     pub fn drain(&self) -> Vec<(String, String)> {
-        // A plain load first: every callback asks, and almost always nothing is queued.
-        if !self.nonempty.load(Ordering::Relaxed) || !self.nonempty.swap(false, Ordering::Acquire) {
+        if !take_flag(&self.nonempty) {
             return Vec::new();
         }
         std::mem::take(&mut *self.items.lock().unwrap_or_else(|e| e.into_inner()))
     }
+}
+
+/// Clears `flag` and says whether it was set. Asked on every callback and almost always
+/// unset, so a plain load comes first: the common case stays a read of a shared cache line.
+fn take_flag(flag: &AtomicBool) -> bool {
+    flag.load(Ordering::Relaxed) && flag.swap(false, Ordering::Acquire)
 }
 
 /// One plugin instance's decisions on the broker thread.
@@ -141,8 +146,7 @@ impl Adapter {
 
     /// Swaps in policies the watcher has loaded. Cheap when there are none: one atomic load.
     pub fn apply_updates(&mut self) {
-        // A plain load first: the common case (nothing pending) stays a read of a shared line.
-        if !self.pending.load(Ordering::Relaxed) || !self.pending.swap(false, Ordering::Acquire) {
+        if !take_flag(&self.pending) {
             return;
         }
         while let Ok(l) = self.updates.try_recv() {

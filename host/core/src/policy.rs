@@ -33,8 +33,6 @@ pub struct Policy {
     last_grant: Option<u32>,
     /// Whether decisions the policy marks cacheable are reused (on by default).
     caching: bool,
-    /// The session whose check is running, so a fault event can name its client.
-    calling: Option<u64>,
 }
 
 /// Most decisions kept per session and kind of check; a full map is emptied, so a client
@@ -110,7 +108,6 @@ impl Policy {
             next_session: 1,
             last_grant: None,
             caching: true,
-            calling: None,
         }
     }
 
@@ -175,7 +172,7 @@ impl Policy {
     pub fn authenticate(&mut self, connect: &Connect) -> ConnectDecision {
         let id = self.next_session;
         self.next_session += 1;
-        let decision = match self.call(Action::Connect, |live| call_authenticate(live, id, connect, false)) {
+        let decision = match self.call(Action::Connect, None, |live| call_authenticate(live, id, connect, false)) {
             Ok(wit::ConnectDecision::Accept(info)) => {
                 let info = convert::session_info(info);
                 self.sessions.insert(
@@ -289,20 +286,20 @@ impl Policy {
     /// The instance is kept, since nothing inside it went wrong.
     fn invalid_decision(&mut self, action: Action, session: SessionId, why: String) -> Denial {
         self.last_grant = None;
-        let error = Error::InvalidDecision(why);
-        let denial = fault_denial(&error);
-        let mut event = fault_event(self.tenant.name(), action, &error, &denial);
-        self.name_client(&mut event, Some(session.0));
-        self.emit(event);
-        denial
+        self.report_fault(action, Some(session.0), &Error::InvalidDecision(why))
     }
 
-    /// Puts the client and device of `session` on a fault event.
-    fn name_client(&self, event: &mut Event, session: Option<u64>) {
+    /// The denial a fault stands for, after emitting its event (naming the session's client,
+    /// if the fault happened in a check of one).
+    fn report_fault(&self, action: Action, session: Option<u64>, error: &Error) -> Denial {
+        let denial = fault_denial(error);
+        let mut event = fault_event(self.tenant.name(), action, error, &denial);
         if let Some(s) = session.and_then(|id| self.sessions.get(&id)) {
             event.client_id = Some(s.connect.client_id.clone());
             event.device_id = Some(s.info.device_id.clone());
         }
+        self.emit(event);
+        denial
     }
 
     /// Checks a delivery to a subscriber (the broker's read check, per message).
@@ -346,7 +343,7 @@ impl Policy {
         self.tenant.disconnected();
         if s.generation == self.generation && self.live.is_some() {
             // A fault here has no decision to deny; the instance is discarded like any other fault.
-            let _ = self.call(Action::Connect, |live| live.exports.call_end_session(&mut live.store, session.0));
+            let _ = self.call(Action::Connect, None, |live| live.exports.call_end_session(&mut live.store, session.0));
         }
     }
 
@@ -368,21 +365,17 @@ impl Policy {
         if let Some(denial) = &s.revoked {
             return Err(denial.clone());
         }
-        self.calling = Some(session.0);
-        let result = if s.generation != self.generation || self.live.is_none() {
-            self.resume(action, session.0).and_then(|()| self.call(action, |live| f(live, session.0)))
-        } else {
-            self.call(action, |live| f(live, session.0))
-        };
-        self.calling = None;
-        result
+        if s.generation != self.generation || self.live.is_none() {
+            self.resume(action, session.0)?;
+        }
+        self.call(action, Some(session.0), |live| f(live, session.0))
     }
 
     fn resume(&mut self, action: Action, id: u64) -> Result<(), Fault> {
         self.ensure_live(action)?;
         let connect = self.sessions[&id].connect.clone();
         let generation = self.generation;
-        let decision = self.call(action, |live| call_authenticate(live, id, &connect, true))?;
+        let decision = self.call(action, Some(id), |live| call_authenticate(live, id, &connect, true))?;
         let session = self.sessions.get_mut(&id).expect("session checked by caller");
         match decision {
             wit::ConnectDecision::Accept(info) => {
@@ -409,16 +402,18 @@ impl Policy {
     }
 
     fn ensure_live(&mut self, action: Action) -> Result<(), Fault> {
-        self.prepare().map_err(|e| {
-            let denial = fault_denial(&e);
-            self.emit(fault_event(self.tenant.name(), action, &e, &denial));
-            denial
-        })
+        self.prepare().map_err(|e| self.report_fault(action, None, &e))
     }
 
-    /// Calls into the live instance under the per-check deadline. Any error poisons the
+    /// Calls into the live instance under the per-check deadline, for `session`'s check if it is
+    /// one (its client is named in a fault's event). Any error poisons the
     /// instance and becomes a denial with an event.
-    fn call<R>(&mut self, action: Action, f: impl FnOnce(&mut Live) -> wasmtime::Result<R>) -> Result<R, Fault> {
+    fn call<R>(
+        &mut self,
+        action: Action,
+        session: Option<u64>,
+        f: impl FnOnce(&mut Live) -> wasmtime::Result<R>,
+    ) -> Result<R, Fault> {
         self.ensure_live(action)?;
         let live = self.live.as_mut().expect("ensured above");
         live.store.set_epoch_deadline(self.module.engine().call_ticks());
@@ -431,10 +426,7 @@ impl Policy {
             }
             Err(e) => {
                 let error = describe_fault(self.module.engine(), &live.store, &e);
-                let denial = fault_denial(&error);
-                let mut event = fault_event(self.tenant.name(), action, &error, &denial);
-                self.name_client(&mut event, self.calling);
-                self.emit(event);
+                let denial = self.report_fault(action, session, &error);
                 self.drop_instance();
                 Err(denial)
             }
