@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MARK_START = "<!-- bench-broker:start -->"
-MARK_END = "<!-- bench-broker:end -->"
 
 # (name, publishers, subscribers, qos)
 SCENARIOS = [
@@ -70,6 +68,19 @@ def acl_file(devices: int) -> str:
     return "\n".join(out)
 
 
+def write_section(path: Path, name: str, text: str, new_file_head: str = "") -> None:
+    """Puts `text` between `<!-- NAME:start -->` and `<!-- NAME:end -->` in `path` (appended, with
+    the markers, if they are not there yet); the rest of the file stays as it is."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    body = path.read_text() if path.exists() else new_file_head
+    if start in body and end in body:
+        head, rest = body.split(start, 1)
+        body = head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1]
+    else:
+        body = body.rstrip("\n") + "\n\n" + start + "\n" + text + "\n" + end + "\n"
+    path.write_text(body)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -97,19 +108,17 @@ class Setup:
         self.extra_conf = extra_conf
 
 
-def pinned(cmd: list[str], cpu: int | None) -> list[str]:
-    """`cmd` run on one CPU (taskset), so the broker and the load generator do not take turns on a core."""
-    if cpu is None or not shutil.which("taskset"):
-        return cmd
-    return ["taskset", "-c", str(cpu), *cmd]
+BROKER_CPU, LOADGEN_CPU = 0, 1
 
 
-def broker_cpu(args) -> int | None:
-    return None if args.no_pin or (os.cpu_count() or 1) < 2 else 0
+def pinning(args) -> bool:
+    """Whether the broker and the load generator run on separate CPUs (taskset)."""
+    return not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
 
 
-def loadgen_cpu(args) -> int | None:
-    return None if args.no_pin or (os.cpu_count() or 1) < 2 else 1
+def pinned(args, cmd: list[str], cpu: int) -> list[str]:
+    """`cmd` run on `cpu` when pinning, so the broker and the load generator do not take turns on a core."""
+    return ["taskset", "-c", str(cpu), *cmd] if pinning(args) else cmd
 
 
 def start_broker(args, work: Path, setup: Setup) -> tuple[subprocess.Popen, int, Path]:
@@ -124,7 +133,7 @@ def start_broker(args, work: Path, setup: Setup) -> tuple[subprocess.Popen, int,
     )
     log = work / "broker.log"
     with log.open("ab") as err:
-        proc = subprocess.Popen(pinned([mosquitto, "-c", str(conf)], broker_cpu(args)), stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(pinned(args, [mosquitto, "-c", str(conf)], BROKER_CPU), stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -157,7 +166,7 @@ def run_once(args, work: Path, setup: Setup, scenario) -> dict:
             "--qos", str(qos), "--duration", str(args.duration), "--warmup", str(args.warmup),
             "--payload", "64", "--json",
         ]
-        out = subprocess.run(pinned(cmd, loadgen_cpu(args)), capture_output=True, text=True, timeout=args.duration + args.warmup + 120)
+        out = subprocess.run(pinned(args, cmd, LOADGEN_CPU), capture_output=True, text=True, timeout=args.duration + args.warmup + 120)
         cpu1 = cpu_seconds(proc.pid)
         rss = rss_kib(proc.pid)
     finally:
@@ -237,14 +246,7 @@ def main() -> None:
     print("\n" + table)
     if args.write:
         path = Path(args.write)
-        text = path.read_text()
-        if MARK_START in text and MARK_END in text:
-            head, rest = text.split(MARK_START, 1)
-            _, tail = rest.split(MARK_END, 1)
-            text = head + MARK_START + "\n" + table + "\n" + MARK_END + tail
-        else:
-            text = text.rstrip("\n") + "\n\n" + MARK_START + "\n" + table + "\n" + MARK_END + "\n"
-        path.write_text(text)
+        write_section(path, "bench-broker", table)
         print(f"==> wrote the table into {path}; every run is in {raw}")
     shutil.rmtree(work, ignore_errors=True)
 
@@ -266,7 +268,7 @@ def render(args, setups, results, elapsed) -> str:
         f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPUs ({cpu}), {version}. "
         f"{args.rounds} interleaved rounds of {args.duration} s per run (+{args.warmup} s warm-up), "
         f"64-byte payloads, {elapsed / 60:.0f} min in all. "
-        + ("Broker pinned to CPU 0 and load generator to CPU 1 (taskset)." if broker_cpu(args) is not None else "No CPU pinning."),
+        + ("Broker pinned to CPU 0 and load generator to CPU 1 (taskset)." if pinning(args) else "No CPU pinning."),
         "",
         "Command: `scripts/bench-broker.sh"
         + (f" --rounds {args.rounds}" if args.rounds != 3 else "")

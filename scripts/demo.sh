@@ -5,12 +5,11 @@
 # the event the plugin wrote. Then the same rules are unit-tested with `mqtt-policy test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
-if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+if ! have_mosquitto; then
   echo "==> installing Mosquitto from Debian's packages"
-  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  $sudo_cmd apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+  apt_install mosquitto mosquitto-clients
 fi
 
 echo "==> installing the wasm32-wasip2 target"

@@ -17,10 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench_broker import ROOT, free_port, rss_kib, rules, stop_broker
-
-MARK_START = "<!-- soak:start -->"
-MARK_END = "<!-- soak:end -->"
+from bench_broker import ROOT, free_port, rss_kib, rules, stop_broker, write_section
 
 
 def deploy(dir: Path, tenant: str, data: bytes) -> None:
@@ -167,14 +164,7 @@ def main() -> int:
     (ROOT / "target").mkdir(exist_ok=True)
     (ROOT / "target/soak.json").write_text(json.dumps(report, indent=2))
     if args.write:
-        path = Path(args.write)
-        body = path.read_text() if path.exists() else "# Reliability\n"
-        if MARK_START in body and MARK_END in body:
-            head, rest = body.split(MARK_START, 1)
-            body = head + MARK_START + "\n" + text + "\n" + MARK_END + rest.split(MARK_END, 1)[1]
-        else:
-            body = body.rstrip("\n") + "\n\n" + MARK_START + "\n" + text + "\n" + MARK_END + "\n"
-        path.write_text(body)
+        write_section(Path(args.write), "soak", text, new_file_head="# Reliability\n")
     if not ok:
         print(f"soak FAILED; broker log and events in {work}", file=sys.stderr)
         return 1

@@ -2,18 +2,17 @@
 # The whole test suite, from a fresh machine: installs what it needs, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
 need=()
-command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+have_mosquitto || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 [ -f /usr/include/mosquitto_broker.h ] || need+=(mosquitto-dev)
 [ -f /usr/include/mosquitto.h ] || need+=(libmosquitto-dev)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing from Debian's packages: ${need[*]} (the broker the end-to-end tests start, its clients and the plugin and client headers)"
-  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
+  apt_install "${need[@]}"
 fi
 
 echo "==> installing the wasm32-wasip2 target (policies and test guests are built for it)"

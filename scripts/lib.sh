@@ -1,0 +1,27 @@
+# Helpers sourced by the scripts in this directory (run from the repository root).
+
+# Installs Debian packages, through sudo when not root.
+apt_install() {
+  local sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd apt-get install -y -qq "$@" >/dev/null
+}
+
+# Whether the Mosquitto broker is installed.
+have_mosquitto() {
+  command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]
+}
+
+# What the measuring scripts (bench-broker.sh, soak.sh) need: Mosquitto, then release builds of the
+# plugin, the mqtt-policy CLI and mqtt-loadgen.
+prepare_release_tools() {
+  if ! have_mosquitto; then
+    echo "==> installing Mosquitto from Debian's packages"
+    apt_install mosquitto
+  fi
+  rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+  echo "==> building the plugin, the mqtt-policy CLI and mqtt-loadgen (release)"
+  cargo build --locked --quiet --release -p mqtt-policy-mosquitto --lib
+  cargo build --locked --quiet --release -p mqtt-policy-cli -p mqtt-loadgen --bins
+}
