@@ -16,6 +16,7 @@ fn broker() -> Broker {
         options: vec![("tenant_from".into(), "client-id:*:{tenant}:*".into())],
         policies: vec![("acme".into(), support::hub_policy(RULES, &[]))],
         tls: None,
+        ..Default::default()
     };
     Broker::start("ibm", setup).unwrap()
 }

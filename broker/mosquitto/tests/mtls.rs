@@ -27,6 +27,7 @@ fn start(pki: &Pki, rules: &str) -> Broker {
         options: vec![("tenant".into(), "acme".into())],
         policies: vec![("acme".into(), support::hub_policy(rules, &[("factory-ca", &pki.factory.pem)]))],
         tls: Some((bundle, server.cert, server.key)),
+        ..Default::default()
     };
     Broker::start("mtls", setup).unwrap()
 }

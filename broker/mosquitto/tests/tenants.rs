@@ -28,6 +28,7 @@ fn shared_listener_keeps_tenants_apart() {
         ],
         policies: vec![("acme".into(), org_rules("acme")), ("globex".into(), org_rules("globex"))],
         tls: None,
+        ..Default::default()
     };
     let b = Broker::start("tenants", setup).unwrap();
     let mut acme_app = Mqtt::connected(&Opts::new(b.port, Proto::V5, "a:acme:dash"));

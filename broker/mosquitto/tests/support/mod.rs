@@ -66,6 +66,7 @@ pub struct Broker {
     pub events: PathBuf,
     child: Child,
     log: PathBuf,
+    conf: PathBuf,
 }
 
 /// What goes into mosquitto.conf besides the listener and the plugin line.
@@ -77,11 +78,24 @@ pub struct Setup {
     pub policies: Vec<(String, Vec<u8>)>,
     /// A TLS listener requiring client certificates: (CA bundle PEM, server cert PEM, server key PEM).
     pub tls: Option<(String, String, String)>,
+    /// Mosquitto's `persistence true`, saved in the broker's directory (kept across [`Broker::restart`]).
+    pub persistence: bool,
 }
 
 impl Setup {
     pub fn tenant(name: &str, policy: Vec<u8>) -> Setup {
-        Setup { options: vec![("tenant".into(), name.into())], policies: vec![(name.into(), policy)], tls: None }
+        Setup {
+            options: vec![("tenant".into(), name.into())],
+            policies: vec![(name.into(), policy)],
+            tls: None,
+            persistence: false,
+        }
+    }
+
+    /// With Mosquitto's persistence on.
+    pub fn persistent(mut self) -> Setup {
+        self.persistence = true;
+        self
     }
 
     pub fn option(mut self, key: &str, value: &str) -> Setup {
@@ -111,8 +125,13 @@ impl Broker {
         }
         let events = dir.join("events.jsonl");
         let port = free_port();
+        let persistence = if setup.persistence {
+            format!("persistence true\npersistence_location {}/\n", dir.display())
+        } else {
+            "persistence false\n".to_owned()
+        };
         let mut conf = format!(
-            "user root\nmax_queued_messages 1000000\nper_listener_settings false\nallow_anonymous false\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
+            "user root\nmax_queued_messages 1000000\nper_listener_settings false\nallow_anonymous false\n{persistence}log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
              listener {port} 127.0.0.1\n"
         );
         let mut tls_port = None;
@@ -174,7 +193,7 @@ impl Broker {
             .spawn()
             .context("starting mosquitto")?;
         let (port, tls_port) = (ports[0], ports.get(1).copied());
-        let mut broker = Broker { port, tls_port, ports, dir, policy_dir, events, child, log };
+        let mut broker = Broker { port, tls_port, ports, dir, policy_dir, events, child, log, conf: conf_path };
         broker.wait_ready()?;
         Ok(broker)
     }
@@ -237,6 +256,37 @@ impl Broker {
             std::thread::sleep(Duration::from_millis(10));
         }
         unsafe { libc_kill(self.child.id() as i32, 1) };
+    }
+
+    /// Sends SIGTERM and waits up to `wait` for the broker to exit; true if it did.
+    pub fn terminate(&mut self, wait: Duration) -> bool {
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Starts the broker again with the same configuration, directory and ports (after
+    /// [`Broker::terminate`] or a kill), and waits until it listens.
+    pub fn restart(&mut self) -> Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut log = std::fs::OpenOptions::new().append(true).open(&self.log)?;
+        use std::io::Write;
+        writeln!(log, "---- restart ----")?;
+        self.child = Command::new(mosquitto_bin())
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("restarting mosquitto")?;
+        self.wait_ready()
     }
 
     /// Whether the broker process is still running.

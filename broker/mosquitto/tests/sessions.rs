@@ -1,0 +1,203 @@
+//! Broker sessions as an operator relies on them, with the plugin loaded: Last Wills, messages
+//! queued for offline persistent sessions (also across a restart with persistence), session
+//! takeover, revocation of existing subscriptions, and a monitoring topic that cannot feed itself.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::client::{Mqtt, Opts, Proto};
+use support::{Broker, Setup, deploy, field};
+
+/// Devices `s1`, `s2` publish in their own tree and take commands; `app` reads every device and
+/// sends commands. `subscribe_all` decides whether the app may still subscribe to `devices/#`.
+fn rules(identity_from: &str, subscribe_all: bool) -> String {
+    let mut r = format!("[hub]\nservice-level = \"dedicated\"\n\n[identity]\nfrom = \"{identity_from}\"\n\n");
+    for d in ["s1", "s2"] {
+        r += &format!("[[device]]\nid = \"{d}\"\n\n");
+    }
+    r += "[[device]]\nid = \"app\"\ngroups = [\"apps\"]\n\n";
+    r += "[[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"devices/${device.id}/#\"]\n\n";
+    r += "[[rule]]\neffect = \"allow\"\nactions = [\"subscribe\"]\ntopics = [\"devices/${device.id}/cmd/#\"]\n\n";
+    r += "[[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"devices/+/cmd/#\"]\ngroups = [\"apps\"]\n\n";
+    if subscribe_all {
+        r += "[[rule]]\neffect = \"allow\"\nactions = [\"subscribe\"]\ntopics = [\"devices/#\", \"monitor/#\"]\ngroups = [\"apps\"]\n\n";
+    }
+    r
+}
+
+fn hub(identity_from: &str, subscribe_all: bool) -> Vec<u8> {
+    support::hub_policy(&rules(identity_from, subscribe_all), &[])
+}
+
+/// `mosquitto_sub` (v3.1.1) with extra arguments, left running.
+fn sub(port: u16, args: &[&str]) -> Child {
+    Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "311"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub is installed")
+}
+
+/// Waits for a child to end (bounded) and returns what it printed on stdout.
+fn output(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One QoS 1 publish with `mosquitto_pub` (v3.1.1); true when it exited 0.
+fn publish(port: u16, client_id: &str, user: Option<&str>, topic: &str, message: &str) -> bool {
+    let port = port.to_string();
+    let mut args =
+        vec!["-h", "127.0.0.1", "-p", &port, "-V", "311", "-q", "1", "-i", client_id, "-t", topic, "-m", message];
+    if let Some(u) = user {
+        args.extend(["-u", u]);
+    }
+    support::run("mosquitto_pub", &args).0 == 0
+}
+
+fn accepted(b: &Broker, client_id: &str) {
+    b.wait_event(&format!("accept of {client_id}"), |e| {
+        field(e, "outcome") == "accept" && field(e, "client_id") == client_id
+    });
+}
+
+#[test]
+fn an_allowed_will_is_delivered_and_a_forbidden_one_is_refused_with_an_event() {
+    let b = Broker::start("wills", Setup::tenant("hub", hub("client-id", true))).unwrap();
+    let mut app = Mqtt::connected(&Opts::new(b.port, Proto::V5, "app"));
+    assert_eq!(app.subscribe("devices/#", 1), 1);
+
+    // The device's process dies: the socket closes without DISCONNECT and the broker sends the will.
+    let will = ["--will-topic", "devices/s1/status", "--will-qos", "1", "-t", "devices/s1/cmd/#"];
+    let mut s1 = sub(b.port, &[&["-i", "s1", "--will-payload", "offline"][..], &will[..]].concat());
+    accepted(&b, "s1");
+    s1.kill().unwrap();
+    let _ = s1.wait();
+    let got = app.recv(Duration::from_secs(5));
+    assert_eq!(got, Some(("devices/s1/status".to_owned(), b"offline".to_vec(), false)), "{}", b.log());
+
+    // Another device's will may not speak for s1.
+    let mut s2 = sub(b.port, &[&["-i", "s2", "--will-payload", "forged"][..], &will[..]].concat());
+    accepted(&b, "s2");
+    s2.kill().unwrap();
+    let _ = s2.wait();
+    b.wait_event("the forged will refused", |e| {
+        field(e, "outcome") == "deny"
+            && field(e, "action") == "publish"
+            && field(e, "client_id") == "s2"
+            && field(e, "topic") == "devices/s1/status"
+    });
+    let late = app.drain(Duration::from_millis(1500));
+    assert!(late.iter().all(|(_, p, _)| p != b"forged"), "forged will delivered: {late:?}");
+}
+
+#[test]
+fn a_message_queued_for_an_offline_persistent_session_is_delivered_when_it_returns() {
+    let b = Broker::start("offline", Setup::tenant("hub", hub("client-id", true))).unwrap();
+    // Subscribe with a persistent session, then leave cleanly.
+    let first = sub(b.port, &["-i", "app", "-c", "-q", "1", "-t", "devices/#", "-E"]);
+    assert_eq!(output(first), "");
+    assert!(publish(b.port, "s1", None, "devices/s1/t", "while-you-were-away"));
+    let back = sub(b.port, &["-i", "app", "-c", "-q", "1", "-t", "devices/#", "-C", "1", "-W", "5"]);
+    assert_eq!(output(back).trim(), "while-you-were-away", "events: {:#?}\n{}", b.events(), b.log());
+}
+
+#[test]
+fn queued_messages_survive_a_broker_restart_with_persistence() {
+    let mut b = Broker::start("persist", Setup::tenant("hub", hub("client-id", true)).persistent()).unwrap();
+    let first = sub(b.port, &["-i", "app", "-c", "-q", "1", "-t", "devices/#", "-E"]);
+    assert_eq!(output(first), "");
+    for i in 0..20 {
+        assert!(publish(b.port, "s1", None, "devices/s1/t", &format!("m{i}")));
+    }
+    assert!(b.terminate(Duration::from_secs(10)), "SIGTERM ends the broker:\n{}", b.log());
+    b.restart().unwrap();
+    let back = sub(b.port, &["-i", "app", "-c", "-q", "1", "-t", "devices/#", "-C", "20", "-W", "8"]);
+    let got: Vec<String> = output(back).lines().map(str::to_owned).collect();
+    let want: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want, "events: {:#?}\n{}", b.events(), b.log());
+}
+
+#[test]
+fn another_identity_cannot_take_over_a_session_or_its_queue() {
+    // Identity from the user name: the client id is the client's choice, the session belongs to s1.
+    let b = Broker::start("takeover", Setup::tenant("hub", hub("username", true))).unwrap();
+    let owner = ["-i", "station-1", "-u", "s1", "-c", "-q", "1", "-t", "devices/s1/cmd/#"];
+    assert_eq!(output(sub(b.port, &[&owner[..], &["-E"][..]].concat())), "");
+    assert!(publish(b.port, "ops", Some("app"), "devices/s1/cmd/reboot", "for-s1-only"));
+
+    // s2 presents s1's client id with clean session 0: Mosquitto would hand it s1's session.
+    let thief =
+        sub(b.port, &["-i", "station-1", "-u", "s2", "-c", "-q", "1", "-t", "devices/s2/cmd/#", "-C", "1", "-W", "3"]);
+    assert_eq!(output(thief), "", "the queued command leaked to another identity");
+    b.wait_event("the takeover refused", |e| field(e, "outcome") == "reject" && field(e, "client_id") == "station-1");
+
+    // The owner comes back and gets its command.
+    let back = sub(b.port, &[&owner[..], &["-C", "1", "-W", "5"][..]].concat());
+    assert_eq!(output(back).trim(), "for-s1-only", "events: {:#?}", b.events());
+}
+
+#[test]
+fn the_same_identity_may_take_over_its_own_connected_session() {
+    let b = Broker::start("own-takeover", Setup::tenant("hub", hub("client-id", true))).unwrap();
+    let mut old = Mqtt::connected(&Opts::new(b.port, Proto::V311, "s1").clean(false));
+    assert_eq!(old.subscribe("devices/s1/cmd/#", 1), 1);
+    let mut new = Mqtt::connected(&Opts::new(b.port, Proto::V311, "s1").clean(false));
+    assert!(old.closed(Duration::from_secs(5)).is_some(), "the old connection is replaced");
+    assert!(publish(b.port, "app", None, "devices/s1/cmd/x", "to-new"));
+    assert_eq!(new.recv(Duration::from_secs(5)).map(|m| m.1), Some(b"to-new".to_vec()));
+}
+
+#[test]
+fn a_reload_that_removes_a_subscribe_right_stops_deliveries_within_a_second() {
+    let b = Broker::start("revoke", Setup::tenant("hub", hub("client-id", true))).unwrap();
+    let mut app = Mqtt::connected(&Opts::new(b.port, Proto::V5, "app"));
+    assert_eq!(app.subscribe("devices/#", 1), 1);
+    let mut s1 = Mqtt::connected(&Opts::new(b.port, Proto::V5, "s1"));
+    assert!(matches!(s1.publish("devices/s1/t", 1, false, b"before"), Some(0)));
+    assert_eq!(app.recv(Duration::from_secs(5)).map(|m| m.1), Some(b"before".to_vec()));
+
+    deploy(&b.policy_dir, "hub", &hub("client-id", false));
+    b.wait_loads(2);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut delivered_late = Vec::new();
+    let mut n = 0;
+    while Instant::now() < deadline + Duration::from_millis(500) {
+        n += 1;
+        s1.publish("devices/s1/t", 1, false, format!("after-{n}").as_bytes());
+        if let Some(m) = app.recv(Duration::from_millis(100))
+            && Instant::now() > deadline
+        {
+            delivered_late.push(m);
+        }
+    }
+    assert!(delivered_late.is_empty(), "delivered more than 1 s after the reload: {delivered_late:?}");
+    let e = b.wait_event("the delivery refused", |e| field(e, "action") == "delivery" && field(e, "outcome") == "deny");
+    assert!(field(&e, "message").contains("devices/s1/t"), "{e}");
+}
+
+#[test]
+fn a_monitor_subscriber_whose_deliveries_are_denied_cannot_hang_the_broker() {
+    let setup = Setup::tenant("hub", hub("client-id", true)).option("monitor_topic", "monitor/{tenant}/events");
+    let mut b = Broker::start("monitor-loop", setup).unwrap();
+    let mut watcher = Mqtt::connected(&Opts::new(b.port, Proto::V5, "app"));
+    assert_eq!(watcher.subscribe("monitor/#", 0), 0);
+    // Lock the hub: the watcher's deliveries are now denied, and every denial is an event.
+    let locked = rules("client-id", true).replace("service-level", "state = \"locked\"\nservice-level");
+    deploy(&b.policy_dir, "hub", &support::hub_policy(&locked, &[]));
+    b.wait_loads(2);
+    let (_refused, _) = Mqtt::connect(&Opts::new(b.port, Proto::V5, "s1"));
+    std::thread::sleep(Duration::from_secs(2));
+
+    let started = Instant::now();
+    let (_c, code) = Mqtt::connect(&Opts::new(b.port, Proto::V5, "s2"));
+    assert_eq!(code, 0x87, "a locked hub refuses, but it answers");
+    assert!(started.elapsed() < Duration::from_secs(1), "CONNACK took {:?}", started.elapsed());
+    let n = b.events().len();
+    assert!(n < 500, "{n} events in 2 s: the monitor topic feeds itself");
+    assert!(b.terminate(Duration::from_secs(5)), "SIGTERM stops the broker");
+}
