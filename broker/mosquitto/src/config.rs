@@ -119,8 +119,7 @@ pub fn parse<'a>(options: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
             _ => unreachable!("checked against OPTIONS"),
         }
     }
-    let policy_dir =
-        policy_dir.ok_or_else(|| bad("policy_dir", "missing: name the directory of TENANT.wasm files"))?;
+    let policy_dir = policy_dir.ok_or_else(|| bad("policy_dir", "missing: name the directory of TENANT.wasm files"))?;
     let tenant = match (tenant, tenant_from) {
         (Some(_), Some(_)) => {
             return Err(bad("tenant_from", "give either plugin_opt_tenant or plugin_opt_tenant_from, not both"));

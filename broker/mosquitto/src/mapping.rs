@@ -118,7 +118,8 @@ mod tests {
 
     #[test]
     fn a_refused_delivery_is_only_skipped_even_when_the_policy_asks_to_disconnect() {
-        let d = CheckOutcome::Deny(Denial { reason: ReasonCode::QuotaExceeded, message: String::new(), disconnect: true });
+        let d =
+            CheckOutcome::Deny(Denial { reason: ReasonCode::QuotaExceeded, message: String::new(), disconnect: true });
         assert_eq!(check_rc(Access::Delivery, &d), err::ACL_DENIED);
         assert_eq!(check_rc(Access::Publish, &d), err::UNKNOWN);
         assert_eq!(check_rc(Access::Publish, &CheckOutcome::Defer), err::PLUGIN_DEFER);

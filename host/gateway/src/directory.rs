@@ -225,35 +225,33 @@ impl Watcher {
         let stop = Arc::new(AtomicBool::new(false));
         let rescan = Arc::new(AtomicBool::new(false));
         let (stop2, rescan2) = (stop.clone(), rescan.clone());
-        let thread = std::thread::Builder::new()
-            .name("mqtt-policy-watch".into())
-            .spawn(move || {
-                let mut notify = DirNotify::new(&scanner.dir);
-                while !stop2.load(Ordering::Relaxed) {
-                    let force = rescan2.swap(false, Ordering::Relaxed);
-                    for loaded in scanner.scan(force) {
-                        latest.publish(loaded);
-                    }
-                    if let Some(n) = notify.as_mut() {
-                        n.rewatch();
-                    }
-                    // Wait in short steps so stop and rescan requests are served promptly; a
-                    // file landing (inotify) ends the wait at once.
-                    let mut slept = Duration::ZERO;
-                    while slept < poll && !stop2.load(Ordering::Relaxed) && !rescan2.load(Ordering::Relaxed) {
-                        let step = (poll - slept).min(Duration::from_millis(10));
-                        match notify.as_mut() {
-                            Some(n) => {
-                                if n.wait(step) {
-                                    break;
-                                }
-                            }
-                            None => std::thread::sleep(step),
-                        }
-                        slept += step;
-                    }
+        let thread = std::thread::Builder::new().name("mqtt-policy-watch".into()).spawn(move || {
+            let mut notify = DirNotify::new(&scanner.dir);
+            while !stop2.load(Ordering::Relaxed) {
+                let force = rescan2.swap(false, Ordering::Relaxed);
+                for loaded in scanner.scan(force) {
+                    latest.publish(loaded);
                 }
-            })?;
+                if let Some(n) = notify.as_mut() {
+                    n.rewatch();
+                }
+                // Wait in short steps so stop and rescan requests are served promptly; a
+                // file landing (inotify) ends the wait at once.
+                let mut slept = Duration::ZERO;
+                while slept < poll && !stop2.load(Ordering::Relaxed) && !rescan2.load(Ordering::Relaxed) {
+                    let step = (poll - slept).min(Duration::from_millis(10));
+                    match notify.as_mut() {
+                        Some(n) => {
+                            if n.wait(step) {
+                                break;
+                            }
+                        }
+                        None => std::thread::sleep(step),
+                    }
+                    slept += step;
+                }
+            }
+        })?;
         Ok(Watcher { stop, rescan, thread: Some(thread) })
     }
 

@@ -47,11 +47,7 @@ impl TenantSource {
 /// starting with `.` or `-`.
 pub fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty() && name.len() <= 64 && name.bytes().all(is_name_byte) && !name.starts_with(['.', '-']);
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::TenantName { name: name.to_owned() })
-    }
+    if ok { Ok(()) } else { Err(Error::TenantName { name: name.to_owned() }) }
 }
 
 fn is_name_byte(b: u8) -> bool {

@@ -178,7 +178,10 @@ fn the_tenant_prefix_is_required_and_removed_before_the_policy_sees_the_topic() 
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(seen[0].message.contains("outside the tenant's topic space tenants/acme/"), "{}", seen[0].message);
     // Another tenant's traffic is skipped quietly.
-    assert_eq!(denied(w.check(&1, &check(Access::Delivery, "tenants/globex/devices/d1/t", 0))), ReasonCode::NotAuthorized);
+    assert_eq!(
+        denied(w.check(&1, &check(Access::Delivery, "tenants/globex/devices/d1/t", 0))),
+        ReasonCode::NotAuthorized
+    );
     assert!(events.take().is_empty());
 }
 
@@ -251,11 +254,17 @@ impl Ca {
 fn a_certificate_belongs_to_the_tenant_whose_ca_issued_it() {
     let dir = Dir::new("certs");
     let (acme_ca, globex_ca, stranger) = (Ca::new("acme CA"), Ca::new("globex CA"), Ca::new("stranger"));
-    let rules = format!("[identity]\nfrom = \"certificate\"\n{RULES}");
-    let ca = |name: &str, ca: &Ca| vec![EmbeddedCa { name: name.into(), pem: ca.pem.clone() }];
-    dir.deploy("acme", &hub_policy(&rules, &ca("acme-ca", &acme_ca)));
-    dir.deploy("globex", &hub_policy(&rules, &ca("globex-ca", &globex_ca)));
+    // Each tenant's policy embeds its own CA; the rules name it (`file` is read by `mqtt-policy build`).
+    let policy = |name: &str, ca: &Ca| {
+        let rules =
+            format!("[identity]\nfrom = \"certificate\"\n{RULES}\n[[ca]]\nname = \"{name}\"\nfile = \"{name}.pem\"\n");
+        hub_policy(&rules, &[EmbeddedCa { name: name.into(), pem: ca.pem.clone() }])
+    };
+    dir.deploy("acme", &policy("acme-ca", &acme_ca));
+    dir.deploy("globex", &policy("globex-ca", &globex_ca));
     let (gateway, events) = start(&dir.0, TenantSource::Certificate, |_| {});
+    assert_eq!(gateway.loaded_tenants(), ["acme", "globex"], "{:#?}", events.take());
+    events.take();
     let mut w: Worker<u32> = Worker::new(gateway.clone());
     let hello = |der: Vec<u8>| Hello { certificate: Some(der), ..Hello::new("whatever") };
 
@@ -272,7 +281,8 @@ fn a_certificate_belongs_to_the_tenant_whose_ca_issued_it() {
 fn a_reload_reaches_every_worker_on_its_own_thread() {
     let dir = Dir::new("reload");
     dir.deploy("acme", &hub_policy(RULES, &[]));
-    let (gateway, _) = start(&dir.0, TenantSource::fixed("acme").unwrap(), |c| c.reload_poll = Duration::from_millis(20));
+    let (gateway, _) =
+        start(&dir.0, TenantSource::fixed("acme").unwrap(), |c| c.reload_poll = Duration::from_millis(20));
     let b = "devices/d1/b";
     let ready = std::sync::Barrier::new(3);
     std::thread::scope(|s| {
@@ -297,7 +307,8 @@ fn a_reload_reaches_every_worker_on_its_own_thread() {
             })
             .collect();
         ready.wait();
-        let wider = format!("{RULES}\n[[rule]]\neffect = \"allow\"\nactions = [\"subscribe\"]\ntopics = [\"other/#\"]\n");
+        let wider =
+            format!("{RULES}\n[[rule]]\neffect = \"allow\"\nactions = [\"subscribe\"]\ntopics = [\"other/#\"]\n");
         dir.deploy("acme", &hub_policy(&wider, &[]));
         for t in threads {
             t.join().unwrap();
