@@ -1,4 +1,5 @@
-//! The plugin's configuration: `plugin_opt_*` lines in mosquitto.conf, validated at start.
+//! The plugin's configuration: `plugin_opt_*` lines in mosquitto.conf, validated at start
+//! into the gateway's [`Config`].
 //!
 //! ```text
 //! plugin /usr/lib/mqtt-policy/libmqtt_policy_mosquitto.so
@@ -10,7 +11,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::tenancy::TenantSource;
+use mqtt_policy_gateway::config::check_prefix;
+use mqtt_policy_gateway::{Config, EventTarget, FailMode, Monitor, TenantSource};
 
 /// Why the configuration was refused: names the option and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,75 +26,6 @@ pub struct ConfigError {
 
 fn bad(option: &str, message: impl Into<String>) -> ConfigError {
     ConfigError { option: option.to_owned(), message: message.into() }
-}
-
-/// Where events go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventTarget {
-    /// JSON lines on the broker's standard error.
-    Stderr,
-    /// JSON lines appended to a file.
-    File(PathBuf),
-    /// Nowhere (the broker log still gets one line per load failure).
-    None,
-}
-
-/// What to do with a client whose tenant has no usable policy (never loaded, or no file).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailMode {
-    /// Refuse it (CONNACK 0x87) with an event. The default.
-    Closed,
-    /// Defer to the broker's own authentication and ACLs (`password_file`, `acl_file`,
-    /// `allow_anonymous`), as if this plugin were not loaded for that client.
-    Open,
-}
-
-/// Where monitoring messages are published, and for which tenants.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Monitor {
-    /// Topic with a `{tenant}` placeholder, e.g. `monitor/{tenant}/events`.
-    pub topic: String,
-    /// Tenants that publish; empty means all.
-    pub tenants: Vec<String>,
-}
-
-impl Monitor {
-    /// The topic for `tenant`, if this tenant publishes monitoring messages.
-    pub fn topic_for(&self, tenant: &str) -> Option<String> {
-        (self.tenants.is_empty() || self.tenants.iter().any(|t| t == tenant))
-            .then(|| self.topic.replace("{tenant}", tenant))
-    }
-}
-
-/// The validated configuration of one plugin instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// Directory holding `TENANT.wasm` files.
-    pub policy_dir: PathBuf,
-    /// How a connection's tenant is found.
-    pub tenant: TenantSource,
-    /// Where events go.
-    pub events: EventTarget,
-    /// Monitoring messages published through the broker, if configured.
-    pub monitor: Option<Monitor>,
-    /// Longest one check may run.
-    pub deadline: Duration,
-    /// Most memory one policy instance may use.
-    pub memory_bytes: usize,
-    /// Longest instantiation plus settings validation may run.
-    pub setup_deadline: Duration,
-    /// What to do when a tenant has no policy.
-    pub fail_mode: FailMode,
-    /// How often the policy directory is scanned for changes.
-    pub reload_poll: Duration,
-    /// Topic prefix with a `{tenant}` placeholder that every topic and filter of a tenant's
-    /// clients must start with; it is removed before the policy sees the topic. Gives each
-    /// tenant its own topic space on a shared listener (Mosquitto's `mount_point` does the
-    /// same per listener, transparently to clients).
-    pub tenant_prefix: Option<String>,
-    /// Whether decisions a policy marks cacheable are reused for the same session (default on);
-    /// off makes every check call the policy, which is for comparing and measuring.
-    pub decision_cache: bool,
 }
 
 /// Every option the plugin understands, for the error on an unknown one.
@@ -112,124 +45,99 @@ pub const OPTIONS: &[&str] = &[
     "decision_cache",
 ];
 
-impl Config {
-    /// Validates `(key, value)` pairs (keys without the `plugin_opt_` prefix).
-    pub fn parse<'a>(options: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Config, ConfigError> {
-        let mut policy_dir = None;
-        let mut tenant = None;
-        let mut tenant_from = None;
-        let mut events = EventTarget::Stderr;
-        let mut monitor_topic: Option<String> = None;
-        let mut monitor_tenants = Vec::new();
-        let mut deadline = Duration::from_millis(10);
-        let mut memory_bytes = 64usize << 20;
-        let mut setup_deadline = Duration::from_secs(5);
-        let mut fail_mode = FailMode::Closed;
-        let mut reload_poll = Duration::from_millis(100);
-        let mut tenant_prefix = None;
-        let mut decision_cache = true;
-        let mut seen = Vec::new();
-        for (key, value) in options {
-            let value = value.trim();
-            if !OPTIONS.contains(&key) {
-                return Err(bad(key, format!("unknown option; known options: {}", OPTIONS.join(", "))));
-            }
-            if seen.contains(&key) {
-                return Err(bad(key, "given twice"));
-            }
-            seen.push(key);
-            match key {
-                "policy_dir" => {
-                    if value.is_empty() {
-                        return Err(bad(key, "must name a directory"));
-                    }
-                    policy_dir = Some(PathBuf::from(value));
-                }
-                "tenant" => tenant = Some(TenantSource::fixed(value).map_err(|m| bad(key, m))?),
-                "tenant_from" => tenant_from = Some(TenantSource::parse(value).map_err(|m| bad(key, m))?),
-                "events" => {
-                    events = match value {
-                        "stderr" => EventTarget::Stderr,
-                        "none" => EventTarget::None,
-                        "" => return Err(bad(key, "must be stderr, none or a file path")),
-                        path => EventTarget::File(PathBuf::from(path)),
-                    }
-                }
-                "monitor_topic" => {
-                    if value.is_empty() || value.contains(['+', '#']) {
-                        return Err(bad(key, "must be a topic name (no wildcards), e.g. monitor/{tenant}/events"));
-                    }
-                    monitor_topic = Some(value.to_owned());
-                }
-                "monitor_tenants" => {
-                    monitor_tenants =
-                        value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
-                }
-                "deadline_ms" => deadline = Duration::from_millis(number(key, value, 1, 10_000)?),
-                "memory_mib" => memory_bytes = (number(key, value, 1, 4096)? as usize) << 20,
-                "setup_deadline_ms" => setup_deadline = Duration::from_millis(number(key, value, 10, 600_000)?),
-                "reload_poll_ms" => reload_poll = Duration::from_millis(number(key, value, 10, 60_000)?),
-                "tenant_prefix" => {
-                    if value.matches("{tenant}").count() != 1 || !value.ends_with('/') || value.contains(['+', '#']) {
-                        return Err(bad(
-                            key,
-                            format!(
-                                "`{value}` must contain {{tenant}} once, end with / and have no wildcards, e.g. {{tenant}}/"
-                            ),
-                        ));
-                    }
-                    tenant_prefix = Some(value.to_owned());
-                }
-                "fail_mode" => {
-                    fail_mode = match value {
-                        "closed" => FailMode::Closed,
-                        "open" => FailMode::Open,
-                        _ => return Err(bad(key, format!("`{value}` is not closed or open"))),
-                    }
-                }
-                "decision_cache" => {
-                    decision_cache = match value {
-                        "on" => true,
-                        "off" => false,
-                        _ => return Err(bad(key, format!("`{value}` is not on or off"))),
-                    }
-                }
-                _ => unreachable!("checked against OPTIONS"),
-            }
+/// Validates `(key, value)` pairs (keys without the `plugin_opt_` prefix).
+pub fn parse<'a>(options: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Config, ConfigError> {
+    let mut policy_dir = None;
+    let mut tenant = None;
+    let mut tenant_from = None;
+    let defaults = Config::new(PathBuf::new(), TenantSource::Certificate);
+    let mut events = defaults.events;
+    let mut monitor_topic: Option<String> = None;
+    let mut monitor_tenants = Vec::new();
+    let mut limits = defaults.limits;
+    let mut fail_mode = defaults.fail_mode;
+    let mut reload_poll = defaults.reload_poll;
+    let mut tenant_prefix = defaults.tenant_prefix;
+    let mut decision_cache = defaults.decision_cache;
+    let mut seen = Vec::new();
+    for (key, value) in options {
+        let value = value.trim();
+        if !OPTIONS.contains(&key) {
+            return Err(bad(key, format!("unknown option; known options: {}", OPTIONS.join(", "))));
         }
-        let policy_dir =
-            policy_dir.ok_or_else(|| bad("policy_dir", "missing: name the directory of TENANT.wasm files"))?;
-        let tenant = match (tenant, tenant_from) {
-            (Some(_), Some(_)) => {
-                return Err(bad("tenant_from", "give either plugin_opt_tenant or plugin_opt_tenant_from, not both"));
-            }
-            (Some(t), None) | (None, Some(t)) => t,
-            (None, None) => {
-                return Err(bad(
-                    "tenant",
-                    "missing: bind this listener to a tenant (plugin_opt_tenant NAME) or say how to find it \
-                     (plugin_opt_tenant_from client-id:PATTERN | username:PATTERN | certificate)",
-                ));
-            }
-        };
-        if !monitor_tenants.is_empty() && monitor_topic.is_none() {
-            return Err(bad("monitor_tenants", "needs plugin_opt_monitor_topic"));
+        if seen.contains(&key) {
+            return Err(bad(key, "given twice"));
         }
-        let monitor = monitor_topic.map(|topic| Monitor { topic, tenants: monitor_tenants });
-        Ok(Config {
-            policy_dir,
-            tenant,
-            events,
-            monitor,
-            deadline,
-            memory_bytes,
-            setup_deadline,
-            fail_mode,
-            reload_poll,
-            tenant_prefix,
-            decision_cache,
-        })
+        seen.push(key);
+        match key {
+            "policy_dir" => {
+                if value.is_empty() {
+                    return Err(bad(key, "must name a directory"));
+                }
+                policy_dir = Some(PathBuf::from(value));
+            }
+            "tenant" => tenant = Some(TenantSource::fixed(value).map_err(|e| bad(key, e.to_string()))?),
+            "tenant_from" => tenant_from = Some(TenantSource::parse(value).map_err(|e| bad(key, e.to_string()))?),
+            "events" => {
+                events = match value {
+                    "stderr" => EventTarget::Stderr,
+                    "none" => EventTarget::None,
+                    "" => return Err(bad(key, "must be stderr, none or a file path")),
+                    path => EventTarget::File(PathBuf::from(path)),
+                }
+            }
+            "monitor_topic" => {
+                Monitor::new(value, Vec::new()).map_err(|e| bad(key, e.to_string()))?;
+                monitor_topic = Some(value.to_owned());
+            }
+            "monitor_tenants" => {
+                monitor_tenants =
+                    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            }
+            "deadline_ms" => limits.deadline = Duration::from_millis(number(key, value, 1, 10_000)?),
+            "memory_mib" => limits.memory = (number(key, value, 1, 4096)? as usize) << 20,
+            "setup_deadline_ms" => limits.setup_deadline = Duration::from_millis(number(key, value, 10, 600_000)?),
+            "reload_poll_ms" => reload_poll = Duration::from_millis(number(key, value, 10, 60_000)?),
+            "tenant_prefix" => {
+                check_prefix(value).map_err(|e| bad(key, e.to_string()))?;
+                tenant_prefix = Some(value.to_owned());
+            }
+            "fail_mode" => {
+                fail_mode = match value {
+                    "closed" => FailMode::Closed,
+                    "open" => FailMode::Open,
+                    _ => return Err(bad(key, format!("`{value}` is not closed or open"))),
+                }
+            }
+            "decision_cache" => {
+                decision_cache = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad(key, format!("`{value}` is not on or off"))),
+                }
+            }
+            _ => unreachable!("checked against OPTIONS"),
+        }
     }
+    let policy_dir = policy_dir.ok_or_else(|| bad("policy_dir", "missing: name the directory of TENANT.wasm files"))?;
+    let tenant = match (tenant, tenant_from) {
+        (Some(_), Some(_)) => {
+            return Err(bad("tenant_from", "give either plugin_opt_tenant or plugin_opt_tenant_from, not both"));
+        }
+        (Some(t), None) | (None, Some(t)) => t,
+        (None, None) => {
+            return Err(bad(
+                "tenant",
+                "missing: bind this listener to a tenant (plugin_opt_tenant NAME) or say how to find it \
+                 (plugin_opt_tenant_from client-id:PATTERN | username:PATTERN | certificate)",
+            ));
+        }
+    };
+    if !monitor_tenants.is_empty() && monitor_topic.is_none() {
+        return Err(bad("monitor_tenants", "needs plugin_opt_monitor_topic"));
+    }
+    let monitor = monitor_topic.map(|topic| Monitor { topic, tenants: monitor_tenants });
+    Ok(Config { policy_dir, tenant, events, monitor, limits, fail_mode, reload_poll, tenant_prefix, decision_cache })
 }
 
 fn number(key: &str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -245,7 +153,7 @@ mod tests {
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::parse(pairs.iter().copied())
+        super::parse(pairs.iter().copied())
     }
 
     #[test]
@@ -254,8 +162,8 @@ mod tests {
         assert_eq!(c.policy_dir, PathBuf::from("/p"));
         assert_eq!(c.tenant, TenantSource::Fixed("acme".into()));
         assert_eq!(c.events, EventTarget::Stderr);
-        assert_eq!(c.deadline, Duration::from_millis(10));
-        assert_eq!(c.memory_bytes, 64 << 20);
+        assert_eq!(c.limits.deadline, Duration::from_millis(10));
+        assert_eq!(c.limits.memory, 64 << 20);
         assert_eq!(c.fail_mode, FailMode::Closed);
         assert_eq!(c.monitor, None);
         assert!(c.decision_cache);

@@ -15,45 +15,70 @@ pub const PLUGIN_VERSION: c_int = 5;
 /// `enum mosquitto_plugin_event`.
 pub mod event {
     use std::ffi::c_int;
+    /// `MOSQ_EVT_RELOAD`.
     pub const RELOAD: c_int = 1;
+    /// `MOSQ_EVT_ACL_CHECK`.
     pub const ACL_CHECK: c_int = 2;
+    /// `MOSQ_EVT_BASIC_AUTH`.
     pub const BASIC_AUTH: c_int = 3;
+    /// `MOSQ_EVT_MESSAGE`.
     pub const MESSAGE: c_int = 7;
+    /// `MOSQ_EVT_TICK`.
     pub const TICK: c_int = 9;
+    /// `MOSQ_EVT_DISCONNECT`.
     pub const DISCONNECT: c_int = 10;
 }
 
 /// `MOSQ_ACL_*` access bits in an ACL check.
 pub mod access {
     use std::ffi::c_int;
+    /// `MOSQ_ACL_READ`.
     pub const READ: c_int = 0x01;
+    /// `MOSQ_ACL_WRITE`.
     pub const WRITE: c_int = 0x02;
+    /// `MOSQ_ACL_SUBSCRIBE`.
     pub const SUBSCRIBE: c_int = 0x04;
+    /// `MOSQ_ACL_UNSUBSCRIBE`.
     pub const UNSUBSCRIBE: c_int = 0x08;
 }
 
 /// `enum mosq_err_t` values a callback returns.
 pub mod err {
     use std::ffi::c_int;
+    /// `MOSQ_ERR_SUCCESS`.
     pub const SUCCESS: c_int = 0;
+    /// `MOSQ_ERR_NOMEM`.
     pub const NOMEM: c_int = 1;
+    /// `MOSQ_ERR_PROTOCOL`.
     pub const PROTOCOL: c_int = 2;
+    /// `MOSQ_ERR_INVAL`.
     pub const INVAL: c_int = 3;
+    /// `MOSQ_ERR_NOT_SUPPORTED`.
     pub const NOT_SUPPORTED: c_int = 10;
+    /// `MOSQ_ERR_AUTH`.
     pub const AUTH: c_int = 11;
+    /// `MOSQ_ERR_ACL_DENIED`.
     pub const ACL_DENIED: c_int = 12;
+    /// `MOSQ_ERR_UNKNOWN`.
     pub const UNKNOWN: c_int = 13;
+    /// `MOSQ_ERR_PLUGIN_DEFER`.
     pub const PLUGIN_DEFER: c_int = 17;
+    /// `MOSQ_ERR_QOS_NOT_SUPPORTED`.
     pub const QOS_NOT_SUPPORTED: c_int = 24;
+    /// `MOSQ_ERR_RETAIN_NOT_SUPPORTED`.
     pub const RETAIN_NOT_SUPPORTED: c_int = 28;
 }
 
 /// `MOSQ_LOG_*` levels for `mosquitto_log_printf`.
 pub mod log {
     use std::ffi::c_int;
+    /// `MOSQ_LOG_INFO`.
     pub const INFO: c_int = 0x01;
+    /// `MOSQ_LOG_NOTICE`.
     pub const NOTICE: c_int = 0x02;
+    /// `MOSQ_LOG_WARNING`.
     pub const WARNING: c_int = 0x04;
+    /// `MOSQ_LOG_ERR`.
     pub const ERR: c_int = 0x08;
 }
 
@@ -72,77 +97,119 @@ pub struct PluginId {
 /// `struct mosquitto_opt`: one `plugin_opt_KEY VALUE` line.
 #[repr(C)]
 pub struct Opt {
+    /// Option name without `plugin_opt_`.
     pub key: *mut c_char,
+    /// Option value.
     pub value: *mut c_char,
 }
 
 /// `struct mosquitto_evt_reload`.
 #[repr(C)]
 pub struct EvtReload {
+    /// Reserved by Mosquitto.
     pub future: *mut c_void,
+    /// The plugin options after the reload.
     pub options: *mut Opt,
+    /// Number of `options`.
     pub option_count: c_int,
+    /// Reserved by Mosquitto.
     pub future2: [*mut c_void; 4],
 }
 
 /// `struct mosquitto_evt_acl_check`.
 #[repr(C)]
 pub struct EvtAclCheck {
+    /// Reserved by Mosquitto.
     pub future: *mut c_void,
+    /// The client the event is about.
     pub client: *mut Client,
+    /// Topic name (or filter for subscribe checks).
     pub topic: *const c_char,
+    /// Message payload.
     pub payload: *const c_void,
+    /// MQTT v5 properties.
     pub properties: *mut c_void,
+    /// `MOSQ_ACL_*` access asked about.
     pub access: c_int,
+    /// Payload length in bytes.
     pub payloadlen: u32,
+    /// QoS of the message.
     pub qos: u8,
+    /// Retained flag of the message.
     pub retain: bool,
+    /// Reserved by Mosquitto.
     pub future2: [*mut c_void; 4],
 }
 
 /// `struct mosquitto_evt_basic_auth`.
 #[repr(C)]
 pub struct EvtBasicAuth {
+    /// Reserved by Mosquitto.
     pub future: *mut c_void,
+    /// The client the event is about.
     pub client: *mut Client,
+    /// User name from CONNECT, or null.
     pub username: *mut c_char,
+    /// Password from CONNECT, or null.
     pub password: *mut c_char,
+    /// Reserved by Mosquitto.
     pub future2: [*mut c_void; 4],
 }
 
 /// `struct mosquitto_evt_message`: the broker applies changes to topic, payload and retain.
 #[repr(C)]
 pub struct EvtMessage {
+    /// Reserved by Mosquitto.
     pub future: *mut c_void,
+    /// The client the event is about.
     pub client: *mut Client,
+    /// Topic name (or filter for subscribe checks).
     pub topic: *mut c_char,
+    /// Message payload.
     pub payload: *mut c_void,
+    /// MQTT v5 properties.
     pub properties: *mut c_void,
+    /// MQTT v5 reason string.
     pub reason_string: *mut c_char,
+    /// Payload length in bytes.
     pub payloadlen: u32,
+    /// QoS of the message.
     pub qos: u8,
+    /// MQTT v5 reason code.
     pub reason_code: u8,
+    /// Retained flag of the message.
     pub retain: bool,
+    /// Reserved by Mosquitto.
     pub future2: [*mut c_void; 4],
 }
 
 /// `struct mosquitto_evt_tick`.
 #[repr(C)]
 pub struct EvtTick {
+    /// Reserved by Mosquitto.
     pub future: *mut c_void,
+    /// Nanoseconds part of now.
     pub now_ns: c_long,
+    /// Nanoseconds part of the next tick.
     pub next_ns: c_long,
+    /// Seconds part of now.
     pub now_s: libc::time_t,
+    /// Seconds part of the next tick.
     pub next_s: libc::time_t,
+    /// Reserved by Mosquitto.
     pub future2: [*mut c_void; 4],
 }
 
 /// `struct mosquitto_evt_disconnect`.
 #[repr(C)]
 pub struct EvtDisconnect {
+    /// Reserved by Mosquitto.
     pub future: *mut c_void,
+    /// The client the event is about.
     pub client: *mut Client,
+    /// Why the client disconnected.
     pub reason: c_int,
+    /// Reserved by Mosquitto.
     pub future2: [*mut c_void; 4],
 }
 
@@ -152,6 +219,7 @@ pub type Callback = unsafe extern "C" fn(event: c_int, event_data: *mut c_void, 
 /// The broker (and libcrypto) functions the plugin calls, resolved from the running broker.
 #[derive(Clone, Copy)]
 pub struct Broker {
+    /// `mosquitto_callback_register`.
     pub callback_register: unsafe extern "C" fn(
         id: *mut PluginId,
         event: c_int,
@@ -159,17 +227,28 @@ pub struct Broker {
         event_data: *const c_void,
         userdata: *mut c_void,
     ) -> c_int,
+    /// `mosquitto_callback_unregister`.
     pub callback_unregister:
         unsafe extern "C" fn(id: *mut PluginId, event: c_int, cb: Callback, event_data: *const c_void) -> c_int,
+    /// `mosquitto_log_printf`.
     pub log_printf: unsafe extern "C" fn(level: c_int, fmt: *const c_char, ...),
+    /// `mosquitto_client_address`.
     pub client_address: unsafe extern "C" fn(client: *const Client) -> *const c_char,
+    /// `mosquitto_client_clean_session`.
     pub client_clean_session: unsafe extern "C" fn(client: *const Client) -> bool,
+    /// `mosquitto_client_id`.
     pub client_id: unsafe extern "C" fn(client: *const Client) -> *const c_char,
+    /// `mosquitto_client_keepalive`.
     pub client_keepalive: unsafe extern "C" fn(client: *const Client) -> c_int,
+    /// `mosquitto_client_certificate`.
     pub client_certificate: unsafe extern "C" fn(client: *const Client) -> *mut c_void,
+    /// `mosquitto_client_protocol_version`.
     pub client_protocol_version: unsafe extern "C" fn(client: *const Client) -> c_int,
+    /// `mosquitto_client_username`.
     pub client_username: unsafe extern "C" fn(client: *const Client) -> *const c_char,
+    /// `mosquitto_set_username`.
     pub set_username: unsafe extern "C" fn(client: *mut Client, username: *const c_char) -> c_int,
+    /// `mosquitto_broker_publish_copy`.
     pub broker_publish_copy: unsafe extern "C" fn(
         clientid: *const c_char,
         topic: *const c_char,

@@ -4,40 +4,39 @@
 //! `target/release/libmqtt_policy_mosquitto.so` with `plugin` in mosquitto.conf; see
 //! [`config`] for the `plugin_opt_*` options and the README for the reason-code mapping.
 //!
+//! This crate is only the translation: Mosquitto's callbacks ([`ffi`]) become calls to one
+//! [`mqtt_policy_gateway::Worker`], `plugin_opt_*` lines become its [`config`], and its
+//! outcomes become Mosquitto return codes ([`mapping`]). Everything else (tenants, policy
+//! directory and hot reload, sessions, fail mode, prefix, events) is the gateway's.
+//!
 //! Every callback runs on the broker's single thread. Nothing slow happens there: policies
-//! are compiled and validated by a watcher thread ([`directory`]) and swapped in at the next
+//! are compiled and validated by the gateway's watcher thread and swapped in at the next
 //! callback. No panic crosses the FFI boundary: one is caught and answered with a denial.
 
-pub mod adapter;
+#![deny(missing_docs)]
+
 pub mod config;
-pub mod directory;
 pub mod ffi;
-pub mod notify;
-pub mod tenancy;
+pub mod mapping;
 
 use std::ffi::{CStr, CString, c_int, c_void};
-use std::fs::OpenOptions;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
-use mqtt_policy_host::events::{EventSink, JsonLinesSink};
-use mqtt_policy_host::{Engine, Limits};
+use mqtt_policy_gateway::{Access, Check, ConnectOutcome, Gateway, Hello, Worker};
 
-use adapter::{Adapter, ClientHello, MonitorQueue, TenantSink};
-use config::{Config, EventTarget};
-use directory::{Scanner, Tenants, Watcher};
 use ffi::{Broker, Callback, EvtAclCheck, EvtBasicAuth, EvtDisconnect, EvtMessage, Opt, PluginId, err, event};
+use mapping::RetainRewrites;
 
 /// Everything one loaded plugin instance owns (one per `plugin` line, or per listener with
-/// `per_listener_settings true`).
+/// `per_listener_settings true`). Dropping it drops the worker, then the gateway, whose
+/// watcher thread stops.
 struct Instance {
     broker: Broker,
     id: *mut PluginId,
-    adapter: Adapter,
-    monitor: Arc<MonitorQueue>,
-    // Dropped last: stops the watcher thread.
-    watcher: Watcher,
+    /// Keyed by the client pointer, which Mosquitto keeps for the life of the connection.
+    worker: Worker<usize>,
+    rewrites: RetainRewrites,
 }
 
 const CALLBACKS: &[(c_int, Callback)] = &[
@@ -138,60 +137,29 @@ unsafe fn init(broker: Broker, id: *mut PluginId, options: *mut Opt, count: c_in
             pairs.push((key, value));
         }
     }
-    let config = Config::parse(pairs).map_err(|e| e.to_string())?;
-    let engine = Engine::new(Limits {
-        deadline: config.deadline,
-        setup_deadline: config.setup_deadline,
-        memory: config.memory_bytes,
-    })
-    .map_err(|e| e.to_string())?;
-
-    let lines: Option<Arc<dyn EventSink>> = match &config.events {
-        EventTarget::Stderr => Some(Arc::new(JsonLinesSink::new(std::io::stderr()))),
-        EventTarget::None => None,
-        EventTarget::File(path) => {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("plugin_opt_events: cannot open {}: {e}", path.display()))?;
-            Some(Arc::new(JsonLinesSink::new(file)))
-        }
-    };
-    let monitor = Arc::new(MonitorQueue::default());
-    let monitor_config = config.monitor.clone();
-    let queue = monitor.clone();
-    let tenants = Arc::new(Tenants::new(Arc::new(move |name: &str| -> Arc<dyn EventSink> {
-        let monitor = monitor_config.as_ref().and_then(|m| m.topic_for(name)).map(|t| (t, queue.clone()));
-        Arc::new(TenantSink { lines: lines.clone(), monitor })
-    })));
-
-    let only = match &config.tenant {
-        tenancy::TenantSource::Fixed(t) => Some(t.clone()),
-        _ => None,
-    };
+    let config = config::parse(pairs).map_err(|e| e.to_string())?;
     if !config.policy_dir.is_dir() {
         broker.log(
             ffi::log::WARNING,
             &format!("policy directory {} is not readable yet; watching it", config.policy_dir.display()),
         );
     }
-    let mut scanner = Scanner::new(&config.policy_dir, only, engine.clone(), tenants.clone());
-    let initial = scanner.scan(false);
+    let gateway = Gateway::start(config).map_err(|e| match e {
+        e @ mqtt_policy_gateway::Error::EventsFile { .. } => format!("plugin_opt_events: {e}"),
+        e => e.to_string(),
+    })?;
+    let loaded = gateway.loaded_tenants();
     broker.log(
         ffi::log::NOTICE,
         &format!(
             "{} polic{} loaded from {} ({})",
-            initial.len(),
-            if initial.len() == 1 { "y" } else { "ies" },
-            config.policy_dir.display(),
-            initial.iter().map(|l| l.tenant.as_str()).collect::<Vec<_>>().join(", ")
+            loaded.len(),
+            if loaded.len() == 1 { "y" } else { "ies" },
+            gateway.config().policy_dir.display(),
+            loaded.join(", ")
         ),
     );
-    let pending = Arc::new(AtomicBool::new(false));
-    let (watcher, updates) = Watcher::spawn(scanner, config.reload_poll, pending.clone());
-    let adapter = Adapter::new(config, engine, tenants, initial, updates, pending);
-    Ok(Box::new(Instance { broker, id, adapter, monitor, watcher }))
+    Ok(Box::new(Instance { broker, id, worker: Worker::new(gateway), rewrites: RetainRewrites::default() }))
 }
 
 /// Runs a callback body with panics caught: a panic answers `on_panic` (a denial).
@@ -214,7 +182,7 @@ fn guarded(userdata: *mut c_void, on_panic: c_int, f: impl FnOnce(&mut Instance)
 }
 
 fn flush_monitor(instance: &Instance) {
-    for (topic, payload) in instance.monitor.drain() {
+    for (topic, payload) in instance.worker.gateway().drain_monitor() {
         let (Ok(topic), Ok(len)) = (CString::new(topic), c_int::try_from(payload.len())) else { continue };
         unsafe {
             (instance.broker.broker_publish_copy)(
@@ -239,24 +207,27 @@ unsafe extern "C" fn on_basic_auth(_event: c_int, data: *mut c_void, userdata: *
         let username = unsafe { ffi::str_or_none(evt.username) };
         let password = (!evt.password.is_null()).then(|| unsafe { CStr::from_ptr(evt.password) }.to_bytes());
         let peer = unsafe { ffi::str_or_none((b.client_address)(client)) }.unwrap_or("");
-        let hello = ClientHello {
+        let hello = Hello {
             client_id,
             username,
             password,
             clean_start: unsafe { (b.client_clean_session)(client) },
             keep_alive: u16::try_from(unsafe { (b.client_keepalive)(client) }).unwrap_or(u16::MAX),
-            protocol_version: unsafe { (b.client_protocol_version)(client) },
+            protocol: mapping::protocol_of(unsafe { (b.client_protocol_version)(client) }),
             certificate: b.certificate_der(client),
             peer,
+            // A listener's fixed tenant is the gateway's configured source.
+            tenant: None,
         };
-        let outcome = inst.adapter.connect(client as usize, &hello);
-        if outcome.rc == err::SUCCESS {
-            if let Some(name) = outcome.username.and_then(|u| CString::new(u).ok()) {
+        inst.rewrites.forget(client as usize);
+        let outcome = inst.worker.connect(client as usize, &hello);
+        if let ConnectOutcome::Accept { username: Some(name) } = &outcome {
+            if let Ok(name) = CString::new(name.as_str()) {
                 // The device id becomes the broker's user name, so its logs and later checks show it.
                 unsafe { (b.set_username)(client, name.as_ptr()) };
             }
         }
-        outcome.rc
+        mapping::connect_rc(&outcome)
     })
 }
 
@@ -266,23 +237,26 @@ unsafe extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, userdata: *m
         if evt.topic.is_null() {
             return err::ACL_DENIED;
         }
-        let topic = unsafe { CStr::from_ptr(evt.topic) }.to_str().map_err(|_| ());
-        inst.adapter.acl(
-            evt.client as usize,
-            evt.access,
-            topic,
-            evt.topic as usize,
-            evt.qos,
-            evt.retain,
-            evt.payloadlen,
-        )
+        let Some(access) = mapping::access_of(evt.access) else { return err::ACL_DENIED };
+        let check = Check {
+            access,
+            topic: unsafe { CStr::from_ptr(evt.topic) }.to_bytes(),
+            qos: evt.qos,
+            retain: evt.retain,
+            payload_size: evt.payloadlen,
+        };
+        let outcome = inst.worker.check(&(evt.client as usize), &check);
+        if access == Access::Publish {
+            inst.rewrites.checked(evt.client as usize, evt.topic as usize, &outcome);
+        }
+        mapping::check_rc(access, &outcome)
     })
 }
 
 unsafe extern "C" fn on_message(_event: c_int, data: *mut c_void, userdata: *mut c_void) -> c_int {
     guarded(userdata, err::ACL_DENIED, |inst| {
         let evt = unsafe { &mut *data.cast::<EvtMessage>() };
-        if let Some(retain) = inst.adapter.message(evt.client as usize, evt.topic as usize) {
+        if let Some(retain) = inst.rewrites.take(evt.client as usize, evt.topic as usize) {
             evt.retain = retain;
         }
         err::SUCCESS
@@ -292,7 +266,8 @@ unsafe extern "C" fn on_message(_event: c_int, data: *mut c_void, userdata: *mut
 unsafe extern "C" fn on_disconnect(_event: c_int, data: *mut c_void, userdata: *mut c_void) -> c_int {
     guarded(userdata, err::SUCCESS, |inst| {
         let evt = unsafe { &*data.cast::<EvtDisconnect>() };
-        inst.adapter.disconnect(evt.client as usize);
+        inst.rewrites.forget(evt.client as usize);
+        inst.worker.disconnect(&(evt.client as usize));
         err::SUCCESS
     })
 }
@@ -300,14 +275,14 @@ unsafe extern "C" fn on_disconnect(_event: c_int, data: *mut c_void, userdata: *
 unsafe extern "C" fn on_reload(_event: c_int, _data: *mut c_void, userdata: *mut c_void) -> c_int {
     guarded(userdata, err::SUCCESS, |inst| {
         inst.broker.log(ffi::log::NOTICE, "reload requested: re-reading every policy file");
-        inst.watcher.rescan();
+        inst.worker.gateway().rescan();
         err::SUCCESS
     })
 }
 
 unsafe extern "C" fn on_tick(_event: c_int, _data: *mut c_void, userdata: *mut c_void) -> c_int {
     guarded(userdata, err::SUCCESS, |inst| {
-        inst.adapter.apply_updates();
+        inst.worker.tick(Instant::now());
         err::SUCCESS
     })
 }

@@ -1,15 +1,14 @@
 //! The policy directory: one `TENANT.wasm` per tenant, loaded at start and watched.
 //!
-//! Compilation and settings validation run on the watcher thread, never on the broker's;
-//! a loaded module is handed over through a channel and swapped in by the broker thread at
-//! its next callback. A file that fails to load (half-written, corrupt, wrong WIT version,
+//! Compilation and settings validation run on the watcher thread, never on a broker's;
+//! a loaded module is published in [`Latest`], from which every worker swaps it in at its
+//! next callback. A file that fails to load (half-written, corrupt, wrong WIT version,
 //! refused settings) changes nothing that runs: it produces one `load-failed` event per
 //! version of the file.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -20,7 +19,7 @@ use mqtt_policy_host::{Engine, PolicyModule, Tenant};
 use crate::notify::DirNotify;
 use crate::tenancy::check_name;
 
-/// The tenants known to one plugin instance, shared by the broker and watcher threads.
+/// The tenants known to one gateway, shared by its workers and its watcher thread.
 /// A tenant's counters and connection count live here, so they survive reloads.
 pub struct Tenants {
     by_name: Mutex<HashMap<String, Tenant>>,
@@ -48,6 +47,61 @@ pub struct Loaded {
     pub module: PolicyModule,
 }
 
+/// The newest good module of every tenant, published by the watcher for any number of
+/// workers. A module is never removed: a deleted or broken file keeps the last good one.
+#[derive(Default)]
+pub struct Latest {
+    /// Copy of `Modules::generation`, read on every callback without the lock. A worker that
+    /// reads a new value before the lock shows the change only retries at its next callback,
+    /// because it records the generation it saw under the lock.
+    hint: AtomicU64,
+    modules: Mutex<Modules>,
+}
+
+#[derive(Default)]
+struct Modules {
+    generation: u64,
+    /// Per tenant: the generation it was published at, and the module.
+    by_tenant: HashMap<String, (u64, PolicyModule)>,
+}
+
+impl Latest {
+    /// Publishes `loaded` as its tenant's module.
+    pub fn publish(&self, loaded: Loaded) {
+        let mut m = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        m.generation += 1;
+        let generation = m.generation;
+        m.by_tenant.insert(loaded.tenant, (generation, loaded.module));
+        self.hint.store(generation, Ordering::Release);
+    }
+
+    /// The current generation: one relaxed atomic load, so asking on every check is free.
+    pub fn generation(&self) -> u64 {
+        self.hint.load(Ordering::Relaxed)
+    }
+
+    /// Every module published after generation `seen`, with the generation they bring the
+    /// caller to.
+    pub fn since(&self, seen: u64) -> (u64, Vec<(String, PolicyModule)>) {
+        let m = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = m
+            .by_tenant
+            .iter()
+            .filter(|(_, (g, _))| *g > seen)
+            .map(|(t, (_, module))| (t.clone(), module.clone()))
+            .collect();
+        (m.generation, changed)
+    }
+
+    /// Tenants with a module, sorted.
+    pub fn tenants(&self) -> Vec<String> {
+        let m = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<String> = m.by_tenant.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
 /// What identifies one version of a file without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
@@ -62,7 +116,7 @@ fn stamp(meta: &std::fs::Metadata) -> Stamp {
 }
 
 /// Scans the directory and loads what changed. Owned by the watcher thread (and used once
-/// synchronously at start).
+/// synchronously at start, so a gateway answers with every policy from its first check).
 pub struct Scanner {
     dir: PathBuf,
     only: Option<String>,
@@ -166,50 +220,42 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Starts the thread. Loaded modules arrive on the returned receiver; `pending` is set
-    /// whenever one is sent, so the broker thread checks the channel only then.
-    pub fn spawn(mut scanner: Scanner, poll: Duration, pending: Arc<AtomicBool>) -> (Watcher, Receiver<Loaded>) {
-        let (tx, rx): (Sender<Loaded>, Receiver<Loaded>) = channel();
+    /// Starts the thread; it publishes every module it loads in `latest`.
+    pub fn spawn(mut scanner: Scanner, poll: Duration, latest: Arc<Latest>) -> std::io::Result<Watcher> {
         let stop = Arc::new(AtomicBool::new(false));
         let rescan = Arc::new(AtomicBool::new(false));
         let (stop2, rescan2) = (stop.clone(), rescan.clone());
-        let thread = std::thread::Builder::new()
-            .name("mqtt-policy-watch".into())
-            .spawn(move || {
-                let mut notify = DirNotify::new(&scanner.dir);
-                while !stop2.load(Ordering::Relaxed) {
-                    let force = rescan2.swap(false, Ordering::Relaxed);
-                    for loaded in scanner.scan(force) {
-                        if tx.send(loaded).is_err() {
-                            return;
-                        }
-                        pending.store(true, Ordering::Release);
-                    }
-                    if let Some(n) = notify.as_mut() {
-                        n.rewatch();
-                    }
-                    // Wait in short steps so stop and rescan requests are served promptly; a
-                    // file landing (inotify) ends the wait at once.
-                    let mut slept = Duration::ZERO;
-                    while slept < poll && !stop2.load(Ordering::Relaxed) && !rescan2.load(Ordering::Relaxed) {
-                        let step = (poll - slept).min(Duration::from_millis(10));
-                        match notify.as_mut() {
-                            Some(n) => {
-                                if n.wait(step) {
-                                    break;
-                                }
-                            }
-                            None => std::thread::sleep(step),
-                        }
-                        slept += step;
-                    }
+        let thread = std::thread::Builder::new().name("mqtt-policy-watch".into()).spawn(move || {
+            let mut notify = DirNotify::new(&scanner.dir);
+            while !stop2.load(Ordering::Relaxed) {
+                let force = rescan2.swap(false, Ordering::Relaxed);
+                for loaded in scanner.scan(force) {
+                    latest.publish(loaded);
                 }
-            })
-            .expect("spawning the policy watcher thread");
-        (Watcher { stop, rescan, thread: Some(thread) }, rx)
+                if let Some(n) = notify.as_mut() {
+                    n.rewatch();
+                }
+                // Wait in short steps so stop and rescan requests are served promptly; a
+                // file landing (inotify) ends the wait at once.
+                let mut slept = Duration::ZERO;
+                while slept < poll && !stop2.load(Ordering::Relaxed) && !rescan2.load(Ordering::Relaxed) {
+                    let step = (poll - slept).min(Duration::from_millis(10));
+                    match notify.as_mut() {
+                        Some(n) => {
+                            if n.wait(step) {
+                                break;
+                            }
+                        }
+                        None => std::thread::sleep(step),
+                    }
+                    slept += step;
+                }
+            }
+        })?;
+        Ok(Watcher { stop, rescan, thread: Some(thread) })
     }
 
-    /// Asks for a full re-read of every file (SIGHUP / `MOSQ_EVT_RELOAD`).
+    /// Asks for a full re-read of every file (e.g. on a broker's SIGHUP).
     pub fn rescan(&self) {
         self.rescan.store(true, Ordering::Relaxed);
     }

@@ -4,11 +4,14 @@
 //! `[A-Za-z0-9_-]` (and `.` after the first character): a client can never steer the lookup
 //! outside the policy directory.
 
-/// How a plugin instance finds the tenant of a connection.
+use crate::error::{Error, Result};
+
+/// How a gateway finds the tenant of a connection the broker has not already placed in one
+/// (see [`Hello::tenant`](crate::Hello::tenant)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TenantSource {
-    /// Every client of this listener belongs to one tenant (`plugin_opt_tenant NAME`, with
-    /// `per_listener_settings true`). Nothing the client sends can change it.
+    /// Every client belongs to one tenant (e.g. a broker listener bound to it). Nothing the
+    /// client sends can change it.
     Fixed(String),
     /// Taken from the client id by a pattern such as `d:{tenant}:*`.
     ClientId(Pattern),
@@ -20,13 +23,13 @@ pub enum TenantSource {
 
 impl TenantSource {
     /// A fixed tenant, checked as a file-safe name.
-    pub fn fixed(name: &str) -> Result<TenantSource, String> {
+    pub fn fixed(name: &str) -> Result<TenantSource> {
         check_name(name)?;
         Ok(TenantSource::Fixed(name.to_owned()))
     }
 
     /// Parses `client-id:PATTERN`, `username:PATTERN` or `certificate`.
-    pub fn parse(text: &str) -> Result<TenantSource, String> {
+    pub fn parse(text: &str) -> Result<TenantSource> {
         if text == "certificate" {
             return Ok(TenantSource::Certificate);
         }
@@ -36,19 +39,15 @@ impl TenantSource {
         if let Some(p) = text.strip_prefix("username:") {
             return Ok(TenantSource::Username(Pattern::parse(p)?));
         }
-        Err(format!("`{text}` is not client-id:PATTERN, username:PATTERN or certificate"))
+        Err(Error::TenantSource { text: text.to_owned() })
     }
 }
 
 /// Checks that `name` can be a tenant (and a file name): 1 to 64 of `[A-Za-z0-9_.-]`, not
 /// starting with `.` or `-`.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty() && name.len() <= 64 && name.bytes().all(is_name_byte) && !name.starts_with(['.', '-']);
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("`{name}` is not a tenant name: use 1-64 of A-Z a-z 0-9 _ . -, not starting with . or -"))
-    }
+    if ok { Ok(()) } else { Err(Error::TenantName { name: name.to_owned() }) }
 }
 
 fn is_name_byte(b: u8) -> bool {
@@ -71,9 +70,9 @@ pub struct Pattern {
 
 impl Pattern {
     /// Parses a pattern; it must contain `{tenant}` exactly once.
-    pub fn parse(text: &str) -> Result<Pattern, String> {
+    pub fn parse(text: &str) -> Result<Pattern> {
         if text.matches("{tenant}").count() != 1 {
-            return Err(format!("pattern `{text}` must contain {{tenant}} exactly once"));
+            return Err(Error::TenantPattern { pattern: text.to_owned() });
         }
         let mut tokens = Vec::new();
         let mut literal = String::new();

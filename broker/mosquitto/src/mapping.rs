@@ -1,0 +1,143 @@
+//! Mosquitto's values as gateway inputs, and gateway outcomes as Mosquitto return codes.
+
+use std::ffi::c_int;
+
+use rustc_hash::FxHashMap;
+
+use mqtt_policy_gateway::{Access, CheckOutcome, ConnectOutcome};
+use mqtt_policy_host::{Denial, Protocol, ReasonCode};
+
+use crate::ffi::{access, err};
+
+/// The access an ACL check asks about; `None` for a code this plugin does not know.
+pub fn access_of(code: c_int) -> Option<Access> {
+    match code {
+        access::WRITE => Some(Access::Publish),
+        access::SUBSCRIBE => Some(Access::Subscribe),
+        access::UNSUBSCRIBE => Some(Access::Unsubscribe),
+        access::READ => Some(Access::Delivery),
+        _ => None,
+    }
+}
+
+/// The protocol of `mosquitto_client_protocol_version`'s level.
+pub fn protocol_of(level: c_int) -> Protocol {
+    match level {
+        3 => Protocol::Mqtt31,
+        4 => Protocol::Mqtt311,
+        _ => Protocol::Mqtt5,
+    }
+}
+
+/// The BASIC_AUTH return code.
+pub fn connect_rc(outcome: &ConnectOutcome) -> c_int {
+    match outcome {
+        ConnectOutcome::Accept { .. } => err::SUCCESS,
+        ConnectOutcome::Reject(_) => err::AUTH,
+        ConnectOutcome::Defer => err::PLUGIN_DEFER,
+    }
+}
+
+/// The ACL_CHECK return code. A cleared retained flag is applied by the MESSAGE event that
+/// follows ([`RetainRewrites`]).
+pub fn check_rc(access: Access, outcome: &CheckOutcome) -> c_int {
+    match outcome {
+        CheckOutcome::Allow | CheckOutcome::AllowRetainCleared => err::SUCCESS,
+        CheckOutcome::Defer => err::PLUGIN_DEFER,
+        // A read check cannot end the session without disturbing the other subscribers'
+        // deliveries: a refused delivery is only skipped.
+        CheckOutcome::Deny(_) if access == Access::Delivery => err::ACL_DENIED,
+        CheckOutcome::Deny(d) => denial_rc(d),
+    }
+}
+
+/// The Mosquitto return code for a denial: a negative acknowledgement (PUBACK/SUBACK 0x87),
+/// or, when the policy asks to disconnect, the error Mosquitto turns into a DISCONNECT with
+/// the closest reason code it can send.
+pub fn denial_rc(d: &Denial) -> c_int {
+    if !d.disconnect {
+        return err::ACL_DENIED;
+    }
+    match d.reason {
+        ReasonCode::RetainNotSupported => err::RETAIN_NOT_SUPPORTED,
+        ReasonCode::QosNotSupported => err::QOS_NOT_SUPPORTED,
+        ReasonCode::ProtocolError => err::PROTOCOL,
+        _ => err::UNKNOWN,
+    }
+}
+
+/// Publishes whose retained flag is to be cleared. Mosquitto 2.0 lets a plugin change the
+/// flag only in the MESSAGE event that follows the write check, for the same stored message
+/// (identified by its topic pointer); QoS cannot be changed at all.
+#[derive(Default)]
+pub struct RetainRewrites {
+    /// Client pointer → topic pointer of the publish whose flag is cleared.
+    pending: FxHashMap<usize, usize>,
+}
+
+impl RetainRewrites {
+    /// Records the outcome of a write check.
+    pub fn checked(&mut self, client: usize, topic: usize, outcome: &CheckOutcome) {
+        if *outcome == CheckOutcome::AllowRetainCleared {
+            self.pending.insert(client, topic);
+        } else if !self.pending.is_empty() {
+            self.pending.remove(&client);
+        }
+    }
+
+    /// MESSAGE: the retained flag to store, if the write check cleared it.
+    pub fn take(&mut self, client: usize, topic: usize) -> Option<bool> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        (self.pending.remove(&client)? == topic).then_some(false)
+    }
+
+    /// The client is gone or connects anew.
+    pub fn forget(&mut self, client: usize) {
+        if !self.pending.is_empty() {
+            self.pending.remove(&client);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disconnecting_denials_map_to_the_errors_mosquitto_turns_into_disconnect_codes() {
+        let d = |reason, disconnect| Denial { reason, message: String::new(), disconnect };
+        assert_eq!(denial_rc(&d(ReasonCode::NotAuthorized, false)), err::ACL_DENIED);
+        assert_eq!(denial_rc(&d(ReasonCode::RetainNotSupported, false)), err::ACL_DENIED);
+        assert_eq!(denial_rc(&d(ReasonCode::RetainNotSupported, true)), err::RETAIN_NOT_SUPPORTED);
+        assert_eq!(denial_rc(&d(ReasonCode::QosNotSupported, true)), err::QOS_NOT_SUPPORTED);
+        assert_eq!(denial_rc(&d(ReasonCode::ProtocolError, true)), err::PROTOCOL);
+        assert_eq!(denial_rc(&d(ReasonCode::QuotaExceeded, true)), err::UNKNOWN);
+    }
+
+    #[test]
+    fn a_refused_delivery_is_only_skipped_even_when_the_policy_asks_to_disconnect() {
+        let d =
+            CheckOutcome::Deny(Denial { reason: ReasonCode::QuotaExceeded, message: String::new(), disconnect: true });
+        assert_eq!(check_rc(Access::Delivery, &d), err::ACL_DENIED);
+        assert_eq!(check_rc(Access::Publish, &d), err::UNKNOWN);
+        assert_eq!(check_rc(Access::Publish, &CheckOutcome::Defer), err::PLUGIN_DEFER);
+        assert_eq!(check_rc(Access::Publish, &CheckOutcome::AllowRetainCleared), err::SUCCESS);
+    }
+
+    #[test]
+    fn a_cleared_retain_flag_applies_to_the_message_that_was_checked_once() {
+        let mut r = RetainRewrites::default();
+        r.checked(1, 100, &CheckOutcome::AllowRetainCleared);
+        assert_eq!(r.take(1, 101), None, "another stored message");
+        r.checked(1, 100, &CheckOutcome::AllowRetainCleared);
+        r.checked(2, 200, &CheckOutcome::Allow);
+        assert_eq!(r.take(2, 200), None);
+        assert_eq!(r.take(1, 100), Some(false));
+        assert_eq!(r.take(1, 100), None, "taken once");
+        r.checked(1, 100, &CheckOutcome::AllowRetainCleared);
+        r.checked(1, 100, &CheckOutcome::Allow);
+        assert_eq!(r.take(1, 100), None, "a later check replaces it");
+    }
+}

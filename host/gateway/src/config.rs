@@ -1,0 +1,140 @@
+//! What a gateway is configured with. Brokers fill it from their own configuration (the
+//! Mosquitto plugin from `plugin_opt_*` lines); [`Config::new`] gives the defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mqtt_policy_host::Limits;
+
+use crate::error::{Error, Result};
+use crate::tenancy::TenantSource;
+
+/// Where events go as JSON lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventTarget {
+    /// The process's standard error.
+    Stderr,
+    /// Appended to a file.
+    File(PathBuf),
+    /// Nowhere (a broker may still log load failures).
+    None,
+}
+
+/// What to do with a client whose tenant has no usable policy (never loaded, or no file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailMode {
+    /// Refuse it with an event. The default.
+    Closed,
+    /// Defer to the broker's own authentication and authorization, as if no policy applied
+    /// to that client.
+    Open,
+}
+
+/// Where monitoring messages are published through the broker, and for which tenants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Monitor {
+    /// Topic with a `{tenant}` placeholder, e.g. `monitor/{tenant}/events`.
+    pub topic: String,
+    /// Tenants that publish; empty means all.
+    pub tenants: Vec<String>,
+}
+
+impl Monitor {
+    /// A monitor on `topic`, which must be a topic name (no wildcards).
+    pub fn new(topic: &str, tenants: Vec<String>) -> Result<Monitor> {
+        if topic.is_empty() || topic.contains(['+', '#']) {
+            return Err(Error::MonitorTopic { topic: topic.to_owned() });
+        }
+        Ok(Monitor { topic: topic.to_owned(), tenants })
+    }
+
+    /// The topic for `tenant`, if this tenant publishes monitoring messages.
+    pub fn topic_for(&self, tenant: &str) -> Option<String> {
+        (self.tenants.is_empty() || self.tenants.iter().any(|t| t == tenant))
+            .then(|| self.topic.replace("{tenant}", tenant))
+    }
+}
+
+/// The validated configuration of one gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Directory holding `TENANT.wasm` files.
+    pub policy_dir: PathBuf,
+    /// How a connection's tenant is found.
+    pub tenant: TenantSource,
+    /// Where events go.
+    pub events: EventTarget,
+    /// Monitoring messages published through the broker, if configured.
+    pub monitor: Option<Monitor>,
+    /// Deadlines and memory every policy call runs under.
+    pub limits: Limits,
+    /// What to do when a tenant has no policy.
+    pub fail_mode: FailMode,
+    /// How often the policy directory is scanned for changes in any case.
+    pub reload_poll: Duration,
+    /// Topic prefix with a `{tenant}` placeholder that every topic and filter of a tenant's
+    /// clients must start with; it is removed before the policy sees the topic. Gives each
+    /// tenant its own topic space on a shared listener. Checked by [`check_prefix`].
+    pub tenant_prefix: Option<String>,
+    /// Whether decisions a policy marks cacheable are reused for the same session (default on);
+    /// off makes every check call the policy, which is for comparing and measuring.
+    pub decision_cache: bool,
+}
+
+impl Config {
+    /// The defaults for a policy directory and tenant source: JSON lines on stderr, no
+    /// monitor, [`Limits::default`], fail closed, a scan every 100 ms, no prefix, cache on.
+    pub fn new(policy_dir: impl Into<PathBuf>, tenant: TenantSource) -> Config {
+        Config {
+            policy_dir: policy_dir.into(),
+            tenant,
+            events: EventTarget::Stderr,
+            monitor: None,
+            limits: Limits::default(),
+            fail_mode: FailMode::Closed,
+            reload_poll: Duration::from_millis(100),
+            tenant_prefix: None,
+            decision_cache: true,
+        }
+    }
+
+    /// The topic prefix of `tenant`, if prefixes are configured.
+    pub fn prefix_for(&self, tenant: &str) -> Option<String> {
+        self.tenant_prefix.as_ref().map(|p| p.replace("{tenant}", tenant))
+    }
+}
+
+/// Checks a tenant topic prefix: `{tenant}` exactly once, ending with `/`, no wildcards, so
+/// that no tenant's topic space contains another's.
+pub fn check_prefix(prefix: &str) -> Result<()> {
+    if prefix.matches("{tenant}").count() != 1 || !prefix.ends_with('/') || prefix.contains(['+', '#']) {
+        return Err(Error::TopicPrefix { prefix: prefix.to_owned() });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monitor_topic_per_tenant() {
+        let m = Monitor::new("monitor/{tenant}/events", vec!["acme".into(), "globex".into()]).unwrap();
+        assert_eq!(m.topic_for("acme").as_deref(), Some("monitor/acme/events"));
+        assert_eq!(m.topic_for("initech"), None);
+        assert!(Monitor::new("m/#", vec![]).is_err());
+        assert!(Monitor::new("", vec![]).is_err());
+    }
+
+    #[test]
+    fn prefixes_must_separate_tenants() {
+        assert!(check_prefix("tenants/{tenant}/").is_ok());
+        for bad in ["t/", "{tenant}", "{tenant}/{tenant}/", "+/{tenant}/"] {
+            assert!(check_prefix(bad).is_err(), "{bad}");
+        }
+        let mut c = Config::new("/p", TenantSource::Certificate);
+        assert_eq!(c.prefix_for("acme"), None);
+        c.tenant_prefix = Some("tenants/{tenant}/".into());
+        assert_eq!(c.prefix_for("acme").as_deref(), Some("tenants/acme/"));
+    }
+}

@@ -1,0 +1,105 @@
+//! The part of a gateway all workers share: configuration, engine, tenants, the latest
+//! policies and the thread that watches the policy directory.
+
+use std::fs::OpenOptions;
+use std::sync::Arc;
+
+use mqtt_policy_host::events::{EventSink, JsonLinesSink};
+use mqtt_policy_host::{Engine, Tenant};
+
+use crate::config::{Config, EventTarget};
+use crate::directory::{Latest, Scanner, Tenants, Watcher};
+use crate::error::{Error, Result};
+use crate::events::{MonitorQueue, TenantSink};
+use crate::tenancy::TenantSource;
+
+/// One gateway: shared by every [`Worker`](crate::Worker) (one per thread that answers
+/// checks), `Sync`.
+/// Dropping the last handle stops the watcher thread.
+pub struct Gateway {
+    config: Config,
+    engine: Engine,
+    tenants: Arc<Tenants>,
+    latest: Arc<Latest>,
+    monitor: Arc<MonitorQueue>,
+    // Dropped last: stops and joins the watcher thread.
+    watcher: Watcher,
+}
+
+impl Gateway {
+    /// Opens the configured event target, loads every policy in the directory (a directory
+    /// that cannot be read yet is watched until it can), and starts the watcher.
+    pub fn start(config: Config) -> Result<Arc<Gateway>> {
+        let lines: Option<Arc<dyn EventSink>> = match &config.events {
+            EventTarget::Stderr => Some(Arc::new(JsonLinesSink::new(std::io::stderr()))),
+            EventTarget::None => None,
+            EventTarget::File(path) => {
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| Error::EventsFile { path: path.clone(), source })?;
+                Some(Arc::new(JsonLinesSink::new(file)))
+            }
+        };
+        Gateway::with_sink(config, lines)
+    }
+
+    /// As [`Gateway::start`], with events going to `lines` instead of `config.events`.
+    pub fn with_sink(config: Config, lines: Option<Arc<dyn EventSink>>) -> Result<Arc<Gateway>> {
+        let engine = Engine::new(config.limits).map_err(Error::Engine)?;
+        let monitor = Arc::new(MonitorQueue::default());
+        let monitor_config = config.monitor.clone();
+        let queue = monitor.clone();
+        let tenants = Arc::new(Tenants::new(Arc::new(move |name: &str| -> Arc<dyn EventSink> {
+            let monitor = monitor_config.as_ref().and_then(|m| m.topic_for(name)).map(|t| (t, queue.clone()));
+            Arc::new(TenantSink { lines: lines.clone(), monitor })
+        })));
+        let only = match &config.tenant {
+            TenantSource::Fixed(t) => Some(t.clone()),
+            _ => None,
+        };
+        let latest = Arc::new(Latest::default());
+        let mut scanner = Scanner::new(&config.policy_dir, only, engine.clone(), tenants.clone());
+        for loaded in scanner.scan(false) {
+            latest.publish(loaded);
+        }
+        let watcher = Watcher::spawn(scanner, config.reload_poll, latest.clone()).map_err(Error::Watcher)?;
+        Ok(Arc::new(Gateway { config, engine, tenants, latest, monitor, watcher }))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The engine policies run on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The tenant called `name` (counters, connection count, events), created on first use.
+    pub fn tenant(&self, name: &str) -> Tenant {
+        self.tenants.get(name)
+    }
+
+    /// Tenants with a policy loaded, sorted.
+    pub fn loaded_tenants(&self) -> Vec<String> {
+        self.latest.tenants()
+    }
+
+    /// Asks the watcher for a full re-read of every file (e.g. on a broker's SIGHUP).
+    pub fn rescan(&self) {
+        self.watcher.rescan();
+    }
+
+    /// Monitoring messages (topic, JSON payload) to publish through the broker, taken from
+    /// the queue; cheap when there are none.
+    pub fn drain_monitor(&self) -> Vec<(String, String)> {
+        self.monitor.drain()
+    }
+
+    pub(crate) fn latest(&self) -> &Arc<Latest> {
+        &self.latest
+    }
+}

@@ -1,0 +1,43 @@
+//! The broker-neutral half of every mqtt-policy broker integration: everything between what
+//! a broker sees and the policies of [`mqtt_policy_host`], with no broker's types or codes.
+//!
+//! - [`Gateway`] (shared by all threads): the [`Config`], the engine, the tenants, the policy
+//!   directory with its watcher thread (hot reload, last good policy kept, events), and the
+//!   monitor queue.
+//! - [`Worker`] (one per thread that answers checks, since policy instances are not `Sync`):
+//!   resolves a connection's tenant ([`TenantSource`], trying tenant CAs), applies fail mode
+//!   and the tenant topic prefix, holds the sessions, and answers typed [`Hello`] and
+//!   [`Check`] inputs with [`ConnectOutcome`] and [`CheckOutcome`].
+//!
+//! ```no_run
+//! use mqtt_policy_gateway::{Access, Check, CheckOutcome, Config, ConnectOutcome, Gateway, Hello, TenantSource, Worker};
+//! # fn main() -> Result<(), mqtt_policy_gateway::Error> {
+//! let gateway = Gateway::start(Config::new("/etc/mqtt-policy", TenantSource::fixed("acme")?))?;
+//! let mut worker: Worker<u64> = Worker::new(gateway.clone()); // one per thread
+//! if let ConnectOutcome::Accept { .. } = worker.connect(1, &Hello::new("sensor-1")) {
+//!     let outcome = worker.check(&1, &Check::new(Access::Publish, "devices/sensor-1/temp", 1));
+//!     assert!(matches!(outcome, CheckOutcome::Allow | CheckOutcome::Deny(_)));
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! A broker adapter maps the outcomes to its own codes and nothing else.
+
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod directory;
+mod error;
+pub mod events;
+mod gateway;
+mod notify;
+pub mod tenancy;
+mod types;
+mod worker;
+
+pub use config::{Config, EventTarget, FailMode, Monitor};
+pub use error::{Error, Result};
+pub use gateway::Gateway;
+pub use tenancy::TenantSource;
+pub use types::{Access, Check, CheckOutcome, ConnectOutcome, Hello};
+pub use worker::Worker;

@@ -1,0 +1,109 @@
+//! What a broker tells the gateway, and what the gateway answers: no broker's codes.
+
+use mqtt_policy_host::{Denial, Protocol};
+
+/// What the broker knows of a connecting client.
+#[derive(Debug, Clone)]
+pub struct Hello<'a> {
+    /// Client identifier.
+    pub client_id: &'a str,
+    /// User name, if sent.
+    pub username: Option<&'a str>,
+    /// Password, if sent.
+    pub password: Option<&'a [u8]>,
+    /// Clean session / clean start.
+    pub clean_start: bool,
+    /// Keep-alive in seconds.
+    pub keep_alive: u16,
+    /// Protocol version.
+    pub protocol: Protocol,
+    /// The client certificate as DER, if one was presented.
+    pub certificate: Option<Vec<u8>>,
+    /// Peer address.
+    pub peer: &'a str,
+    /// The tenant the broker itself has placed this connection in (a listener or virtual
+    /// host bound to one tenant), if any. It takes precedence over the configured
+    /// [`TenantSource`](crate::TenantSource): the broker's configuration is the operator's.
+    pub tenant: Option<&'a str>,
+}
+
+impl<'a> Hello<'a> {
+    /// A hello with only a client id: no credentials, clean start, MQTT 5, keep-alive 60 s.
+    pub fn new(client_id: &'a str) -> Hello<'a> {
+        Hello {
+            client_id,
+            username: None,
+            password: None,
+            clean_start: true,
+            keep_alive: 60,
+            protocol: Protocol::Mqtt5,
+            certificate: None,
+            peer: "",
+            tenant: None,
+        }
+    }
+}
+
+/// The answer to a connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectOutcome {
+    /// Let the client in.
+    Accept {
+        /// The device id, to become the broker's user name for this client (so its logs and
+        /// later checks show it); `None` when the policy named no device.
+        username: Option<String>,
+    },
+    /// Refuse it; the event is already emitted.
+    Reject(Denial),
+    /// Not the gateway's call: the broker's own authentication decides (fail-open mode, or
+    /// the policy deferred).
+    Defer,
+}
+
+/// The kind of access a check asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// The client publishes to the topic.
+    Publish,
+    /// The client subscribes to the filter.
+    Subscribe,
+    /// The client unsubscribes from the filter: always allowed.
+    Unsubscribe,
+    /// A message on the topic is about to be delivered to the client.
+    Delivery,
+}
+
+/// One check of a connected client.
+#[derive(Debug, Clone, Copy)]
+pub struct Check<'a> {
+    /// What the client does.
+    pub access: Access,
+    /// Topic name or filter as the broker received it; bytes that are not UTF-8 are denied.
+    pub topic: &'a [u8],
+    /// QoS of the message, or requested by the subscription.
+    pub qos: u8,
+    /// Retained flag of the message.
+    pub retain: bool,
+    /// Payload size in bytes.
+    pub payload_size: u32,
+}
+
+impl<'a> Check<'a> {
+    /// A check of `access` on `topic` at `qos`, not retained, with an empty payload.
+    pub fn new(access: Access, topic: &'a str, qos: u8) -> Check<'a> {
+        Check { access, topic: topic.as_bytes(), qos, retain: false, payload_size: 0 }
+    }
+}
+
+/// The answer to a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// Allowed as asked.
+    Allow,
+    /// A publish allowed, to be stored and delivered with the retained flag cleared.
+    AllowRetainCleared,
+    /// Refused; `disconnect` in the denial asks to end the connection as well.
+    Deny(Denial),
+    /// Not the gateway's call: the broker's own rules decide (client let in by fail-open mode).
+    Defer,
+}

@@ -1,0 +1,359 @@
+//! The gateway without a broker: real hub-rules policies in a real policy directory, driven
+//! through workers as a broker adapter would.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mqtt_policy_gateway::{
+    Access, Check, CheckOutcome, Config, ConnectOutcome, FailMode, Gateway, Hello, Monitor, TenantSource, Worker,
+};
+use mqtt_policy_host::ReasonCode;
+use mqtt_policy_host::embedded::{EmbeddedCa, embed_all};
+use mqtt_policy_host::events::{Event, MemorySink};
+
+/// Devices publish, subscribe and receive under their own id; retained publishes are
+/// rewritten without the flag.
+const RULES: &str = r#"
+[hub]
+retained = "override"
+
+[[rule]]
+effect = "allow"
+actions = ["publish", "subscribe", "delivery"]
+topics = ["devices/${device.id}/#"]
+"#;
+
+fn hub_policy(rules: &str, cas: &[EmbeddedCa]) -> Vec<u8> {
+    embed_all(guest_artifacts::HUB_RULES_WASM, rules, cas).expect("embedding rules")
+}
+
+/// A fresh policy directory, removed when dropped.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!("mqtt-policy-gateway-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+
+    /// Writes `tenant.wasm` through a rename, as an operator's deploy would.
+    fn deploy(&self, tenant: &str, bytes: &[u8]) {
+        let tmp = self.0.join(format!(".{tenant}.wasm.tmp"));
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, self.0.join(format!("{tenant}.wasm"))).unwrap();
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn start(dir: &Path, tenant: TenantSource, edit: impl FnOnce(&mut Config)) -> (Arc<Gateway>, Arc<MemorySink>) {
+    let mut config = Config::new(dir, tenant);
+    edit(&mut config);
+    let events = Arc::new(MemorySink::new());
+    (Gateway::with_sink(config, Some(events.clone())).expect("gateway"), events)
+}
+
+fn accepted(outcome: ConnectOutcome) -> Option<String> {
+    match outcome {
+        ConnectOutcome::Accept { username } => username,
+        other => panic!("expected accept, got {other:?}"),
+    }
+}
+
+fn denied(outcome: CheckOutcome) -> ReasonCode {
+    match outcome {
+        CheckOutcome::Deny(d) => d.reason,
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+fn outcomes(events: &MemorySink) -> Vec<(String, &'static str)> {
+    events.take().into_iter().map(|e: Event| (e.tenant, e.outcome)).collect()
+}
+
+fn check(access: Access, topic: &str, qos: u8) -> Check<'_> {
+    Check::new(access, topic, qos)
+}
+
+#[test]
+fn connect_publish_subscribe_and_delivery_through_hub_rules() {
+    let dir = Dir::new("checks");
+    dir.deploy("acme", &hub_policy(RULES, &[]));
+    let (gateway, events) = start(&dir.0, TenantSource::fixed("acme").unwrap(), |_| {});
+    assert_eq!(gateway.loaded_tenants(), ["acme"]);
+    let mut w: Worker<u32> = Worker::new(gateway.clone());
+
+    assert_eq!(accepted(w.connect(1, &Hello::new("d1"))).as_deref(), Some("d1"));
+    assert_eq!(w.session_count(), 1);
+    assert_eq!(w.check(&1, &check(Access::Publish, "devices/d1/temp", 1)), CheckOutcome::Allow);
+    assert_eq!(denied(w.check(&1, &check(Access::Publish, "devices/d2/temp", 1))), ReasonCode::NotAuthorized);
+    assert_eq!(w.check(&1, &check(Access::Subscribe, "devices/d1/#", 1)), CheckOutcome::Allow);
+    assert_eq!(denied(w.check(&1, &check(Access::Subscribe, "devices/#", 1))), ReasonCode::NotAuthorized);
+    assert_eq!(w.check(&1, &check(Access::Unsubscribe, "anything/#", 0)), CheckOutcome::Allow);
+    assert_eq!(w.check(&1, &check(Access::Delivery, "devices/d1/cmd", 0)), CheckOutcome::Allow);
+    assert_eq!(denied(w.check(&1, &check(Access::Delivery, "devices/d2/cmd", 0))), ReasonCode::NotAuthorized);
+
+    // hub-rules' `retained = "override"`: stored and delivered without the flag.
+    let retained = Check { retain: true, ..check(Access::Publish, "devices/d1/state", 1) };
+    assert_eq!(w.check(&1, &retained), CheckOutcome::AllowRetainCleared);
+
+    let not_utf8 = Check { topic: b"devices/d1/\xff", ..check(Access::Publish, "", 1) };
+    assert_eq!(denied(w.check(&1, &not_utf8)), ReasonCode::TopicNameInvalid);
+
+    // A key the gateway never authenticated is refused.
+    assert_eq!(denied(w.check(&2, &check(Access::Publish, "devices/d1/temp", 0))), ReasonCode::NotAuthorized);
+
+    w.disconnect(&1);
+    assert_eq!(w.session_count(), 0);
+    assert_eq!(denied(w.check(&1, &check(Access::Publish, "devices/d1/temp", 0))), ReasonCode::NotAuthorized);
+
+    let seen = outcomes(&events);
+    let first = |o: &str| seen.iter().position(|(_, x)| *x == o).unwrap_or_else(|| panic!("no {o} in {seen:?}"));
+    assert!(first("loaded") < first("accept") && first("accept") < first("disconnect"), "{seen:?}");
+    assert!(seen.iter().filter(|(_, o)| *o == "deny").count() >= 3, "denials are events: {seen:?}");
+    assert!(seen.iter().all(|(t, _)| t == "acme"), "{seen:?}");
+}
+
+#[test]
+fn a_policy_rejection_is_the_outcome_with_its_denial() {
+    let dir = Dir::new("reject");
+    dir.deploy("acme", &hub_policy("[hub]\nstate = \"not-ready\"\n", &[]));
+    let (gateway, _) = start(&dir.0, TenantSource::fixed("acme").unwrap(), |_| {});
+    let mut w: Worker<u32> = Worker::new(gateway.clone());
+    match w.connect(1, &Hello::new("d1")) {
+        ConnectOutcome::Reject(d) => {
+            assert_eq!(d.reason, ReasonCode::ServerUnavailable);
+            assert_eq!(d.message, "hub is not ready");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.session_count(), 0);
+}
+
+#[test]
+fn a_tenant_without_policy_fails_closed_or_defers_when_open() {
+    let dir = Dir::new("failmode");
+    let (closed, events) = start(&dir.0, TenantSource::fixed("acme").unwrap(), |_| {});
+    let mut w: Worker<u32> = Worker::new(closed.clone());
+    match w.connect(1, &Hello::new("d1")) {
+        ConnectOutcome::Reject(d) => {
+            assert_eq!(d.reason, ReasonCode::ServerUnavailable);
+            assert_eq!(d.message, "no policy is loaded for tenant acme");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(outcomes(&events), [("acme".to_owned(), "reject")]);
+
+    let (open, events) = start(&dir.0, TenantSource::fixed("acme").unwrap(), |c| c.fail_mode = FailMode::Open);
+    let mut w: Worker<u32> = Worker::new(open.clone());
+    assert_eq!(w.connect(1, &Hello::new("d1")), ConnectOutcome::Defer);
+    // The broker's own rules decide every check of that client.
+    assert_eq!(w.check(&1, &check(Access::Publish, "any/topic", 1)), CheckOutcome::Defer);
+    assert_eq!(w.check(&1, &check(Access::Subscribe, "#", 1)), CheckOutcome::Defer);
+    assert_eq!(outcomes(&events), [("acme".to_owned(), "defer")]);
+}
+
+#[test]
+fn the_tenant_prefix_is_required_and_removed_before_the_policy_sees_the_topic() {
+    let dir = Dir::new("prefix");
+    dir.deploy("acme", &hub_policy(RULES, &[]));
+    let (gateway, events) =
+        start(&dir.0, TenantSource::fixed("acme").unwrap(), |c| c.tenant_prefix = Some("tenants/{tenant}/".into()));
+    let mut w: Worker<u32> = Worker::new(gateway.clone());
+    accepted(w.connect(1, &Hello::new("d1")));
+    events.take();
+    assert_eq!(w.check(&1, &check(Access::Publish, "tenants/acme/devices/d1/t", 0)), CheckOutcome::Allow);
+    assert_eq!(w.check(&1, &check(Access::Subscribe, "tenants/acme/devices/d1/#", 0)), CheckOutcome::Allow);
+    // Without the prefix the policy's own rule would allow it: the prefix is what refuses.
+    assert_eq!(denied(w.check(&1, &check(Access::Publish, "devices/d1/t", 0))), ReasonCode::NotAuthorized);
+    assert_eq!(denied(w.check(&1, &check(Access::Subscribe, "tenants/globex/#", 0))), ReasonCode::NotAuthorized);
+    let seen = events.take();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[0].message.contains("outside the tenant's topic space tenants/acme/"), "{}", seen[0].message);
+    // Another tenant's traffic is skipped quietly.
+    assert_eq!(
+        denied(w.check(&1, &check(Access::Delivery, "tenants/globex/devices/d1/t", 0))),
+        ReasonCode::NotAuthorized
+    );
+    assert!(events.take().is_empty());
+}
+
+#[test]
+fn tenants_come_from_client_id_or_user_name_patterns_or_from_the_broker() {
+    let dir = Dir::new("patterns");
+    dir.deploy("acme", &hub_policy(RULES, &[]));
+    dir.deploy("globex", &hub_policy(RULES, &[]));
+    let (gateway, events) = start(&dir.0, TenantSource::parse("client-id:{tenant}-*").unwrap(), |_| {});
+    assert_eq!(gateway.loaded_tenants(), ["acme", "globex"]);
+    let mut w: Worker<u32> = Worker::new(gateway.clone());
+    accepted(w.connect(1, &Hello::new("acme-d1")));
+    accepted(w.connect(2, &Hello::new("globex-d1")));
+    events.take();
+    // Same device topic, two tenants: each session answers with its own tenant.
+    assert_eq!(w.check(&1, &check(Access::Publish, "devices/acme-d1/t", 0)), CheckOutcome::Allow);
+    w.check(&2, &check(Access::Publish, "devices/acme-d1/t", 0));
+    assert_eq!(outcomes(&events), [("globex".to_owned(), "deny")]);
+
+    match w.connect(3, &Hello::new("nodash")) {
+        ConnectOutcome::Reject(d) => assert_eq!(d.message, "client id does not match the tenant pattern {tenant}-*"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(outcomes(&events), [("*".to_owned(), "reject")]);
+    match w.connect(3, &Hello::new("initech-d1")) {
+        ConnectOutcome::Reject(d) => assert_eq!(d.reason, ReasonCode::ServerUnavailable),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(outcomes(&events), [("initech".to_owned(), "reject")]);
+
+    // What the broker knows wins over the pattern, and is checked as a name.
+    accepted(w.connect(4, &Hello { tenant: Some("globex"), ..Hello::new("acme-d2") }));
+    w.check(&4, &check(Access::Publish, "devices/acme-d2/t", 0));
+    assert!(outcomes(&events).iter().all(|(t, _)| t == "globex"));
+    assert!(matches!(w.connect(5, &Hello { tenant: Some("../x"), ..Hello::new("d") }), ConnectOutcome::Reject(_)));
+
+    let (gateway, _) = start(&dir.0, TenantSource::parse("username:{tenant}/*").unwrap(), |_| {});
+    let mut w: Worker<u32> = Worker::new(gateway.clone());
+    accepted(w.connect(1, &Hello { username: Some("globex/x"), ..Hello::new("globex-d1") }));
+    assert!(matches!(w.connect(2, &Hello::new("globex-d1")), ConnectOutcome::Reject(_)), "no user name");
+}
+
+struct Ca {
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+    pem: String,
+}
+
+impl Ca {
+    fn new(cn: &str) -> Ca {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Ca { params, key, pem }
+    }
+
+    fn client_der(&self, cn: &str) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        params.signed_by(&key, &issuer).unwrap().der().to_vec()
+    }
+}
+
+#[test]
+fn a_certificate_belongs_to_the_tenant_whose_ca_issued_it() {
+    let dir = Dir::new("certs");
+    let (acme_ca, globex_ca, stranger) = (Ca::new("acme CA"), Ca::new("globex CA"), Ca::new("stranger"));
+    // Each tenant's policy embeds its own CA; the rules name it (`file` is read by `mqtt-policy build`).
+    let policy = |name: &str, ca: &Ca| {
+        let rules =
+            format!("[identity]\nfrom = \"certificate\"\n{RULES}\n[[ca]]\nname = \"{name}\"\nfile = \"{name}.pem\"\n");
+        hub_policy(&rules, &[EmbeddedCa { name: name.into(), pem: ca.pem.clone() }])
+    };
+    dir.deploy("acme", &policy("acme-ca", &acme_ca));
+    dir.deploy("globex", &policy("globex-ca", &globex_ca));
+    let (gateway, events) = start(&dir.0, TenantSource::Certificate, |_| {});
+    assert_eq!(gateway.loaded_tenants(), ["acme", "globex"], "{:#?}", events.take());
+    events.take();
+    let mut w: Worker<u32> = Worker::new(gateway.clone());
+    let hello = |der: Vec<u8>| Hello { certificate: Some(der), ..Hello::new("whatever") };
+
+    assert_eq!(accepted(w.connect(1, &hello(globex_ca.client_der("sensor-9")))).as_deref(), Some("sensor-9"));
+    assert_eq!(outcomes(&events), [("globex".to_owned(), "accept")]);
+    match w.connect(2, &hello(stranger.client_der("sensor-9"))) {
+        ConnectOutcome::Reject(d) => assert_eq!(d.message, "client certificate was not issued by any tenant's CA"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(w.connect(3, &Hello::new("no-cert")), ConnectOutcome::Reject(_)));
+}
+
+#[test]
+fn a_reload_reaches_every_worker_on_its_own_thread() {
+    let dir = Dir::new("reload");
+    dir.deploy("acme", &hub_policy(RULES, &[]));
+    let (gateway, _) =
+        start(&dir.0, TenantSource::fixed("acme").unwrap(), |c| c.reload_poll = Duration::from_millis(20));
+    let b = "devices/d1/b";
+    let ready = std::sync::Barrier::new(3);
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..2)
+            .map(|i| {
+                let (gateway, ready) = (&gateway, &ready);
+                s.spawn(move || {
+                    let mut w: Worker<u32> = Worker::new(gateway.clone());
+                    accepted(w.connect(i, &Hello::new("d1")));
+                    assert_eq!(denied(w.check(&i, &check(Access::Subscribe, "other/#", 0))), ReasonCode::NotAuthorized);
+                    ready.wait();
+                    // The new version admits other/#; each worker swaps it in by itself.
+                    let started = Instant::now();
+                    while w.check(&i, &check(Access::Subscribe, "other/#", 0)) != CheckOutcome::Allow {
+                        assert!(started.elapsed() < Duration::from_secs(5), "worker {i} never saw the reload");
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    // The connected session stayed and is answered by the new rules.
+                    assert_eq!(w.check(&i, &check(Access::Publish, b, 0)), CheckOutcome::Allow);
+                    assert_eq!(w.session_count(), 1);
+                })
+            })
+            .collect();
+        ready.wait();
+        let wider =
+            format!("{RULES}\n[[rule]]\neffect = \"allow\"\nactions = [\"subscribe\"]\ntopics = [\"other/#\"]\n");
+        dir.deploy("acme", &hub_policy(&wider, &[]));
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+    // A worker made after the reload starts with the new version.
+    let mut late: Worker<u32> = Worker::new(gateway.clone());
+    accepted(late.connect(9, &Hello::new("d1")));
+    assert_eq!(late.check(&9, &check(Access::Subscribe, "other/#", 0)), CheckOutcome::Allow);
+}
+
+#[test]
+fn a_broken_file_keeps_the_last_good_policy_with_one_event() {
+    let dir = Dir::new("broken");
+    dir.deploy("acme", &hub_policy(RULES, &[]));
+    let (gateway, events) =
+        start(&dir.0, TenantSource::fixed("acme").unwrap(), |c| c.reload_poll = Duration::from_millis(20));
+    let mut w: Worker<u32> = Worker::new(gateway.clone());
+    accepted(w.connect(1, &Hello::new("d1")));
+    events.take();
+    dir.deploy("acme", b"not wasm");
+    let started = Instant::now();
+    while !outcomes(&events).iter().any(|(_, o)| *o == "load-failed") {
+        assert!(started.elapsed() < Duration::from_secs(5), "no load-failed event");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    w.tick(Instant::now());
+    assert_eq!(w.check(&1, &check(Access::Publish, "devices/d1/t", 0)), CheckOutcome::Allow);
+}
+
+#[test]
+fn events_reach_the_monitor_topic_of_the_tenants_that_asked() {
+    let dir = Dir::new("monitor");
+    dir.deploy("acme", &hub_policy(RULES, &[]));
+    dir.deploy("globex", &hub_policy(RULES, &[]));
+    let (gateway, _) = start(&dir.0, TenantSource::parse("client-id:{tenant}-*").unwrap(), |c| {
+        c.monitor = Some(Monitor::new("mon/{tenant}", vec!["acme".into()]).unwrap())
+    });
+    gateway.drain_monitor();
+    let mut w: Worker<u32> = Worker::new(gateway.clone());
+    accepted(w.connect(1, &Hello::new("acme-d1")));
+    accepted(w.connect(2, &Hello::new("globex-d1")));
+    let queued = gateway.drain_monitor();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].0, "mon/acme");
+    assert!(queued[0].1.contains("\"accept\""), "{}", queued[0].1);
+    assert!(gateway.drain_monitor().is_empty());
+}
