@@ -4,12 +4,15 @@
 use std::sync::Arc;
 
 use wasmtime::component::{HasData, HasSelf, Linker, ResourceTable};
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::events::{Action, Event, Severity, now_ms};
+use crate::limits::StoreLimiter;
 use crate::tenant::Tenant;
+
+/// The WIT package and version this host speaks.
+pub const WORLD: &str = "mqtt-policy:policy@0.1.0";
 
 wasmtime::component::bindgen!({
     path: "../../wit",
@@ -31,7 +34,7 @@ const MAX_LOGS_PER_CALL: u32 = 8;
 pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limiter: StoreLimiter,
     pub(crate) tenant: Tenant,
     pub(crate) policy_digest: Arc<str>,
     pub(crate) stderr: MemoryOutputPipe,
@@ -49,13 +52,7 @@ impl HostState {
         HostState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory_limit)
-                .instances(4)
-                .tables(8)
-                .memories(2)
-                .trap_on_grow_failure(true)
-                .build(),
+            limiter: StoreLimiter::new(memory_limit),
             tenant,
             policy_digest,
             stderr,
@@ -67,6 +64,7 @@ impl HostState {
     pub(crate) fn begin_call(&mut self) {
         self.logs_this_call = 0;
         self.cache_grant = None;
+        self.limiter.reset();
     }
 
     /// What the policy wrote to stderr (e.g. its panic message), trimmed.

@@ -5,6 +5,10 @@
 //! the settings, and one [`CA_SECTION`] per tenant CA holds its name, a newline, and its
 //! PEM. Wasm runtimes ignore custom sections, so the file stays a valid component.
 
+use sha2::{Digest, Sha256};
+
+use crate::wasm;
+
 /// Name of the custom section holding a policy's settings.
 pub const SECTION: &str = "mqtt-policy/settings";
 
@@ -23,23 +27,9 @@ pub struct EmbeddedCa {
     pub pem: String,
 }
 
-/// A custom section: its name and data.
-type CustomSection<'a> = (&'a [u8], &'a [u8]);
-
-/// Top-level custom sections, in order.
-fn custom_sections(component: &[u8]) -> Result<Vec<CustomSection<'_>>, String> {
-    let mut out = Vec::new();
-    for section in sections(component)? {
-        let (id, payload) = section?;
-        if id != 0 {
-            continue;
-        }
-        let (name_len, used) = leb128(payload).ok_or("custom section name length is malformed")?;
-        let name_end = used + name_len as usize;
-        let name = payload.get(used..name_end).ok_or("custom section name overruns the section")?;
-        out.push((name, &payload[name_end..]));
-    }
-    Ok(out)
+/// Top-level custom sections, in order: name and data.
+fn custom_sections(component: &[u8]) -> Result<Vec<(&str, &[u8])>, String> {
+    Ok(wasm::sections(component)?.sections.into_iter().filter_map(|s| s.custom).collect())
 }
 
 fn text(data: &[u8], what: &str) -> Result<String, String> {
@@ -51,7 +41,7 @@ pub fn settings(component: &[u8]) -> Result<Option<String>, String> {
     custom_sections(component)?
         .into_iter()
         .rev()
-        .find(|(name, _)| *name == SECTION.as_bytes())
+        .find(|(name, _)| *name == SECTION)
         .map(|(_, data)| text(data, "settings"))
         .transpose()
 }
@@ -60,7 +50,7 @@ pub fn settings(component: &[u8]) -> Result<Option<String>, String> {
 pub fn cas(component: &[u8]) -> Result<Vec<EmbeddedCa>, String> {
     let mut out = Vec::new();
     for (name, data) in custom_sections(component)? {
-        if name != CA_SECTION.as_bytes() {
+        if name != CA_SECTION {
             continue;
         }
         let data = text(data, "CAs")?;
@@ -77,97 +67,36 @@ pub fn embed(component: &[u8], settings: &str) -> Result<Vec<u8>, String> {
 
 /// `component` with `settings` and `cas` embedded, replacing any embedded before.
 pub fn embed_all(component: &[u8], settings: &str, cas: &[EmbeddedCa]) -> Result<Vec<u8>, String> {
+    let split = wasm::sections(component)?;
     let mut out = Vec::with_capacity(component.len() + settings.len() + 32);
-    out.extend_from_slice(component.get(..8).ok_or("file is too short to be WebAssembly")?);
-    let mut offset = 8;
-    for section in sections(component)? {
-        let (id, payload) = section?;
-        let header_len = 1 + leb128_len(payload.len() as u64);
-        let whole = &component[offset..offset + header_len + payload.len()];
-        offset += whole.len();
-        let ours = id == 0
-            && leb128(payload).is_some_and(|(n, used)| {
-                let name = payload.get(used..used + n as usize);
-                name == Some(SECTION.as_bytes()) || name == Some(CA_SECTION.as_bytes())
-            });
+    out.extend_from_slice(split.preamble);
+    for section in &split.sections {
+        let ours = section.custom.is_some_and(|(name, _)| name == SECTION || name == CA_SECTION);
         if !ours {
-            out.extend_from_slice(whole);
+            out.extend_from_slice(section.bytes);
         }
     }
-    push_section(&mut out, SECTION, settings.as_bytes());
+    wasm::push_custom(&mut out, SECTION, settings.as_bytes());
     for ca in cas {
-        push_section(&mut out, CA_SECTION, format!("{}\n{}", ca.name, ca.pem).as_bytes());
+        wasm::push_custom(&mut out, CA_SECTION, format!("{}\n{}", ca.name, ca.pem).as_bytes());
     }
     Ok(out)
 }
 
-fn push_section(out: &mut Vec<u8>, name: &str, data: &[u8]) {
-    let mut payload = Vec::new();
-    write_leb128(&mut payload, name.len() as u64);
-    payload.extend_from_slice(name.as_bytes());
-    payload.extend_from_slice(data);
-    out.push(0);
-    write_leb128(out, payload.len() as u64);
-    out.extend_from_slice(&payload);
-}
-
-type Section<'a> = Result<(u8, &'a [u8]), String>;
-
-fn sections(bytes: &[u8]) -> Result<impl Iterator<Item = Section<'_>>, String> {
-    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err("not a WebAssembly file (no \\0asm header)".to_owned());
-    }
-    let mut rest = &bytes[8..];
-    Ok(std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let id = rest[0];
-        let Some((len, used)) = leb128(&rest[1..]) else {
-            rest = &[];
-            return Some(Err("section size is malformed".to_owned()));
-        };
-        let start = 1 + used;
-        let Some(payload) = rest.get(start..start + len as usize) else {
-            rest = &[];
-            return Some(Err(format!("section {id} overruns the file (truncated?)")));
-        };
-        rest = &rest[start + len as usize..];
-        Some(Ok((id, payload)))
-    }))
-}
-
-/// Decodes an unsigned LEB128 (at most 5 bytes, as for a u32): value and bytes used.
-fn leb128(bytes: &[u8]) -> Option<(u32, usize)> {
-    let mut value: u64 = 0;
-    for (i, b) in bytes.iter().take(5).enumerate() {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return u32::try_from(value).ok().map(|v| (v, i + 1));
+/// SHA-256 of a component without the sections this module writes, which wasmtime does not
+/// compile: the key of the compile cache, so a tenant whose rules change, or many tenants
+/// sharing one generic policy, pay for one compilation. `None` if the bytes are not a
+/// well-formed sequence of sections; compilation then reports the real error.
+pub(crate) fn code_digest(component: &[u8]) -> Option<[u8; 32]> {
+    let split = wasm::sections(component).ok()?;
+    let mut hasher = Sha256::new();
+    hasher.update(split.preamble);
+    for section in split.sections {
+        if !section.custom.is_some_and(|(name, _)| name.starts_with(SECTION_PREFIX)) {
+            hasher.update(section.bytes);
         }
     }
-    None
-}
-
-fn leb128_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
-}
-
-fn write_leb128(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
+    Some(hasher.finalize().into())
 }
 
 #[cfg(test)]
@@ -202,6 +131,20 @@ mod tests {
     fn large_settings_round_trip() {
         let big = "x".repeat(300_000);
         assert_eq!(settings(&embed(EMPTY, &big).unwrap()).unwrap(), Some(big));
+    }
+
+    #[test]
+    fn code_digest_ignores_embedded_settings_but_not_code() {
+        let generic = guest_artifacts::HUB_RULES_WASM;
+        let a = embed(generic, "[hub]\nstate = \"ready\"").unwrap();
+        let b = embed(generic, "[hub]\nstate = \"locked\"").unwrap();
+        assert_ne!(Sha256::digest(&a), Sha256::digest(&b));
+        assert_eq!(code_digest(&a), code_digest(&b));
+        assert_eq!(code_digest(&a), code_digest(generic));
+        let other = std::fs::read(guest_artifacts::HELLO).unwrap();
+        assert_ne!(code_digest(&other), code_digest(generic));
+        assert_eq!(code_digest(b"not wasm"), None);
+        assert_eq!(code_digest(&generic[..generic.len() - 3]), None);
     }
 
     #[test]

@@ -14,24 +14,34 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+
+// Layers, each using only those above it: limits, hex, wasm, types/cert, events, tenant →
+// bindings → engine → fault, convert → module → instance → cache, check → policy.
 mod bindings;
+mod cache;
 pub mod cert;
+mod check;
 mod convert;
 pub mod embedded;
 mod engine;
 mod error;
 pub mod events;
+mod fault;
+mod hex;
+mod instance;
+mod limits;
 mod module;
 mod policy;
 mod tenant;
 mod types;
+mod wasm;
 
-pub use engine::{Engine, Limits};
+pub use bindings::WORLD;
+pub use engine::Engine;
 pub use error::{Error, Result};
+pub use limits::Limits;
 pub use module::PolicyModule;
 pub use policy::Policy;
 pub use tenant::Tenant;
 pub use types::*;
-
-/// The WIT package and version this host speaks.
-pub const WORLD: &str = "mqtt-policy:policy@0.1.0";

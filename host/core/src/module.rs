@@ -1,33 +1,38 @@
 //! A compiled, linked and validated policy: shareable across threads and tenants.
 
+use std::path::Path;
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
 use wasmtime::Store;
 
 use crate::bindings::{self, HostState};
-use crate::cert::{self, CertError, Certificate, TenantCa};
+use crate::cert::{self, CertError, Certificate, ChainError, TenantCa};
+use crate::embedded;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::policy::Policy;
+use crate::events::{Action, Event, Severity};
+use crate::fault;
+use crate::hex::hex;
 use crate::tenant::Tenant;
 
 /// A policy ready to run: compiled, linked against the host, settings accepted by the
-/// policy's own `validate-settings`. Cheap to clone; create a [`Policy`] per calling
+/// policy's own `validate-settings`. Cheap to clone; create a [`crate::Policy`] per calling
 /// thread and tenant with [`PolicyModule::instantiate`].
 #[derive(Clone)]
 pub struct PolicyModule {
-    pub(crate) inner: Arc<ModuleInner>,
+    inner: Arc<ModuleInner>,
 }
 
-pub(crate) struct ModuleInner {
-    pub(crate) engine: Engine,
-    pub(crate) pre: bindings::PolicyPre<HostState>,
-    pub(crate) source_name: String,
-    pub(crate) digest: String,
-    pub(crate) short_digest: Arc<str>,
-    pub(crate) settings: String,
-    pub(crate) cas: Vec<TenantCa>,
-    pub(crate) size: usize,
+struct ModuleInner {
+    engine: Engine,
+    pre: bindings::PolicyPre<HostState>,
+    source_name: String,
+    digest: String,
+    short_digest: Arc<str>,
+    settings: String,
+    cas: Vec<TenantCa>,
+    size: usize,
 }
 
 impl std::fmt::Debug for PolicyModule {
@@ -39,63 +44,97 @@ impl std::fmt::Debug for PolicyModule {
     }
 }
 
-/// A live instance and its store: what a [`Policy`] calls into.
-pub(crate) struct Live {
-    pub(crate) store: Store<HostState>,
-    pub(crate) exports: bindings::Policy,
-}
-
 impl PolicyModule {
-    pub(crate) fn new(
-        engine: Engine,
-        pre: bindings::PolicyPre<HostState>,
-        source_name: &str,
-        digest: String,
-        settings: String,
-        cas: Vec<TenantCa>,
-        size: usize,
-    ) -> Result<PolicyModule> {
+    /// Loads a policy from bytes with `engine`: compile (cached by the digest of the code),
+    /// check the world version and imports, link, and run the policy's own
+    /// `validate-settings`. `settings` overrides the settings embedded in the bytes (see
+    /// [`crate::embedded`]); with neither, the policy gets an empty string. Nothing is kept on
+    /// failure.
+    pub fn load(engine: &Engine, source_name: &str, bytes: &[u8], settings: Option<&str>) -> Result<PolicyModule> {
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        let component = engine.compile(source_name, bytes, embedded::code_digest(bytes).unwrap_or(digest))?;
+        let pre = engine.link(source_name, &component)?;
+        let unreadable = |message| Error::Compile { source_name: source_name.to_owned(), message };
+        let settings = match settings {
+            Some(s) => s.to_owned(),
+            None => embedded::settings(bytes).map_err(unreadable)?.unwrap_or_default(),
+        };
+        let mut cas = Vec::new();
+        for ca in embedded::cas(bytes).map_err(unreadable)? {
+            cas.extend(TenantCa::from_pem(&ca.name, &ca.pem)?);
+        }
+        let digest = hex(&digest);
         let module = PolicyModule {
             inner: Arc::new(ModuleInner {
-                engine,
+                engine: engine.clone(),
                 pre,
                 source_name: source_name.to_owned(),
                 short_digest: digest[..12].into(),
                 digest,
                 settings,
                 cas,
-                size,
+                size: bytes.len(),
             }),
         };
         // Validate now, on a throw-away instance, so a bad policy is refused at load
         // and never replaces a good one.
-        module.live(Tenant::new("(validation)"))?;
+        module.start(Tenant::new("(validation)"))?;
         Ok(module)
     }
 
-    /// Creates a callable instance for `tenant`. The wasm instance itself is created on
-    /// first use and re-created after a trap or a timeout.
-    pub fn instantiate(&self, tenant: Tenant) -> Policy {
-        Policy::new(self.clone(), tenant)
+    /// Loads a policy file with `engine`, like [`PolicyModule::load`].
+    pub fn load_file(engine: &Engine, path: &Path, settings: Option<&str>) -> Result<PolicyModule> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+        PolicyModule::load(engine, &path.display().to_string(), &bytes, settings)
     }
 
-    /// A fresh store and instance with the settings applied.
-    pub(crate) fn live(&self, tenant: Tenant) -> Result<Live> {
-        let m = &self.inner;
-        let state = HostState::new(tenant, m.short_digest.clone(), m.engine.limits().memory);
+    /// Loads a policy file for `tenant` like [`PolicyModule::load_file`], and records the
+    /// outcome in the tenant's events: `loaded` (with the digest) or `load-failed` (with the
+    /// cause). A failed load changes nothing that is already running.
+    pub fn load_for_tenant(
+        engine: &Engine,
+        tenant: &Tenant,
+        path: &Path,
+        settings: Option<&str>,
+    ) -> Result<PolicyModule> {
+        let result = PolicyModule::load_file(engine, path, settings);
+        let event = match &result {
+            Ok(m) => {
+                let mut e = Event::new(
+                    tenant.name(),
+                    Action::Load,
+                    Severity::Info,
+                    "loaded",
+                    format!("loaded {} (sha256:{})", path.display(), m.digest()),
+                );
+                e.policy = Some(m.short_digest().to_owned());
+                e
+            }
+            Err(err) => Event::new(tenant.name(), Action::Load, Severity::Error, "load-failed", err.to_string()),
+        };
+        tenant.events().emit(event);
+        result
+    }
+
+    /// A fresh store and instance for `tenant`, with the settings validated: what every live
+    /// instance starts from. Runs under the setup deadline.
+    pub(crate) fn start(&self, tenant: Tenant) -> Result<(Store<HostState>, bindings::Policy)> {
+        let m = &*self.inner;
+        let limits = m.engine.limits();
+        let state = HostState::new(tenant, m.short_digest.clone(), limits.memory);
         let mut store = Store::new(m.engine.wasm(), state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(m.engine.setup_ticks());
         let exports = m.pre.instantiate(&mut store).map_err(|e| Error::Instantiate {
             source_name: m.source_name.clone(),
-            message: crate::policy::describe_fault(&m.engine, &store, &e).to_string(),
+            message: fault::classify(&limits, store.data(), &e).to_string(),
         })?;
         match exports.call_validate_settings(&mut store, &m.settings) {
-            Ok(Ok(())) => Ok(Live { store, exports }),
+            Ok(Ok(())) => Ok((store, exports)),
             Ok(Err(message)) => Err(Error::InvalidSettings { source_name: m.source_name.clone(), message }),
             Err(e) => Err(Error::InvalidSettings {
                 source_name: m.source_name.clone(),
-                message: format!("validate-settings failed: {}", crate::policy::describe_fault(&m.engine, &store, &e)),
+                message: format!("validate-settings failed: {}", fault::classify(&limits, store.data(), &e)),
             }),
         }
     }
@@ -120,14 +159,28 @@ impl PolicyModule {
         &self.inner.source_name
     }
 
-    /// The tenant CAs embedded in the policy file (see [`crate::embedded`]).
+    /// The tenant CAs embedded in the policy file (see [`crate::embedded`]): every
+    /// certificate of every CA bundle, trust anchors and intermediates.
     pub fn tenant_cas(&self) -> &[TenantCa] {
         &self.inner.cas
     }
 
-    /// Parses a client certificate and verifies it against this policy's tenant CAs.
+    /// Parses a client certificate and verifies it against this policy's tenant CAs
+    /// (see [`cert::parse_and_verify`]).
     pub fn verify_certificate(&self, der: &[u8]) -> Result<Certificate, CertError> {
         cert::parse_and_verify(der, &self.inner.cas)
+    }
+
+    /// Parses a client certificate and verifies it, with the intermediates the client
+    /// presented, against this policy's tenant CAs (see [`cert::parse_and_verify_chain`]).
+    pub fn verify_certificate_chain(&self, der: &[u8], intermediates: &[&[u8]]) -> Result<Certificate, CertError> {
+        cert::parse_and_verify_chain(der, intermediates, &self.inner.cas)
+    }
+
+    /// Why no tenant CA of this policy verifies the client certificate `der` now, or the name
+    /// of the one that does (see [`cert::verify_chain`]).
+    pub fn explain_certificate(&self, der: &[u8], intermediates: &[&[u8]]) -> Result<String, ChainError> {
+        cert::verify_chain(der, intermediates, &self.inner.cas).map(|ca| ca.name().to_owned())
     }
 
     /// Size of the policy file in bytes.
@@ -138,5 +191,25 @@ impl PolicyModule {
     /// The engine that compiled this policy.
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+}
+
+/// Shorthands for [`PolicyModule::load`] and its siblings, defined here rather than with the
+/// engine so that the engine stays unaware of what a policy module is.
+impl Engine {
+    /// Loads a policy file; see [`PolicyModule::load_file`].
+    pub fn load_file(&self, path: &Path, settings: Option<&str>) -> Result<PolicyModule> {
+        PolicyModule::load_file(self, path, settings)
+    }
+
+    /// Loads a policy file for `tenant`, recording the outcome in its events; see
+    /// [`PolicyModule::load_for_tenant`].
+    pub fn load_for_tenant(&self, tenant: &Tenant, path: &Path, settings: Option<&str>) -> Result<PolicyModule> {
+        PolicyModule::load_for_tenant(self, tenant, path, settings)
+    }
+
+    /// Loads a policy from bytes; see [`PolicyModule::load`].
+    pub fn load_bytes(&self, source_name: &str, bytes: &[u8], settings: Option<&str>) -> Result<PolicyModule> {
+        PolicyModule::load(self, source_name, bytes, settings)
     }
 }

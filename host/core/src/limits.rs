@@ -1,0 +1,116 @@
+//! The bounds every policy runs under, and the store limiter that enforces the memory bound
+//! and records that it did, so a fault is classified from that record rather than from the
+//! wording of wasmtime's error.
+
+use std::time::Duration;
+
+use wasmtime::ResourceLimiter;
+
+/// Bounds every policy call runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest a single check (authenticate, publish, subscribe, delivery) may run.
+    pub deadline: Duration,
+    /// Longest instantiation plus `validate-settings` may run (large rule sets parse here).
+    pub setup_deadline: Duration,
+    /// Most linear memory one policy instance may grow to, in bytes.
+    pub memory: usize,
+}
+
+impl Default for Limits {
+    /// 10 ms per check, 5 s for setup, 64 MiB of memory.
+    fn default() -> Self {
+        Limits { deadline: Duration::from_millis(10), setup_deadline: Duration::from_secs(5), memory: 64 << 20 }
+    }
+}
+
+/// Most instances, tables and memories one store may hold: a component built by
+/// `wasm32-wasip2` needs a few of each; more would only serve to exhaust the host.
+const INSTANCES: usize = 4;
+const TABLES: usize = 8;
+const MEMORIES: usize = 2;
+
+/// The resource limiter of every policy store.
+///
+/// A refused growth traps instead of returning -1 to the guest: a Rust guest would abort on
+/// the failed allocation anyway, and a trap names the cause precisely.
+#[derive(Debug)]
+pub(crate) struct StoreLimiter {
+    memory: usize,
+    memory_refused: bool,
+}
+
+impl StoreLimiter {
+    pub(crate) fn new(memory: usize) -> StoreLimiter {
+        StoreLimiter { memory, memory_refused: false }
+    }
+
+    /// Whether a memory growth was refused (past the cap or the memory's own maximum) or
+    /// failed since the last [`StoreLimiter::reset`].
+    pub(crate) fn memory_refused(&self) -> bool {
+        self.memory_refused
+    }
+
+    /// Forgets earlier refusals, at the start of a call.
+    pub(crate) fn reset(&mut self) {
+        self.memory_refused = false;
+    }
+}
+
+impl ResourceLimiter for StoreLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory || maximum.is_some_and(|max| desired > max) {
+            self.memory_refused = true;
+            wasmtime::bail!("forcing trap when growing memory to {desired} bytes");
+        }
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_refused = true;
+        Err(error.context("forcing a memory growth failure to be a trap"))
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            wasmtime::bail!("forcing trap when growing table to {desired} elements");
+        }
+        Ok(true)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(error.context("forcing a table growth failure to be a trap"))
+    }
+
+    fn instances(&self) -> usize {
+        INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MEMORIES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_recorded_until_reset() {
+        let mut l = StoreLimiter::new(1 << 20);
+        assert!(l.memory_growing(0, 1 << 20, None).unwrap(), "up to the cap is allowed");
+        assert!(!l.memory_refused());
+        assert!(l.memory_growing(0, (1 << 20) + 1, None).is_err());
+        assert!(l.memory_refused());
+        l.reset();
+        assert!(l.memory_growing(0, 2 << 10, Some(1 << 10)).is_err(), "past the memory's own maximum");
+        assert!(l.memory_refused());
+        l.reset();
+        assert!(l.table_growing(0, 10, Some(5)).is_err());
+        assert!(!l.memory_refused(), "a table is not memory");
+    }
+}
