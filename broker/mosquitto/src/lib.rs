@@ -177,11 +177,18 @@ fn guarded(userdata: *mut c_void, on_panic: c_int, f: impl FnOnce(&mut Instance)
             on_panic
         }
     };
-    flush_monitor(instance);
     rc
 }
 
-fn flush_monitor(instance: &Instance) {
+/// Publishes the queued monitoring messages. Never called from an ACL check: Mosquitto
+/// checks the deliveries of plugin-published messages while it drains its queue of them, so
+/// publishing from there could feed that queue while it is being drained.
+fn flush_monitor(userdata: *mut c_void) {
+    if userdata.is_null() {
+        return;
+    }
+    // Safety: as in `guarded`; no other reference is alive once the callback body returned.
+    let instance = unsafe { &*userdata.cast::<Instance>() };
     for (topic, payload) in instance.worker.gateway().drain_monitor() {
         let (Ok(topic), Ok(len)) = (CString::new(topic), c_int::try_from(payload.len())) else { continue };
         unsafe {
@@ -199,7 +206,7 @@ fn flush_monitor(instance: &Instance) {
 }
 
 unsafe extern "C" fn on_basic_auth(_event: c_int, data: *mut c_void, userdata: *mut c_void) -> c_int {
-    guarded(userdata, err::AUTH, |inst| {
+    let rc = guarded(userdata, err::AUTH, |inst| {
         let evt = unsafe { &*data.cast::<EvtBasicAuth>() };
         let b = inst.broker;
         let client = evt.client;
@@ -228,7 +235,9 @@ unsafe extern "C" fn on_basic_auth(_event: c_int, data: *mut c_void, userdata: *
             }
         }
         mapping::connect_rc(&outcome)
-    })
+    });
+    flush_monitor(userdata);
+    rc
 }
 
 unsafe extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, userdata: *mut c_void) -> c_int {
@@ -264,25 +273,31 @@ unsafe extern "C" fn on_message(_event: c_int, data: *mut c_void, userdata: *mut
 }
 
 unsafe extern "C" fn on_disconnect(_event: c_int, data: *mut c_void, userdata: *mut c_void) -> c_int {
-    guarded(userdata, err::SUCCESS, |inst| {
+    let rc = guarded(userdata, err::SUCCESS, |inst| {
         let evt = unsafe { &*data.cast::<EvtDisconnect>() };
         inst.rewrites.forget(evt.client as usize);
         inst.worker.disconnect(&(evt.client as usize));
         err::SUCCESS
-    })
+    });
+    flush_monitor(userdata);
+    rc
 }
 
 unsafe extern "C" fn on_reload(_event: c_int, _data: *mut c_void, userdata: *mut c_void) -> c_int {
-    guarded(userdata, err::SUCCESS, |inst| {
+    let rc = guarded(userdata, err::SUCCESS, |inst| {
         inst.broker.log(ffi::log::NOTICE, "reload requested: re-reading every policy file");
         inst.worker.gateway().rescan();
         err::SUCCESS
-    })
+    });
+    flush_monitor(userdata);
+    rc
 }
 
 unsafe extern "C" fn on_tick(_event: c_int, _data: *mut c_void, userdata: *mut c_void) -> c_int {
-    guarded(userdata, err::SUCCESS, |inst| {
+    let rc = guarded(userdata, err::SUCCESS, |inst| {
         inst.worker.tick(Instant::now());
         err::SUCCESS
-    })
+    });
+    flush_monitor(userdata);
+    rc
 }

@@ -72,8 +72,9 @@ fn an_allowed_will_is_delivered_and_a_forbidden_one_is_refused_with_an_event() {
     assert_eq!(app.subscribe("devices/#", 1), 1);
 
     // The device's process dies: the socket closes without DISCONNECT and the broker sends the will.
-    let will = ["--will-topic", "devices/s1/status", "--will-qos", "1", "-t", "devices/s1/cmd/#"];
-    let mut s1 = sub(b.port, &[&["-i", "s1", "--will-payload", "offline"][..], &will[..]].concat());
+    let will = ["--will-topic", "devices/s1/status", "--will-qos", "1"];
+    let mut s1 =
+        sub(b.port, &[&["-i", "s1", "-t", "devices/s1/cmd/#", "--will-payload", "offline"][..], &will[..]].concat());
     accepted(&b, "s1");
     s1.kill().unwrap();
     let _ = s1.wait();
@@ -81,7 +82,8 @@ fn an_allowed_will_is_delivered_and_a_forbidden_one_is_refused_with_an_event() {
     assert_eq!(got, Some(("devices/s1/status".to_owned(), b"offline".to_vec(), false)), "{}", b.log());
 
     // Another device's will may not speak for s1.
-    let mut s2 = sub(b.port, &[&["-i", "s2", "--will-payload", "forged"][..], &will[..]].concat());
+    let mut s2 =
+        sub(b.port, &[&["-i", "s2", "-t", "devices/s2/cmd/#", "--will-payload", "forged"][..], &will[..]].concat());
     accepted(&b, "s2");
     s2.kill().unwrap();
     let _ = s2.wait();

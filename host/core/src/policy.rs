@@ -43,6 +43,9 @@ struct Session {
     revoked: Option<Denial>,
     /// Decisions the policy let the host reuse; emptied when the policy is replaced.
     cache: DecisionCache,
+    /// Whether the client is connected (counted in the tenant's connection count); a
+    /// persistent session whose client is away is not.
+    connected: bool,
 }
 
 /// A failed call: the denial to answer with.
@@ -141,6 +144,7 @@ impl Policy {
                         generation: self.generation,
                         revoked: None,
                         cache: DecisionCache::default(),
+                        connected: true,
                     },
                 );
                 self.tenant.connected();
@@ -171,10 +175,23 @@ impl Policy {
         self.check(session, delivery)
     }
 
+    /// Marks a session's client as connected or away (a persistent session outlives its
+    /// connection): only connected clients count in the tenant's connection count. The session
+    /// and its checks are otherwise unchanged.
+    pub fn set_connected(&mut self, session: SessionId, connected: bool) {
+        let Some(s) = self.sessions.get_mut(&session.0) else { return };
+        if s.connected != connected {
+            s.connected = connected;
+            if connected { self.tenant.connected() } else { self.tenant.disconnected() }
+        }
+    }
+
     /// The client is gone: the policy forgets the session. Unknown ids are ignored.
     pub fn end_session(&mut self, session: SessionId) {
         let Some(s) = self.sessions.remove(&session.0) else { return };
-        self.tenant.disconnected();
+        if s.connected {
+            self.tenant.disconnected();
+        }
         if s.generation == self.generation && self.live.is_some() {
             // A fault here has no decision to deny; the instance is discarded like any other fault.
             let _ = self.call(Action::Connect, None, |i| i.end_session(session.0));

@@ -48,6 +48,16 @@ impl Monitor {
         Ok(Monitor { topic: topic.to_owned(), tenants })
     }
 
+    /// Whether `topic` is the monitoring topic of some tenant: the gateway's own traffic.
+    pub fn is_monitor_topic(&self, topic: &str) -> bool {
+        match self.topic.split_once("{tenant}") {
+            Some((before, after)) => {
+                topic.len() > before.len() + after.len() && topic.starts_with(before) && topic.ends_with(after)
+            }
+            None => topic == self.topic,
+        }
+    }
+
     /// The topic for `tenant`, if this tenant publishes monitoring messages.
     pub fn topic_for(&self, tenant: &str) -> Option<String> {
         (self.tenants.is_empty() || self.tenants.iter().any(|t| t == tenant))

@@ -1,24 +1,48 @@
 //! Where a tenant's events go: JSON lines shared by all tenants, and the tenant's monitoring
 //! topic, whose messages wait in a [`MonitorQueue`] until the broker publishes them on its
 //! own thread.
+//!
+//! Events are bounded: at most [`MAX_EVENTS_PER_SECOND`] per tenant (the rest are counted and
+//! reported by one `suppressed` event), at most [`MAX_MONITOR_QUEUE`] monitoring messages
+//! waiting, and a refused delivery of a monitoring message never becomes a monitoring message
+//! itself (it would be delivered, refused and reported again, without end).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use mqtt_policy_host::events::{Event, EventSink};
+use mqtt_policy_host::events::{Action, Event, EventSink, Severity};
+
+use crate::config::Monitor;
+
+/// Most events one tenant emits per second; the rest are counted in a `suppressed` event.
+pub const MAX_EVENTS_PER_SECOND: u32 = 1000;
+
+/// Most monitoring messages waiting for the broker to publish them; later ones are dropped.
+pub const MAX_MONITOR_QUEUE: usize = 10_000;
 
 /// Monitoring messages (topic, JSON payload) waiting to be published by the broker.
 #[derive(Default)]
 pub struct MonitorQueue {
     items: Mutex<Vec<(String, String)>>,
     nonempty: AtomicBool,
+    dropped: AtomicU64,
 }
 
 impl MonitorQueue {
-    /// Queues one message.
+    /// Queues one message, unless [`MAX_MONITOR_QUEUE`] are already waiting.
     pub fn push(&self, topic: String, payload: String) {
-        self.items.lock().unwrap_or_else(|e| e.into_inner()).push((topic, payload));
+        let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
+        if items.len() >= MAX_MONITOR_QUEUE {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        items.push((topic, payload));
         self.nonempty.store(true, Ordering::Release);
+    }
+
+    /// Messages dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Takes everything queued (cheap when empty).
@@ -39,14 +63,48 @@ fn take_flag(flag: &AtomicBool) -> bool {
 /// Event sinks for one tenant: JSON lines, plus the monitoring topic if configured.
 pub struct TenantSink {
     /// Where JSON lines go (shared by all tenants).
-    pub lines: Option<Arc<dyn EventSink>>,
+    lines: Option<Arc<dyn EventSink>>,
     /// Monitoring topic of this tenant, with the queue the broker publishes from.
-    pub monitor: Option<(String, Arc<MonitorQueue>)>,
+    monitor: Option<(String, Arc<MonitorQueue>)>,
+    /// Which topics are monitoring topics (of any tenant).
+    monitors: Option<Monitor>,
+    /// (second of the current window, events emitted in it, events suppressed since the last report)
+    window: Mutex<(u64, u32, u64)>,
 }
 
-impl EventSink for TenantSink {
-    fn emit(&self, event: Event) {
-        if let Some((topic, queue)) = &self.monitor {
+impl TenantSink {
+    /// A sink writing to `lines` and, for a tenant that publishes monitoring messages, to
+    /// `monitor` (its topic and the queue); `monitors` names every monitoring topic.
+    pub fn new(
+        lines: Option<Arc<dyn EventSink>>,
+        monitor: Option<(String, Arc<MonitorQueue>)>,
+        monitors: Option<Monitor>,
+    ) -> TenantSink {
+        TenantSink { lines, monitor, monitors, window: Mutex::new((0, 0, 0)) }
+    }
+
+    /// Counts `event` against the per-second budget; returns whether it may be emitted, and
+    /// the number suppressed before it to report first.
+    fn admit(&self, event: &Event) -> (bool, u64) {
+        let second = event.time_ms / 1000;
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if w.0 != second {
+            *w = (second, 0, w.2);
+        }
+        if w.1 >= MAX_EVENTS_PER_SECOND {
+            w.2 += 1;
+            return (false, 0);
+        }
+        w.1 += 1;
+        (true, std::mem::take(&mut w.2))
+    }
+
+    fn write(&self, event: Event) {
+        let own_traffic = event.action == Action::Delivery
+            && event.topic.as_deref().is_some_and(|t| self.monitors.as_ref().is_some_and(|m| m.is_monitor_topic(t)));
+        if let Some((topic, queue)) = &self.monitor
+            && !own_traffic
+        {
             queue.push(topic.clone(), event.to_json());
         }
         if let Some(lines) = &self.lines {
@@ -55,10 +113,78 @@ impl EventSink for TenantSink {
     }
 }
 
+impl EventSink for TenantSink {
+    fn emit(&self, event: Event) {
+        let (admitted, suppressed) = self.admit(&event);
+        if suppressed > 0 {
+            let mut summary = Event::new(
+                &event.tenant,
+                Action::Log,
+                Severity::Warn,
+                "suppressed",
+                format!("{suppressed} events suppressed: more than {MAX_EVENTS_PER_SECOND} a second"),
+            );
+            summary.time_ms = event.time_ms;
+            self.write(summary);
+        }
+        if admitted {
+            self.write(event);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mqtt_policy_host::events::{Action, MemorySink, Severity};
+    use mqtt_policy_host::events::MemorySink;
+
+    #[test]
+    fn refused_deliveries_of_monitoring_messages_never_feed_the_monitor_topic() {
+        let lines = Arc::new(MemorySink::new());
+        let queue = Arc::new(MonitorQueue::default());
+        let monitors = Monitor::new("mon/{tenant}/events", vec![]).unwrap();
+        let sink =
+            TenantSink::new(Some(lines.clone()), Some(("mon/acme/events".into(), queue.clone())), Some(monitors));
+        let mut own = Event::new("acme", Action::Delivery, Severity::Warn, "deny", "unauthorized topic");
+        own.topic = Some("mon/globex/events".into());
+        sink.emit(own);
+        assert!(queue.drain().is_empty(), "a monitoring message's refusal is not published");
+        assert_eq!(lines.take().len(), 1, "but it is written");
+        let mut other = Event::new("acme", Action::Delivery, Severity::Warn, "deny", "unauthorized topic");
+        other.topic = Some("devices/d1/t".into());
+        sink.emit(other);
+        assert_eq!(queue.drain().len(), 1);
+    }
+
+    #[test]
+    fn a_flood_of_events_is_cut_at_the_budget_and_reported_once() {
+        let lines = Arc::new(MemorySink::new());
+        let sink = TenantSink::new(Some(lines.clone()), None, None);
+        let at = |ms: u64| {
+            let mut e = Event::new("acme", Action::Publish, Severity::Warn, "deny", "unauthorized topic");
+            e.time_ms = ms;
+            e
+        };
+        for i in 0..(MAX_EVENTS_PER_SECOND as u64 + 500) {
+            sink.emit(at(5_000 + i % 1000));
+        }
+        assert_eq!(lines.take().len(), MAX_EVENTS_PER_SECOND as usize);
+        sink.emit(at(6_000));
+        let next = lines.take();
+        assert_eq!(next.len(), 2, "the summary, then the event");
+        assert_eq!(next[0].outcome, "suppressed");
+        assert!(next[0].message.starts_with("500 events suppressed"), "{}", next[0].message);
+    }
+
+    #[test]
+    fn the_monitor_queue_is_bounded() {
+        let q = MonitorQueue::default();
+        for _ in 0..MAX_MONITOR_QUEUE + 3 {
+            q.push("m".into(), "{}".into());
+        }
+        assert_eq!(q.drain().len(), MAX_MONITOR_QUEUE);
+        assert_eq!(q.dropped(), 3);
+    }
 
     #[test]
     fn monitor_queue_drains_once() {
@@ -73,7 +199,7 @@ mod tests {
     fn a_tenant_sink_feeds_lines_and_its_monitor_topic() {
         let lines = Arc::new(MemorySink::new());
         let queue = Arc::new(MonitorQueue::default());
-        let sink = TenantSink { lines: Some(lines.clone()), monitor: Some(("m/acme".into(), queue.clone())) };
+        let sink = TenantSink::new(Some(lines.clone()), Some(("m/acme".into(), queue.clone())), None);
         sink.emit(Event::new("acme", Action::Connect, Severity::Info, "accept", "device d connected"));
         assert_eq!(lines.take().len(), 1);
         let queued = queue.drain();

@@ -53,7 +53,7 @@ impl Gateway {
         let queue = monitor.clone();
         let tenants = Arc::new(Tenants::new(Arc::new(move |name: &str| -> Arc<dyn EventSink> {
             let monitor = monitor_config.as_ref().and_then(|m| m.topic_for(name)).map(|t| (t, queue.clone()));
-            Arc::new(TenantSink { lines: lines.clone(), monitor })
+            Arc::new(TenantSink::new(lines.clone(), monitor, monitor_config.clone()))
         })));
         let only = match &config.tenant {
             TenantSource::Fixed(t) => Some(t.clone()),

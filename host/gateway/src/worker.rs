@@ -21,7 +21,7 @@ use crate::gateway::Gateway;
 use crate::tenancy::{TenantSource, check_name};
 use crate::types::{Access, Check, CheckOutcome, ConnectOutcome, Hello};
 
-/// What a worker holds for one connection.
+/// What a worker holds for one broker session.
 struct Session {
     tenant: String,
     /// The tenant's topic prefix, if prefixes are configured.
@@ -29,7 +29,30 @@ struct Session {
     /// `None` when the client was let through in fail-open mode: the broker's own rules apply.
     policy_session: Option<SessionId>,
     client_id: String,
+    /// The identity the policy admitted; a takeover of this session must prove the same one.
+    device_id: String,
+    /// Clean session 0 / clean start 0: the broker keeps the session after the connection.
+    persistent: bool,
+    state: Lifetime,
 }
+
+/// Where a session is in its life. The broker keeps asking about a session after its
+/// connection closed (its Last Will right after, messages queued for it while it is offline),
+/// so a closed connection does not end the session at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifetime {
+    /// Connected.
+    Online,
+    /// A persistent session whose client is away; queued messages are still checked.
+    Offline,
+    /// Over (clean session closed, or taken over): ended at the next connect or tick, once the
+    /// broker has sent its will and finished with it.
+    Ending,
+}
+
+/// Most offline persistent sessions a worker remembers; past it the oldest is ended (its queued
+/// messages are then refused), so clients cannot grow the broker without bound.
+pub const MAX_OFFLINE_SESSIONS: usize = 100_000;
 
 /// One thread's view of a gateway. `K` identifies a connection the way the broker does (a
 /// client pointer in Mosquitto, (tenant, client id) for a stateless HTTP protocol); `S` is the
@@ -41,6 +64,13 @@ pub struct Worker<K, S = FxBuildHasher> {
     latest: Arc<Latest>,
     policies: HashMap<String, Policy, FxBuildHasher>,
     sessions: HashMap<K, Session, S>,
+    /// The session holding each client id, to decide takeovers. Not per tenant: a broker's
+    /// client ids are one namespace, so a takeover can cross tenants.
+    by_client_id: HashMap<String, K>,
+    /// Sessions to end at the next connect or tick.
+    ending: Vec<K>,
+    /// Offline sessions, oldest first (entries of sessions that came back are skipped).
+    offline: std::collections::VecDeque<K>,
     /// The generation of `latest` this worker's policies are at.
     seen: u64,
 }
@@ -49,7 +79,16 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
     /// A worker with every policy the gateway has loaded so far.
     pub fn new(gateway: Arc<Gateway>) -> Worker<K, S> {
         let latest = gateway.latest().clone();
-        let mut w = Worker { gateway, latest, policies: HashMap::default(), sessions: HashMap::default(), seen: 0 };
+        let mut w = Worker {
+            gateway,
+            latest,
+            policies: HashMap::default(),
+            sessions: HashMap::default(),
+            by_client_id: HashMap::default(),
+            ending: Vec::new(),
+            offline: std::collections::VecDeque::new(),
+            seen: 0,
+        };
         w.sync();
         w
     }
@@ -66,15 +105,31 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         v
     }
 
-    /// Number of sessions held.
+    /// Number of sessions held (connected, offline persistent, and ending).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
 
+    /// Number of offline persistent sessions held.
+    pub fn offline_count(&self) -> usize {
+        self.sessions.values().filter(|s| s.state == Lifetime::Offline).count()
+    }
+
     /// Time-based work, called periodically by the broker: applies reloaded policies (for a
-    /// broker whose clients are quiet) and is where session expiry will run.
+    /// broker whose clients are quiet) and ends sessions whose broker session is over.
     pub fn tick(&mut self, _now: Instant) {
         self.sync();
+        self.end_pending();
+    }
+
+    /// Ends the sessions marked [`Lifetime::Ending`]. Not done in the disconnect itself: the
+    /// broker checks the Last Will (and a takeover's queued messages) after telling us.
+    fn end_pending(&mut self) {
+        for key in std::mem::take(&mut self.ending) {
+            if self.sessions.get(&key).is_some_and(|s| s.state == Lifetime::Ending) {
+                self.forget(&key);
+            }
+        }
     }
 
     /// Swaps in policies the watcher has published since the last call. Cheap when there are
@@ -140,6 +195,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
     /// connection object) loses it first.
     pub fn connect(&mut self, key: K, hello: &Hello<'_>) -> ConnectOutcome {
         self.sync();
+        self.end_pending();
         self.forget(&key);
         let reject = |this: &Self, tenant: &str, denial: Denial| {
             let mut e = Event::denial(tenant, Action::Connect, "reject", &denial);
@@ -172,8 +228,15 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                         format!("no policy is loaded for tenant {tenant}; fail_mode open defers to the broker"),
                     );
                     self.gateway.tenant(&tenant).events().emit(e);
-                    let session =
-                        Session { prefix, tenant, policy_session: None, client_id: hello.client_id.to_owned() };
+                    let session = Session {
+                        prefix,
+                        tenant,
+                        policy_session: None,
+                        client_id: hello.client_id.to_owned(),
+                        device_id: String::new(),
+                        persistent: !hello.clean_start,
+                        state: Lifetime::Online,
+                    };
                     self.sessions.insert(key, session);
                     ConnectOutcome::Defer
                 }
@@ -213,11 +276,56 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                 e.client_id = Some(hello.client_id.to_owned());
                 e.device_id = Some(info.device_id.clone());
                 e.policy = Some(policy.module().short_digest().to_owned());
+                let owner = hello.client_id.to_owned();
+                if let Some(held) = self.by_client_id.get(&owner).and_then(|k| self.sessions.get(k))
+                    && (held.tenant != tenant || held.device_id != info.device_id)
+                {
+                    // The broker would hand this connection the session (subscriptions, queued
+                    // messages) of another identity, or close that identity's connection.
+                    let denial = Denial {
+                        reason: ReasonCode::ClientIdentifierNotValid,
+                        message: format!(
+                            "client identifier {} belongs to the session of another device ({}); {} may not take it over",
+                            hello.client_id, held.device_id, info.device_id
+                        ),
+                        disconnect: true,
+                    };
+                    policy.end_session(session);
+                    return reject(self, &tenant, denial);
+                }
                 policy.tenant().events().emit(e);
+                if let Some(old) = self.by_client_id.get(&owner).cloned()
+                    && let Some(s) = self.sessions.get_mut(&old)
+                {
+                    // The same identity takes its session over: the broker sends the old one's
+                    // will, moves its queue to the new connection and drops it.
+                    if s.state == Lifetime::Online {
+                        let mut e = Event::new(
+                            &s.tenant,
+                            Action::Connect,
+                            Severity::Info,
+                            "takeover",
+                            "connection closed on new connection: the same device connected again",
+                        );
+                        e.client_id = Some(s.client_id.clone());
+                        e.device_id = Some(s.device_id.clone());
+                        self.gateway.tenant(&s.tenant).events().emit(e);
+                    }
+                    s.state = Lifetime::Ending;
+                    self.ending.push(old);
+                }
                 let username = (!info.device_id.is_empty()).then(|| info.device_id.clone());
-                let session =
-                    Session { prefix, tenant, policy_session: Some(session), client_id: hello.client_id.to_owned() };
-                self.sessions.insert(key, session);
+                let session = Session {
+                    prefix,
+                    tenant,
+                    policy_session: Some(session),
+                    client_id: hello.client_id.to_owned(),
+                    device_id: info.device_id.clone(),
+                    persistent: !hello.clean_start,
+                    state: Lifetime::Online,
+                };
+                self.sessions.insert(key.clone(), session);
+                self.by_client_id.insert(owner, key);
                 ConnectOutcome::Accept { username }
             }
             // The policy already emitted the reject event.
@@ -321,23 +429,51 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         }
     }
 
-    /// The client's network connection closed: emits `disconnect` and ends its session.
+    /// The client's network connection closed: emits `disconnect`. A persistent session stays
+    /// (offline) for the messages the broker queues for it; a clean one ends at the next
+    /// connect or tick, after the broker has checked its Last Will.
     pub fn disconnect(&mut self, key: &K) {
         self.sync();
-        if let Some(c) = self.sessions.get(key) {
-            let mut e = Event::new(&c.tenant, Action::Connect, Severity::Info, "disconnect", "client disconnected");
-            e.client_id = Some(c.client_id.clone());
-            if let (Some(session), Some(p)) = (c.policy_session, self.policies.get(&c.tenant)) {
-                e.device_id = p.session_info(session).map(|i| i.device_id.clone());
-            }
-            self.gateway.tenant(&c.tenant).events().emit(e);
+        let Some(c) = self.sessions.get_mut(key) else { return };
+        if c.state != Lifetime::Online {
+            return;
         }
-        self.forget(key);
+        let mut e = Event::new(&c.tenant, Action::Connect, Severity::Info, "disconnect", "client disconnected");
+        e.client_id = Some(c.client_id.clone());
+        e.device_id = (!c.device_id.is_empty()).then(|| c.device_id.clone());
+        self.gateway.tenant(&c.tenant).events().emit(e);
+        if c.persistent {
+            c.state = Lifetime::Offline;
+            if let (Some(session), Some(p)) = (c.policy_session, self.policies.get_mut(&c.tenant)) {
+                p.set_connected(session, false);
+            }
+            self.offline.push_back(key.clone());
+            self.bound_offline();
+        } else {
+            c.state = Lifetime::Ending;
+            self.ending.push(key.clone());
+        }
+    }
+
+    /// Keeps at most [`MAX_OFFLINE_SESSIONS`] offline sessions, ending the oldest.
+    fn bound_offline(&mut self) {
+        if self.offline.len() <= MAX_OFFLINE_SESSIONS {
+            return;
+        }
+        self.offline.retain(|k| self.sessions.get(k).is_some_and(|s| s.state == Lifetime::Offline));
+        while self.offline.len() > MAX_OFFLINE_SESSIONS {
+            if let Some(k) = self.offline.pop_front() {
+                self.forget(&k);
+            }
+        }
     }
 
     /// Ends the session of `key`, if any.
     fn forget(&mut self, key: &K) {
         if let Some(c) = self.sessions.remove(key) {
+            if self.by_client_id.get(&c.client_id) == Some(key) {
+                self.by_client_id.remove(&c.client_id);
+            }
             if let (Some(session), Some(p)) = (c.policy_session, self.policies.get_mut(&c.tenant)) {
                 p.end_session(session);
             }
