@@ -74,9 +74,18 @@ pub trait Policy: Sized + 'static {
     /// Checks a subscription.
     fn authorize_subscribe(&self, session: &mut Self::Session, subscribe: &Subscribe) -> SubscribeDecision;
 
-    /// Checks a delivery to a subscriber. Defaults to allow: the subscription was checked.
-    fn authorize_delivery(&self, _session: &mut Self::Session, _delivery: &Delivery) -> DeliveryDecision {
-        DeliveryDecision::Allow
+    /// Checks a delivery to a subscriber. Defaults to allowing it only while the session may
+    /// subscribe to the topic itself (`authorize_subscribe` with the topic as filter, QoS 0), so a
+    /// reload that takes a right away stops deliveries on subscriptions made before.
+    fn authorize_delivery(&self, session: &mut Self::Session, delivery: &Delivery) -> DeliveryDecision {
+        // A subscription granted under earlier rules (before a reload, or in a session the
+        // client took over) must not keep receiving what the current rules refuse.
+        let subscribe = Subscribe { filter: delivery.topic.clone(), qos: 0 };
+        match self.authorize_subscribe(session, &subscribe) {
+            SubscribeDecision::Grant(_) => DeliveryDecision::Allow,
+            SubscribeDecision::Deny(d) => DeliveryDecision::Deny(d),
+            SubscribeDecision::Defer => DeliveryDecision::Defer,
+        }
     }
 
     /// The client disconnected.

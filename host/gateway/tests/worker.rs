@@ -111,6 +111,9 @@ fn connect_publish_subscribe_and_delivery_through_hub_rules() {
     assert_eq!(denied(w.check(&2, &check(Access::Publish, "devices/d1/temp", 0))), ReasonCode::NotAuthorized);
 
     w.disconnect(&1);
+    // The broker checks the Last Will after the disconnect: the clean session ends at the next tick.
+    assert_eq!(w.check(&1, &check(Access::Publish, "devices/d1/will", 1)), CheckOutcome::Allow);
+    w.tick(Instant::now());
     assert_eq!(w.session_count(), 0);
     assert_eq!(denied(w.check(&1, &check(Access::Publish, "devices/d1/temp", 0))), ReasonCode::NotAuthorized);
 
@@ -356,4 +359,64 @@ fn events_reach_the_monitor_topic_of_the_tenants_that_asked() {
     assert_eq!(queued[0].0, "mon/acme");
     assert!(queued[0].1.contains("\"accept\""), "{}", queued[0].1);
     assert!(gateway.drain_monitor().is_empty());
+}
+
+/// Devices and one application, identity from the user name (so a client id can be presented
+/// by anyone, and only the gateway stands between it and another identity's session).
+const BY_USERNAME: &str = r#"
+[identity]
+from = "username"
+
+[[device]]
+id = "s1"
+[[device]]
+id = "s2"
+
+[[rule]]
+effect = "allow"
+actions = ["publish", "subscribe"]
+topics = ["devices/${device.id}/#"]
+"#;
+
+fn persistent<'a>(client_id: &'a str, user: &'a str) -> Hello<'a> {
+    Hello { username: Some(user), clean_start: false, ..Hello::new(client_id) }
+}
+
+#[test]
+fn a_persistent_session_stays_offline_for_its_queue_and_only_its_identity_takes_it_over() {
+    let dir = Dir::new("sessions");
+    dir.deploy("acme", &hub_policy(BY_USERNAME, &[]));
+    let (gateway, events) = start(&dir.0, TenantSource::fixed("acme").unwrap(), |_| {});
+    let mut w: Worker<u32> = Worker::new(gateway.clone());
+    accepted(w.connect(1, &persistent("station-1", "s1")));
+    assert_eq!(gateway.tenant("acme").connection_count(), 1);
+    w.disconnect(&1);
+    w.tick(Instant::now());
+    assert_eq!((w.session_count(), w.offline_count()), (1, 1), "kept offline");
+    assert_eq!(gateway.tenant("acme").connection_count(), 0, "an offline session is not a connection");
+    // A message queued for the offline session is checked against it.
+    assert_eq!(w.check(&1, &check(Access::Delivery, "devices/s1/cmd", 1)), CheckOutcome::Allow);
+    assert_eq!(denied(w.check(&1, &check(Access::Delivery, "devices/s2/cmd", 1))), ReasonCode::NotAuthorized);
+
+    // Another identity presenting the client id is refused before the broker hands it the session.
+    match w.connect(2, &persistent("station-1", "s2")) {
+        ConnectOutcome::Reject(d) => {
+            assert_eq!(d.reason, ReasonCode::ClientIdentifierNotValid);
+            assert!(d.message.contains("another device (s1)"), "{}", d.message);
+        }
+        other => panic!("takeover admitted: {other:?}"),
+    }
+    assert_eq!(w.session_count(), 1);
+    // The owner comes back on a new connection; the old session ends once the broker moved it.
+    accepted(w.connect(3, &persistent("station-1", "s1")));
+    assert_eq!(w.check(&3, &check(Access::Delivery, "devices/s1/cmd", 1)), CheckOutcome::Allow);
+    w.tick(Instant::now());
+    assert_eq!((w.session_count(), w.offline_count()), (1, 0));
+    assert_eq!(gateway.tenant("acme").connection_count(), 1);
+
+    // Connected, then taken over by itself from a new connection: a `takeover` event.
+    accepted(w.connect(4, &persistent("station-1", "s1")));
+    let seen = outcomes(&events);
+    assert!(seen.iter().any(|(_, o)| *o == "takeover"), "{seen:?}");
+    assert!(seen.iter().any(|(_, o)| *o == "reject"), "{seen:?}");
 }

@@ -528,10 +528,38 @@ impl Hub {
         if let Some(denial) = self.state_denial() {
             return DeliveryDecision::Deny(denial);
         }
+        if !self.may_subscribe_to(s, &d.topic) {
+            // The subscription was granted under rules that no longer allow it (a reload), or
+            // came with a session taken over from elsewhere.
+            return DeliveryDecision::Deny(deny(
+                ReasonCode::NotAuthorized,
+                format!("subscription no longer authorized for topic {}", d.topic),
+            ));
+        }
         if self.has_delivery_rules && !self.permitted(&self.delivery, s, &d.topic) {
             return DeliveryDecision::Deny(deny(ReasonCode::NotAuthorized, format!("unauthorized topic {}", d.topic)));
         }
         DeliveryDecision::Allow
+    }
+
+    /// Whether the session may currently subscribe to a filter matching `topic_name`: an
+    /// applicable subscribe allow rule matches it and no applicable subscribe deny rule does.
+    fn may_subscribe_to(&self, s: &Session, topic_name: &str) -> bool {
+        let mut allowed = false;
+        for (template, rule) in &self.subscribe {
+            let rule_ref = &self.rules[*rule];
+            if !rule_ref.applies(s) {
+                continue;
+            }
+            let Some(filter) = template.expand(s) else { continue };
+            if topic::matches(&filter, topic_name) {
+                match rule_ref.effect {
+                    Effect::Deny => return false,
+                    Effect::Allow => allowed = true,
+                }
+            }
+        }
+        allowed
     }
 
     /// An applicable allow rule matches and no applicable deny rule does.

@@ -175,10 +175,15 @@ fn topic_rules_with_placeholders_and_deny_precedence() {
     assert!(matches!(sub("devices/d1/#"), SubscribeDecision::Deny(_)), "overlaps the denied secret tree");
     assert!(matches!(sub("devices/+/x"), SubscribeDecision::Deny(_)));
     assert!(matches!(sub(""), SubscribeDecision::Deny(d) if d.message == "empty topics are not authorized"));
-    assert!(matches!(
-        hub.authorize_delivery(&s, &Delivery { topic: "x".into(), qos: 0, retain: false, payload_size: 0 }),
-        DeliveryDecision::Allow
-    ));
+    // A delivery is allowed only while the receiver may subscribe to its topic.
+    let deliver =
+        |t: &str| hub.authorize_delivery(&s, &Delivery { topic: t.into(), qos: 1, retain: false, payload_size: 0 });
+    assert!(matches!(deliver("devices/d1/commands/reboot"), DeliveryDecision::Allow));
+    match deliver("x") {
+        DeliveryDecision::Deny(d) => assert_eq!(d.message, "subscription no longer authorized for topic x"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(deliver("devices/d1/secret/k"), DeliveryDecision::Deny(_)), "a deny rule wins");
 }
 
 #[test]
@@ -318,6 +323,10 @@ type = "camera"
 id = "lamp"
 type = "light"
 groups = ["hall"]
+[[rule]]
+effect = "allow"
+actions = ["subscribe"]
+topics = ["broadcast/#", "hall/#"]
 [[rule]]
 effect = "allow"
 actions = ["delivery"]
