@@ -16,8 +16,16 @@
 
 #![deny(missing_docs)]
 
-// Layers, each using only those above it: limits, hex, wasm, types/cert, events, tenant →
-// bindings → engine → fault, convert → module → instance → cache, check → policy.
+// Each module uses only modules of the lines before its own (no cycle):
+//   hex, limits, wasm        leaves
+//   cert, types, events, tenant, error, embedded, cache
+//   bindings                 the WIT world and the store state
+//   engine                   wasmtime, the linker, compilation (knows no policy)
+//   convert, fault           WIT <-> domain types; what a failed call was
+//   module                   a loaded, validated policy (and the `Engine::load_*` shorthands)
+//   instance                 a live store and the calls into it
+//   check                    publish, subscribe and delivery described once each
+//   policy                   sessions, the one check path, faults as denials, hot replacement
 mod bindings;
 mod cache;
 pub mod cert;
