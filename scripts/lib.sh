@@ -14,14 +14,14 @@ have_mosquitto() {
 }
 
 # What the measuring scripts (bench-broker.sh, soak.sh) need: Mosquitto, then release builds of the
-# plugin, the mqtt-policy CLI and mqtt-loadgen.
+# plugin, the mqtt-policy CLI, mqtt-loadgen and the broker harness's mqtt-testbroker.
 prepare_release_tools() {
   if ! have_mosquitto; then
     echo "==> installing Mosquitto from Debian's packages"
     apt_install mosquitto
   fi
   rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
-  echo "==> building the plugin, the mqtt-policy CLI and mqtt-loadgen (release)"
+  echo "==> building the plugin, the mqtt-policy CLI, mqtt-loadgen and mqtt-testbroker (release)"
   cargo build --locked --quiet --release -p mqtt-policy-mosquitto --lib
-  cargo build --locked --quiet --release -p mqtt-policy-cli -p mqtt-loadgen --bins
+  cargo build --locked --quiet --release -p mqtt-policy-cli -p mqtt-loadgen -p mqtt-policy-testkit --bins
 }

@@ -9,7 +9,6 @@ worst publish-to-delivery latency (an upper bound on any single check's time).
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench_broker import ROOT, free_port, rss_kib, rules, stop_broker, write_section
+from harness import ROOT, Broker, rss_kib, rules, write_section
 
 
 def deploy(dir: Path, tenant: str, data: bytes) -> None:
@@ -41,8 +40,6 @@ def main() -> int:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mqtt-policy-soak-"))
-    pdir = work / "policies"
-    pdir.mkdir()
     devices = args.publishers
     v1_rules = rules(devices)
     v2_rules = v1_rules.replace(
@@ -54,28 +51,16 @@ def main() -> int:
                        check=True, stdout=subprocess.DEVNULL)
         versions.append((work / f"{name}.wasm").read_bytes())
     corrupt = versions[0][: len(versions[0]) // 2]
-    deploy(pdir, "soak", versions[0])
-
-    port = free_port()
-    events = work / "events.jsonl"
-    conf = work / "mosquitto.conf"
-    conf.write_text(
-        ("user root\n" if os.geteuid() == 0 else "") + f"listener {port} 127.0.0.1\nallow_anonymous false\npersistence false\nset_tcp_nodelay true\n"
-        f"max_queued_messages 1000000\nlog_dest stderr\nlog_type error\nlog_type warning\n"
-        f"plugin {args.plugin}\nplugin_opt_policy_dir {pdir}\nplugin_opt_tenant soak\nplugin_opt_events {events}\n")
-    log = work / "broker.log"
-    broker = subprocess.Popen([args.mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log.open("wb"))
-    time.sleep(1)
-    if broker.poll() is not None:
-        print(log.read_text(), file=sys.stderr)
-        return 2
+    broker = Broker(work / "broker", args.mosquitto, plugin=args.plugin, policies={"soak": work / "v1.wasm"},
+                    options={"tenant": "soak"})
+    pdir, events = broker.policy_dir, broker.events
 
     seconds = int(args.minutes * 60)
     print(f"==> soak for {seconds} s: {args.publishers} publishers x {args.rate} msg/s QoS 1 -> "
           f"{args.subscribers} subscribers; policy replaced every {args.replace_every} s (every 5th file corrupt)",
           flush=True)
     load = subprocess.Popen(
-        [args.loadgen, "--port", str(port), "--publishers", str(args.publishers), "--subscribers", str(args.subscribers),
+        [args.loadgen, "--port", str(broker.port), "--publishers", str(args.publishers), "--subscribers", str(args.subscribers),
          "--qos", "1", "--rate", str(args.rate), "--duration", str(seconds), "--devices", str(devices),
          "--drain-ms", "10000", "--json", "--verify"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -98,7 +83,7 @@ def main() -> int:
     def sampler() -> None:
         t0 = time.monotonic()
         while not stop.wait(10):
-            if broker.poll() is None:
+            if broker.alive():
                 rss.append((time.monotonic() - t0, rss_kib(broker.pid)))
                 if len(rss) % 6 == 0:
                     print(f"    {rss[-1][0]:.0f} s: broker RSS {rss[-1][1] / 1024:.1f} MiB, "
@@ -111,10 +96,10 @@ def main() -> int:
     stop.set()
     for t in threads:
         t.join()
-    alive = broker.poll() is None
+    alive = broker.alive()
     end_rss = rss_kib(broker.pid) if alive else 0
     time.sleep(0.5)  # the plugin writes the last disconnect events
-    stop_broker(broker)
+    broker.stop()
 
     evs = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
     count = lambda outcome: sum(1 for e in evs if e.get("outcome") == outcome)

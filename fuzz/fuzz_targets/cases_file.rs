@@ -2,9 +2,9 @@
 //! arbitrary UTF-8: it loads or returns an error naming the file; it never panics.
 //!
 //! The module is compiled into this target by path rather than through the
-//! `mqtt-policy-cli` crate: that crate depends on `guest-artifacts`, whose build script
-//! builds every wasm guest with the current toolchain, and the nightly toolchain this runs
-//! on need not have the `wasm32-wasip2` target. `load` takes a path, so each input is
+//! `mqtt-policy-cli` crate: that crate's build script builds the hub-rules policy it embeds
+//! to wasm with the current toolchain, and the nightly toolchain this runs on need not have
+//! the `wasm32-wasip2` target. `load` takes a path, so each input is
 //! written to a file first.
 #![no_main]
 

@@ -14,6 +14,12 @@
 //!   is within itself;
 //! - a `TopicTrie` (with a `${v}` placeholder) reports exactly the inserted filters that
 //!   match, after substituting the placeholder's value, and `any_match` agrees.
+//!
+//! The reference below is deliberately a second, independent implementation: written from the
+//! specification, simple rather than fast, and never calling or copying `mqtt_policy_guest::topic`.
+//! Differential fuzzing finds bugs only where two implementations disagree, so deriving it from
+//! the SDK would compare the SDK with itself. It is the oracle of this target and nothing else:
+//! every program of the workspace (policies, the host, `mqtt-loadgen`) uses the SDK's module.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -70,7 +76,7 @@ fn join(levels: &[Level], max: usize) -> String {
     levels.iter().take(max).map(Level::text).collect::<Vec<_>>().join("/")
 }
 
-// ---- The reference ------------------------------------------------------------------------
+// ---- The reference (independent of the SDK on purpose, see the top of the file) -----------
 
 fn ref_common(s: &str) -> Result<(), TopicError> {
     if s.is_empty() {

@@ -22,6 +22,7 @@
 //! }
 //! export_policy!(Hello);
 //! ```
+#![deny(missing_docs)]
 
 pub mod collections;
 pub mod host;

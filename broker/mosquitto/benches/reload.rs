@@ -4,9 +4,7 @@
 //!
 //! `cargo bench -p mqtt-policy-mosquitto --bench reload`
 
-#[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
-mod support;
+use mqtt_policy_testkit as support;
 
 use std::time::{Duration, Instant};
 

@@ -2,8 +2,7 @@
 //! example hubs, scripted devices against it, and each outcome printed with the reason code
 //! the client saw and the event the plugin wrote. Run by `scripts/demo.sh`.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use mqtt_policy_testkit as support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! or invalid topics in PUBLISH, QoS 3, over-long topics, `$SYS`. Each is refused (by Mosquitto's
 //! parser or by the policy, with the right code and event) and the broker keeps serving.
 
-mod support;
+use mqtt_policy_testkit as support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

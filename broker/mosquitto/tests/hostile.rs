@@ -2,7 +2,7 @@
 //! inadmissible decisions are denied (fail closed) with an event while another tenant's clients
 //! keep publishing; bad files on reload leave the last good policy answering.
 
-mod support;
+use mqtt_policy_testkit as support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

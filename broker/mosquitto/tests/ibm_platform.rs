@@ -1,7 +1,7 @@
 //! The IBM-style example on a listener shared by organizations (tenant from the client id),
 //! over the wire: what is allowed arrives, what is refused never does.
 
-mod support;
+use mqtt_policy_testkit as support;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Events published by the broker to a monitoring topic, IBM style, read with mosquitto_sub.
 
-mod support;
+use mqtt_policy_testkit as support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

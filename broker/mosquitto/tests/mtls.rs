@@ -2,7 +2,7 @@
 //! the plugin from the TLS session (`mosquitto_client_certificate`), verified against the CA
 //! embedded in the tenant's policy.
 
-mod support;
+use mqtt_policy_testkit as support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Hot reload under traffic: a new policy answers within a second, nobody is disconnected,
 //! no allowed QoS 1 message is lost, and a corrupt file changes nothing but an event.
 
-mod support;
+use mqtt_policy_testkit as support;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,7 +2,7 @@
 //! queued for offline persistent sessions (also across a restart with persistence), session
 //! takeover, revocation of existing subscriptions, and a monitoring topic that cannot feed itself.
 
-mod support;
+use mqtt_policy_testkit as support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! The shared-hub example enforced by a real Mosquitto, over the wire, for v5 and v3.1.1.
 
-mod support;
+use mqtt_policy_testkit as support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Two tenants on one broker stay apart: on a shared listener (tenant from the client id,
 //! each with its own topic space) and on listeners bound to one tenant each.
 
-mod support;
+use mqtt_policy_testkit as support;
 
 use std::time::Duration;
 

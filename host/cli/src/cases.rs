@@ -1,7 +1,9 @@
 //! The cases file of `mqtt-policy test`: a table of connects and checks with the
 //! decisions expected of a policy.
 
+use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
 
 use serde::Deserialize;
 
@@ -64,30 +66,101 @@ fn one() -> u32 {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ConnectSpec {
+    /// Client identifier.
     pub client_id: String,
+    /// User name.
     pub username: Option<String>,
+    /// Password.
     pub password: Option<String>,
+    /// Clean start / clean session (default true).
     pub clean_start: Option<bool>,
+    /// Keep-alive in seconds (default 60).
     pub keep_alive: Option<u16>,
-    /// "3.1", "3.1.1" or "5".
-    pub protocol: Option<String>,
+    /// "3.1", "3.1.1" or "5" (default).
+    pub protocol: Option<ProtocolVersion>,
+    /// Whether the connection is over TLS (default: when a certificate is given).
     pub tls: Option<bool>,
+    /// Peer address (default `127.0.0.1:0`).
     pub peer: Option<String>,
+    /// The client certificate, as the host would have parsed it.
     pub certificate: Option<CertificateSpec>,
+}
+
+/// An MQTT protocol version by the name cases files and `mqtt-policy eval --protocol` use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub enum ProtocolVersion {
+    /// `3.1`.
+    Mqtt31,
+    /// `3.1.1`.
+    Mqtt311,
+    /// `5`, the default.
+    #[default]
+    Mqtt5,
+}
+
+impl ProtocolVersion {
+    const NAMES: [(&'static str, ProtocolVersion); 3] =
+        [("3.1", ProtocolVersion::Mqtt31), ("3.1.1", ProtocolVersion::Mqtt311), ("5", ProtocolVersion::Mqtt5)];
+}
+
+impl FromStr for ProtocolVersion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        ProtocolVersion::NAMES
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| format!("`{s}` is not one of 3.1, 3.1.1, 5"))
+    }
+}
+
+impl TryFrom<String> for ProtocolVersion {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for ProtocolVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, _) = ProtocolVersion::NAMES.iter().find(|(_, v)| v == self).expect("every version has a name");
+        f.write_str(name)
+    }
+}
+
+impl From<ProtocolVersion> for mqtt_policy_host::Protocol {
+    fn from(v: ProtocolVersion) -> Self {
+        match v {
+            ProtocolVersion::Mqtt31 => mqtt_policy_host::Protocol::Mqtt31,
+            ProtocolVersion::Mqtt311 => mqtt_policy_host::Protocol::Mqtt311,
+            ProtocolVersion::Mqtt5 => mqtt_policy_host::Protocol::Mqtt5,
+        }
+    }
 }
 
 /// A client certificate as the host would have parsed it.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CertificateSpec {
+    /// Subject common name.
     pub subject_cn: Option<String>,
+    /// Subject (default `CN=` the common name).
     pub subject: Option<String>,
+    /// Issuer.
     pub issuer: Option<String>,
+    /// Serial number (default `01`).
     pub serial: Option<String>,
+    /// Start of validity, seconds since the epoch (default 0).
     pub not_before: Option<i64>,
+    /// End of validity, seconds since the epoch (default 2038).
     pub not_after: Option<i64>,
+    /// DNS subject alternative names.
     #[serde(default)]
     pub dns_names: Vec<String>,
+    /// URI subject alternative names.
     #[serde(default)]
     pub uris: Vec<String>,
     /// Name of the tenant CA that verified it; absent: verified by none.
@@ -98,11 +171,15 @@ pub struct CertificateSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PublishSpec {
+    /// Topic name.
     pub topic: String,
+    /// QoS (default 0).
     #[serde(default)]
     pub qos: u8,
+    /// Retain flag (default false).
     #[serde(default)]
     pub retain: bool,
+    /// Payload size in bytes (default 0).
     #[serde(default)]
     pub payload_size: u32,
 }
@@ -111,7 +188,9 @@ pub struct PublishSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SubscribeSpec {
+    /// Topic filter.
     pub filter: String,
+    /// Requested QoS (default 0).
     #[serde(default)]
     pub qos: u8,
 }
@@ -180,11 +259,6 @@ impl Case {
         }
         if self.repeat == 0 {
             return Err("field `repeat`: must be at least 1".to_owned());
-        }
-        if let Some(p) = &self.connect.protocol
-            && !["3.1", "3.1.1", "5"].contains(&p.as_str())
-        {
-            return Err(format!("field `connect.protocol`: `{p}` is not one of 3.1, 3.1.1, 5"));
         }
         Ok(())
     }

@@ -2,9 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
+use hub_rules::config::CaConfig;
 use mqtt_policy_host::cert::TenantCa;
 use mqtt_policy_host::embedded::{self, EmbeddedCa};
 use mqtt_policy_host::{Engine, Limits, PolicyModule};
+use serde::Deserialize;
 
 /// Builds `rules` into a policy: the generic policy with the rules and the PEM of every
 /// `[[ca]]` embedded, validated by the policy's own `validate-settings` before anything is
@@ -18,29 +20,36 @@ pub fn build(rules_path: &Path, generic: &[u8], limits: Limits) -> Result<(Polic
     Ok((module, bytes))
 }
 
+/// The `[[ca]]` entries of a rules document, read with the policy's own definition of an
+/// entry; the rest of the document is the policy's to validate.
+#[derive(Deserialize)]
+struct CaEntries {
+    #[serde(default)]
+    ca: Vec<CaConfig>,
+}
+
 /// The `[[ca]]` entries' PEM, read from `file` (relative to the rules) or `pem`, each
-/// checked to be a CA certificate. A document that is not valid TOML yields no CAs here:
-/// the policy's own validation reports where it is broken.
+/// checked to be a CA certificate. A document whose TOML or `[[ca]]` entries do not parse
+/// yields no CAs here: the policy's own validation reports where it is broken.
 fn collect_cas(rules_path: &Path, text: &str) -> Result<Vec<EmbeddedCa>, String> {
-    let Ok(doc) = text.parse::<toml::Table>() else { return Ok(Vec::new()) };
-    let Some(list) = doc.get("ca").and_then(|c| c.as_array()) else { return Ok(Vec::new()) };
+    let Ok(CaEntries { ca: entries }) = toml::from_str(text) else { return Ok(Vec::new()) };
     let base = rules_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let mut cas = Vec::new();
-    for (i, entry) in list.iter().enumerate() {
-        let name = entry.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+    for (i, entry) in entries.iter().enumerate() {
+        let name = entry.name.get_ref();
         let field = |f: &str| format!("{}: ca[{i}].{f} (CA `{name}`)", rules_path.display());
-        let pem = match (entry.get("file").and_then(|f| f.as_str()), entry.get("pem").and_then(|p| p.as_str())) {
+        let (pem, source) = match (&entry.file, &entry.pem) {
             (Some(file), _) => {
                 let path = base.join(file);
-                std::fs::read_to_string(&path)
-                    .map_err(|e| format!("{}: cannot read {}: {e}", field("file"), path.display()))?
+                let pem = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: cannot read {}: {e}", field("file"), path.display()))?;
+                (pem, "file")
             }
-            (None, Some(pem)) => pem.to_owned(),
+            (None, Some(pem)) => (pem.clone(), "pem"),
             (None, None) => continue,
         };
-        TenantCa::from_pem(name, &pem)
-            .map_err(|e| format!("{}: {e}", field(if entry.get("file").is_some() { "file" } else { "pem" })))?;
-        cas.push(EmbeddedCa { name: name.to_owned(), pem });
+        TenantCa::from_pem(name, &pem).map_err(|e| format!("{}: {e}", field(source)))?;
+        cas.push(EmbeddedCa { name: name.clone(), pem });
     }
     Ok(cas)
 }

@@ -33,7 +33,7 @@ enum Command {
         policy: Option<PathBuf>,
         /// Memory cap for validating the rules, in MiB (large registries need more; the broker
         /// loading the policy needs at least as much).
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = default_memory_mib())]
         memory_mib: usize,
     },
     /// Load a policy, validate its settings, and describe it.
@@ -63,11 +63,16 @@ struct PolicyArgs {
     #[arg(long)]
     settings: Option<PathBuf>,
     /// Per-check deadline in milliseconds.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = Limits::default().deadline.as_millis() as u64)]
     deadline_ms: u64,
     /// Memory cap per policy instance, in MiB.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = default_memory_mib())]
     memory_mib: usize,
+}
+
+/// The host's default memory cap in MiB: the defaults live in `Limits::default()` only.
+fn default_memory_mib() -> usize {
+    Limits::default().memory >> 20
 }
 
 #[derive(Args)]
@@ -87,8 +92,8 @@ struct EvalArgs {
     #[arg(long)]
     password: Option<String>,
     /// Protocol version: 3.1, 3.1.1 or 5.
-    #[arg(long, default_value = "5")]
-    protocol: String,
+    #[arg(long, default_value_t)]
+    protocol: cases::ProtocolVersion,
     /// Connect without clean session / clean start.
     #[arg(long)]
     no_clean_start: bool,
@@ -161,7 +166,7 @@ fn load(args: &PolicyArgs) -> Result<PolicyModule, BadInput> {
 fn build(rules: &Path, output: &Path, policy: Option<&Path>, memory_mib: usize) -> Result<ExitCode, BadInput> {
     let generic = match policy {
         Some(p) => std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?,
-        None => guest_artifacts::HUB_RULES_WASM.to_vec(),
+        None => mqtt_policy_cli::HUB_RULES_WASM.to_vec(),
     };
     let limits = Limits { memory: memory_mib << 20, ..Limits::default() };
     let (module, bytes) = compile::build(rules, &generic, limits).map_err(|e| {
@@ -215,9 +220,6 @@ fn print_settings(module: &PolicyModule) {
 
 fn eval(args: &EvalArgs) -> Result<ExitCode, BadInput> {
     let module = load(&args.policy)?;
-    if !["3.1", "3.1.1", "5"].contains(&args.protocol.as_str()) {
-        return Err(BadInput(format!("--protocol: `{}` is not one of 3.1, 3.1.1, 5", args.protocol)));
-    }
     let events = Arc::new(MemorySink::new());
     let mut policy = module.instantiate(Tenant::with_events(&args.tenant, events.clone()));
     let spec = cases::ConnectSpec {
@@ -225,7 +227,7 @@ fn eval(args: &EvalArgs) -> Result<ExitCode, BadInput> {
         username: args.username.clone(),
         password: args.password.clone(),
         clean_start: Some(!args.no_clean_start),
-        protocol: Some(args.protocol.clone()),
+        protocol: Some(args.protocol),
         tls: Some(args.tls || args.cert.is_some()),
         ..Default::default()
     };

@@ -61,11 +61,7 @@ pub fn connect(tenant: &str, spec: &ConnectSpec) -> Connect {
     c.password = spec.password.as_ref().map(|p| p.as_bytes().to_vec());
     c.clean_start = spec.clean_start.unwrap_or(true);
     c.keep_alive = spec.keep_alive.unwrap_or(60);
-    c.protocol = match spec.protocol.as_deref() {
-        Some("3.1") => Protocol::Mqtt31,
-        Some("3.1.1") => Protocol::Mqtt311,
-        _ => Protocol::Mqtt5,
-    };
+    c.protocol = spec.protocol.unwrap_or_default().into();
     c.certificate = spec.certificate.as_ref().map(certificate);
     c.tls = spec.tls.unwrap_or(c.certificate.is_some());
     if let Some(p) = &spec.peer {

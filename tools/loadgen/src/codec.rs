@@ -441,47 +441,6 @@ fn decode_body(first: u8, body: &[u8]) -> Result<Packet<'_>, CodecError> {
     Ok(packet)
 }
 
-/// Whether `topic` matches the subscription `filter` (MQTT 3.1.1 §4.7).
-///
-/// The load generator uses this to know which published messages each subscriber should get,
-/// so completeness is checked against what the filter really selects.
-pub fn topic_matches(filter: &str, topic: &str) -> bool {
-    // §4.7.2: wildcards at the first level do not match topics starting with '$'.
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
-/// Checks a subscription filter's syntax: `#` only as the last whole level, `+` only as a whole
-/// level, non-empty.
-pub fn valid_filter(filter: &str) -> bool {
-    if filter.is_empty() || filter.len() > u16::MAX as usize || filter.contains('\0') {
-        return false;
-    }
-    let levels: Vec<&str> = filter.split('/').collect();
-    levels.iter().enumerate().all(|(i, l)| match *l {
-        "#" => i == levels.len() - 1,
-        "+" => true,
-        l => !l.contains('#') && !l.contains('+'),
-    })
-}
-
-/// Checks a topic name: non-empty, no wildcards, no U+0000.
-pub fn valid_topic(topic: &str) -> bool {
-    !topic.is_empty() && topic.len() <= u16::MAX as usize && !topic.contains(['#', '+', '\0'])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,34 +568,5 @@ mod tests {
         let bad = Packet::Subscribe { packet_id: 0, filters: vec![("t", 0)] };
         assert!(bad.encode(&mut buf).is_err());
         assert!(buf.is_empty(), "a refused packet writes nothing");
-    }
-
-    #[test]
-    fn topic_matching_follows_the_spec() {
-        assert!(topic_matches("devices/+/telemetry", "devices/dev-1/telemetry"));
-        assert!(!topic_matches("devices/+/telemetry", "devices/dev-1/status"));
-        assert!(!topic_matches("devices/+/telemetry", "devices/dev-1/telemetry/x"));
-        assert!(topic_matches("devices/#", "devices"));
-        assert!(topic_matches("devices/#", "devices/a/b"));
-        assert!(topic_matches("#", "a/b"));
-        assert!(!topic_matches("#", "$SYS/x"));
-        assert!(!topic_matches("+/x", "$SYS/x"));
-        assert!(topic_matches("$SYS/#", "$SYS/x"));
-        assert!(topic_matches("+/+", "/x"));
-        assert!(!topic_matches("a/b", "a/b/"));
-        assert!(topic_matches("a/+", "a/"));
-    }
-
-    #[test]
-    fn filter_and_topic_validation() {
-        assert!(valid_filter("devices/+/telemetry"));
-        assert!(valid_filter("#"));
-        assert!(valid_filter("a/#"));
-        assert!(!valid_filter("a/#/b"));
-        assert!(!valid_filter("a+/b"));
-        assert!(!valid_filter(""));
-        assert!(valid_topic("devices/dev-1/telemetry"));
-        assert!(!valid_topic("devices/+/telemetry"));
-        assert!(!valid_topic(""));
     }
 }

@@ -3,6 +3,7 @@
 //! It speaks the protocol itself ([`codec`]) rather than through a client library so that the
 //! client stays cheap next to the broker it measures on a small machine. [`run::run`] performs
 //! one run and returns a [`report::Summary`]; the binary is a thin wrapper around it.
+#![deny(missing_docs)]
 
 pub mod codec;
 pub mod report;

@@ -18,7 +18,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until, timeout};
 
-use crate::codec::{self, Packet, connack_reason, decode, topic_matches};
+use mqtt_policy_guest::topic;
+
+use crate::codec::{Packet, connack_reason, decode};
 use crate::report::{Histogram, Latency, Summary};
 
 /// Longest publish phase (warm-up included) a run may have, whatever the options say.
@@ -192,9 +194,14 @@ impl Plan {
             }
         };
         ensure!(o.drain_ms <= MAX_DRAIN_MS, "--drain-ms must be at most {MAX_DRAIN_MS}");
+        if let Err(e) = topic::validate_topic_filter(&o.subscribe_filter) {
+            bail!("--subscribe-filter {:?} is not a valid filter: {e}", o.subscribe_filter);
+        }
+        // The broker hands each message of a shared subscription to one member of the group,
+        // so "every subscriber gets every matching message" holds only for a group of one.
         ensure!(
-            codec::valid_filter(&o.subscribe_filter),
-            "--subscribe-filter {:?} is not a valid filter",
+            topic::split_shared(&o.subscribe_filter).is_none() || o.subscribers <= 1,
+            "--subscribe-filter {:?} is a shared subscription: use at most one subscriber",
             o.subscribe_filter
         );
         let devices = o.devices.unwrap_or(o.publishers);
@@ -209,10 +216,10 @@ impl Plan {
             let end = (u64::from(i + 1) * u64::from(devices) / u64::from(o.publishers)) as u32;
             let topics: Vec<String> =
                 (first..end).map(|n| o.topic_pattern.replace("{device}", &format!("dev-{n}"))).collect();
-            if let Some(bad) = topics.iter().find(|t| !codec::valid_topic(t)) {
-                bail!("--topic-pattern gives {bad:?}, which is not a valid topic name");
+            if let Some((bad, e)) = topics.iter().find_map(|t| topic::validate_topic_name(t).err().map(|e| (t, e))) {
+                bail!("--topic-pattern gives {bad:?}, which is not a valid topic name: {e}");
             }
-            let matched = topics.iter().map(|t| topic_matches(&o.subscribe_filter, t)).collect();
+            let matched = topics.iter().map(|t| topic::matches(&o.subscribe_filter, t)).collect();
             let client_id = match &o.client_id_prefix {
                 Some(p) => format!("{p}pub-{i}"),
                 None => format!("dev-{first}"),
@@ -916,6 +923,7 @@ mod tests {
             &["x", "--subscribe-filter", "a/#/b"],
             &["x", "--topic-pattern", "devices/+/{device}"],
             &["x", "--drain-ms", "60001"],
+            &["x", "--subscribers", "2", "--subscribe-filter", "$share/g/devices/+/telemetry"],
         ] {
             let o = Options::parse_from(args);
             assert!(Plan::new(&o).is_err(), "{args:?}");
@@ -935,6 +943,14 @@ mod tests {
         assert_eq!(p.expected(2), 1);
         assert_eq!(p.expected(10), 3);
         assert!(p.is_expected(5, 10) && !p.is_expected(4, 10) && !p.is_expected(13, 10));
+    }
+
+    #[test]
+    fn a_shared_subscription_expects_what_its_filter_matches() {
+        let shared = ["x", "--devices", "4", "--subscribe-filter", "$share/g/devices/dev-1/#"];
+        let plan = Plan::new(&Options::parse_from(shared)).unwrap();
+        assert_eq!(plan.publishers[0].matched, [false, true, false, false]);
+        assert_eq!(plan.publishers[0].expected(10), 3);
     }
 
     #[test]

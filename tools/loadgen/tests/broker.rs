@@ -1,120 +1,39 @@
 //! Runs the load generator against a real Mosquitto broker on loopback.
 //!
-//! Each test starts its own broker on a free port with a generated config, so tests can run
-//! in parallel and never touch a broker someone else is running.
+//! Each test starts its own broker on a free port with a generated config (the workspace's
+//! harness, `mqtt-policy-testkit`), so tests can run in parallel and never touch a broker
+//! someone else is running.
 
-use std::fs::{self, File};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use mqtt_loadgen::{Options, Summary, run_blocking};
+use mqtt_policy_testkit::Broker;
 
-/// A running broker, killed when dropped so a failing test does not leave it behind.
-struct Broker {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-    log: PathBuf,
+/// A bare broker from the workspace harness. Mosquitto's default max_queued_messages (1000)
+/// drops QoS 1 messages for a subscriber that falls behind; these tests check the load
+/// generator's counting, not that limit.
+fn start() -> Broker {
+    start_with("max_queued_messages 0\n")
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Keep the config and log of a failed test for a look; clean up after a passing one.
-        if !std::thread::panicking() {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
+fn start_with(extra_config: &str) -> Broker {
+    Broker::start_bare("loadgen", extra_config).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-fn mosquitto_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("MOSQUITTO") {
-        return p.into();
-    }
-    let default = Path::new("/usr/sbin/mosquitto");
-    assert!(
-        default.exists(),
-        "these tests need the mosquitto broker: `apt-get install mosquitto` (or set MOSQUITTO=/path/to/mosquitto)"
-    );
-    default.into()
-}
-
-impl Broker {
-    fn start() -> Broker {
-        // Mosquitto's default max_queued_messages (1000) drops QoS 1 messages for a subscriber
-        // that falls behind; these tests check the load generator's counting, not that limit.
-        Broker::start_with("max_queued_messages 0\n")
-    }
-
-    fn start_with(extra_config: &str) -> Broker {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "loadgen-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        fs::create_dir_all(&dir).unwrap();
-        // The port is free now; another process could take it before mosquitto binds, which the
-        // startup check below would report as a broker that exited.
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let conf = dir.join("mosquitto.conf");
-        // set_tcp_nodelay: without it Nagle's algorithm on the broker side adds ~40 ms to
-        // deliveries of small messages, which would make the latency figures meaningless.
-        fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n{extra_config}"),
-        )
-        .unwrap();
-        let log = dir.join("mosquitto.log");
-        let out = File::create(&log).unwrap();
-        let child = Command::new(mosquitto_binary())
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start mosquitto");
-        let mut broker = Broker { child, port, dir, log };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return broker;
-            }
-            if let Some(status) = broker.child.try_wait().unwrap() {
-                panic!("mosquitto exited with {status}:\n{}", broker.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {port} within 10 s:\n{}",
-                broker.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn run(&self, args: &[&str]) -> Summary {
-        let port = self.port.to_string();
-        let mut argv = vec!["mqtt-loadgen", "--port", &port];
-        argv.extend_from_slice(args);
-        let opts = Options::parse_from(argv);
-        run_blocking(&opts).unwrap_or_else(|e| panic!("run {args:?} failed: {e:#}\nbroker log:\n{}", self.log_text()))
-    }
+fn run(broker: &Broker, args: &[&str]) -> Summary {
+    let port = broker.port.to_string();
+    let mut argv = vec!["mqtt-loadgen", "--port", &port];
+    argv.extend_from_slice(args);
+    let opts = Options::parse_from(argv);
+    run_blocking(&opts).unwrap_or_else(|e| panic!("run {args:?} failed: {e:#}\nbroker log:\n{}", broker.log()))
 }
 
 #[test]
 fn qos1_delivers_every_message_to_every_subscriber() {
-    let broker = Broker::start();
-    let s = broker.run(&["--publishers", "2", "--subscribers", "2", "--messages", "500", "--qos", "1"]);
+    let broker = start();
+    let s = run(&broker, &["--publishers", "2", "--subscribers", "2", "--messages", "500", "--qos", "1"]);
     assert_eq!(s.sent, 1000);
     assert_eq!(s.acked, 1000);
     assert_eq!(s.expected, 2000);
@@ -129,8 +48,8 @@ fn qos1_delivers_every_message_to_every_subscriber() {
 
 #[test]
 fn qos0_small_run_loses_nothing_on_loopback() {
-    let broker = Broker::start();
-    let s = broker.run(&["--publishers", "2", "--subscribers", "2", "--messages", "100", "--qos", "0"]);
+    let broker = start();
+    let s = run(&broker, &["--publishers", "2", "--subscribers", "2", "--messages", "100", "--qos", "0"]);
     assert_eq!((s.sent, s.acked, s.expected), (200, 0, 400));
     assert_eq!((s.delivered, s.missing, s.duplicates), (400, 0, 0), "{s}");
     assert!(s.complete());
@@ -138,33 +57,37 @@ fn qos0_small_run_loses_nothing_on_loopback() {
 
 #[test]
 fn expected_deliveries_follow_the_subscription_filter() {
-    let broker = Broker::start();
+    let broker = start();
     // 2 publishers over 4 devices: publisher 0 cycles dev-0, dev-1; only dev-0 matches, so
     // half of publisher 0's messages and none of publisher 1's are expected.
-    let s = broker.run(&[
-        "--publishers",
-        "2",
-        "--devices",
-        "4",
-        "--subscribers",
-        "1",
-        "--messages",
-        "50",
-        "--qos",
-        "1",
-        "--subscribe-filter",
-        "devices/dev-0/#",
-        "--client-id-prefix",
-        "filter-test-",
-    ]);
+    let s = run(
+        &broker,
+        &[
+            "--publishers",
+            "2",
+            "--devices",
+            "4",
+            "--subscribers",
+            "1",
+            "--messages",
+            "50",
+            "--qos",
+            "1",
+            "--subscribe-filter",
+            "devices/dev-0/#",
+            "--client-id-prefix",
+            "filter-test-",
+        ],
+    );
     assert_eq!((s.sent, s.expected, s.delivered, s.missing), (100, 25, 25, 0), "{s}");
 }
 
 #[test]
 fn duration_mode_with_rate_limit_stops_on_time() {
-    let broker = Broker::start();
+    let broker = start();
     let started = Instant::now();
-    let s = broker.run(&["--publishers", "2", "--subscribers", "1", "--duration", "1", "--rate", "200", "--qos", "0"]);
+    let s =
+        run(&broker, &["--publishers", "2", "--subscribers", "1", "--duration", "1", "--rate", "200", "--qos", "0"]);
     // 2 publishers × 200 msg/s × 1 s, give or take the pacing at the edges.
     assert!((360..=410).contains(&s.sent), "{s}");
     assert_eq!(s.missing, 0, "{s}");
@@ -173,7 +96,7 @@ fn duration_mode_with_rate_limit_stops_on_time() {
 
 #[test]
 fn binary_prints_json_and_verifies() {
-    let broker = Broker::start();
+    let broker = start();
     let out = Command::new(env!("CARGO_BIN_EXE_mqtt-loadgen"))
         .args(["--port", &broker.port.to_string(), "--publishers", "2", "--subscribers", "1"])
         .args(["--messages", "100", "--qos", "1", "--json", "--verify"])
@@ -192,7 +115,7 @@ fn binary_prints_json_and_verifies() {
 fn messages_the_broker_drops_are_reported_missing_and_fail_verify() {
     // A tiny per-client queue makes the broker drop QoS 1 messages for a subscriber that cannot
     // keep up with 2 publishers sending as fast as their windows allow.
-    let broker = Broker::start_with("max_queued_messages 5\nmax_inflight_messages 5\n");
+    let broker = start_with("max_queued_messages 5\nmax_inflight_messages 5\n");
     let out = Command::new(env!("CARGO_BIN_EXE_mqtt-loadgen"))
         .args(["--port", &broker.port.to_string(), "--publishers", "2", "--subscribers", "1"])
         .args(["--messages", "5000", "--qos", "1", "--drain-ms", "300", "--json", "--verify"])
@@ -203,7 +126,7 @@ fn messages_the_broker_drops_are_reported_missing_and_fail_verify() {
     assert_eq!(v["sent"], 10000);
     let (expected, delivered, missing) =
         (v["expected"].as_u64().unwrap(), v["delivered"].as_u64().unwrap(), v["missing"].as_u64().unwrap());
-    assert!(missing > 0, "the broker was expected to drop messages: {v}\n{}", broker.log_text());
+    assert!(missing > 0, "the broker was expected to drop messages: {v}\n{}", broker.log());
     assert_eq!(delivered - v["duplicates"].as_u64().unwrap() + missing, expected, "{v}");
     assert_eq!(out.status.code(), Some(1), "--verify fails on missing messages");
 }
@@ -218,8 +141,7 @@ fn binary_refuses_non_loopback_hosts_before_connecting() {
 
 #[test]
 fn unreachable_broker_is_an_error_not_a_hang() {
-    // A port nobody listens on (bound then released).
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = mqtt_policy_testkit::free_port();
     let opts = Options::parse_from(["mqtt-loadgen", "--port", &port.to_string()]);
     let started = Instant::now();
     let err = run_blocking(&opts).unwrap_err();

@@ -9,16 +9,20 @@ use rcgen::{
 pub struct Ca {
     params: CertificateParams,
     key: KeyPair,
+    /// Its self-signed certificate (PEM).
     pub pem: String,
 }
 
 /// A certificate and its private key, as PEM.
 pub struct Issued {
+    /// The certificate.
     pub cert: String,
+    /// Its private key.
     pub key: String,
 }
 
 impl Ca {
+    /// A new self-signed CA named `cn`.
     pub fn new(cn: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name = DistinguishedName::new();

@@ -1,19 +1,38 @@
-//! A real Mosquitto started on a free loopback port with the plugin, and real clients.
-#![allow(dead_code)]
+//! The one broker harness of the workspace: a real Mosquitto (Debian's) started on free loopback
+//! ports with a generated `mosquitto.conf`, with the mqtt-policy plugin or bare, waited for until
+//! it listens, and stopped. The plugin's end-to-end tests, its demo example and reload bench, the
+//! load generator's tests and, through the `mqtt-testbroker` binary, the measuring scripts all
+//! start their brokers here.
+//!
+//! With the `plugin` feature it also has real MQTT clients ([`client`], rumqttc v5 and v3.1.1),
+//! test CAs and certificates ([`pki`], rcgen) and [`hub_policy`], which builds a hub-rules policy
+//! as `mqtt-policy build` does.
+#![deny(missing_docs)]
 
+#[cfg(feature = "plugin")]
 pub mod client;
+#[cfg(feature = "plugin")]
 pub mod pki;
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use mqtt_policy_host::embedded::{self, EmbeddedCa};
 
-/// The plugin library cargo built next to this test binary.
+/// What every generated `mosquitto.conf` starts with. `user root`: a broker started as root
+/// stays root, so it can read the files the harness wrote; `set_tcp_nodelay`: without it
+/// Nagle's algorithm adds ~40 ms to deliveries of small messages.
+const BASE_CONF: &str =
+    "user root\nmax_queued_messages 1000000\npersistence false\nset_tcp_nodelay true\nlog_dest stderr\n";
+
+/// The log levels of a generated configuration: [`Broker::sighup`] waits for an
+/// information-level line.
+const LOG_CONF: &str = "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n";
+
+/// The plugin library cargo built next to this test (or example, bench, harness) binary.
 pub fn plugin_path() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let deps = exe.parent().expect("deps dir");
@@ -26,8 +45,11 @@ pub fn plugin_path() -> PathBuf {
     panic!("libmqtt_policy_mosquitto.so not found next to {}", exe.display());
 }
 
-/// The Debian broker binary.
+/// The broker binary: `$MOSQUITTO`, else Debian's.
 pub fn mosquitto_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MOSQUITTO") {
+        return p.into();
+    }
     for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"] {
         if Path::new(p).exists() {
             return p.into();
@@ -42,7 +64,9 @@ pub fn free_port() -> u16 {
 }
 
 /// Builds a hub-rules policy for `rules` (TOML) with `cas` embedded, as `mqtt-policy build` does.
+#[cfg(feature = "plugin")]
 pub fn hub_policy(rules: &str, cas: &[(&str, &str)]) -> Vec<u8> {
+    use mqtt_policy_host::embedded::{self, EmbeddedCa};
     let cas: Vec<EmbeddedCa> =
         cas.iter().map(|(n, p)| EmbeddedCa { name: n.to_string(), pem: p.to_string() }).collect();
     embedded::embed_all(guest_artifacts::HUB_RULES_WASM, rules, &cas).expect("embedding rules")
@@ -55,17 +79,24 @@ pub fn deploy(dir: &Path, tenant: &str, bytes: &[u8]) {
     std::fs::rename(&tmp, dir.join(format!("{tenant}.wasm"))).unwrap();
 }
 
-/// A running broker; killed when dropped.
+/// A running broker; killed when dropped (its directory removed unless a test panicked or
+/// the caller chose it).
 pub struct Broker {
+    /// The first listener's port.
     pub port: u16,
+    /// The TLS listener's port, when there is one.
     pub tls_port: Option<u16>,
     /// Every listener port, in configuration order.
     pub ports: Vec<u16>,
+    /// The broker's directory: `mosquitto.conf`, `mosquitto.log`, the policies, the events.
     pub dir: PathBuf,
+    /// The plugin's policy directory.
     pub policy_dir: PathBuf,
+    /// The plugin's events file (JSON lines).
     pub events: PathBuf,
     child: Child,
     log: PathBuf,
+    keep: bool,
     conf: PathBuf,
 }
 
@@ -83,6 +114,7 @@ pub struct Setup {
 }
 
 impl Setup {
+    /// One tenant for every client of the listener, with its policy.
     pub fn tenant(name: &str, policy: Vec<u8>) -> Setup {
         Setup {
             options: vec![("tenant".into(), name.into())],
@@ -98,6 +130,7 @@ impl Setup {
         self
     }
 
+    /// With one more `plugin_opt_KEY VALUE` line.
     pub fn option(mut self, key: &str, value: &str) -> Setup {
         self.options.push((key.into(), value.into()));
         self
@@ -117,7 +150,26 @@ fn temp_dir(tag: &str) -> PathBuf {
 impl Broker {
     /// Starts Mosquitto with the plugin and `setup`, and waits until it accepts connections.
     pub fn start(tag: &str, setup: Setup) -> Result<Broker> {
-        let dir = temp_dir(tag);
+        Broker::start_in(temp_dir(tag), false, &mosquitto_bin(), Some(&plugin_path()), &setup, "")
+    }
+
+    /// Starts a bare Mosquitto (no plugin, anonymous clients allowed) with `extra_conf` lines
+    /// at the end of its configuration, and waits until it accepts connections.
+    pub fn start_bare(tag: &str, extra_conf: &str) -> Result<Broker> {
+        Broker::start_in(temp_dir(tag), false, &mosquitto_bin(), None, &Setup::default(), extra_conf)
+    }
+
+    /// Starts `mosquitto` in `dir` (created; kept afterwards when `keep`): with `plugin`, as
+    /// [`Broker::start`] does; without, as [`Broker::start_bare`] does. `extra_conf` lines end
+    /// the configuration.
+    pub fn start_in(
+        dir: PathBuf,
+        keep: bool,
+        mosquitto: &Path,
+        plugin: Option<&Path>,
+        setup: &Setup,
+        extra_conf: &str,
+    ) -> Result<Broker> {
         let policy_dir = dir.join("policies");
         std::fs::create_dir_all(&policy_dir)?;
         for (tenant, bytes) in &setup.policies {
@@ -125,15 +177,13 @@ impl Broker {
         }
         let events = dir.join("events.jsonl");
         let port = free_port();
-        let persistence = if setup.persistence {
-            format!("persistence true\npersistence_location {}/\n", dir.display())
+        let base = if setup.persistence {
+            BASE_CONF
+                .replace("persistence false\n", &format!("persistence true\npersistence_location {}/\n", dir.display()))
         } else {
-            "persistence false\n".to_owned()
+            BASE_CONF.to_owned()
         };
-        let mut conf = format!(
-            "user root\nmax_queued_messages 1000000\nper_listener_settings false\nallow_anonymous false\n{persistence}log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
-             listener {port} 127.0.0.1\n"
-        );
+        let mut conf = format!("{base}{LOG_CONF}per_listener_settings false\nlistener {port} 127.0.0.1\n");
         let mut tls_port = None;
         if let Some((ca, cert, key)) = &setup.tls {
             let p = free_port();
@@ -148,13 +198,23 @@ impl Broker {
             );
             tls_port = Some(p);
         }
-        conf += &format!("plugin {}\n", plugin_path().display());
-        conf += &format!("plugin_opt_policy_dir {}\nplugin_opt_events {}\n", policy_dir.display(), events.display());
-        for (k, v) in &setup.options {
-            conf += &format!("plugin_opt_{k} {v}\n");
+        match plugin {
+            Some(plugin) => {
+                conf += &format!("allow_anonymous false\nplugin {}\n", plugin.display());
+                conf += &format!(
+                    "plugin_opt_policy_dir {}\nplugin_opt_events {}\n",
+                    policy_dir.display(),
+                    events.display()
+                );
+                for (k, v) in &setup.options {
+                    conf += &format!("plugin_opt_{k} {v}\n");
+                }
+            }
+            None => conf += "allow_anonymous true\n",
         }
+        conf += extra_conf;
         let ports = std::iter::once(port).chain(tls_port).collect();
-        Broker::launch(dir, policy_dir, events, ports, conf)
+        Broker::launch(mosquitto, dir, keep, policy_dir, events, ports, conf)
     }
 
     /// Starts Mosquitto with a whole configuration of the caller's, made by `conf` from the
@@ -174,26 +234,32 @@ impl Broker {
         }
         let events = dir.join("events.jsonl");
         let ports: Vec<u16> = (0..listeners).map(|_| free_port()).collect();
-        let text = format!(
-            "user root\nmax_queued_messages 1000000\npersistence false\nlog_dest stderr\n{}",
-            conf(&plugin_path(), &policy_dir, &events, &ports)
-        );
-        Broker::launch(dir, policy_dir, events, ports, text)
+        let text = format!("{BASE_CONF}{}", conf(&plugin_path(), &policy_dir, &events, &ports));
+        Broker::launch(&mosquitto_bin(), dir, false, policy_dir, events, ports, text)
     }
 
-    fn launch(dir: PathBuf, policy_dir: PathBuf, events: PathBuf, ports: Vec<u16>, conf: String) -> Result<Broker> {
+    fn launch(
+        mosquitto: &Path,
+        dir: PathBuf,
+        keep: bool,
+        policy_dir: PathBuf,
+        events: PathBuf,
+        ports: Vec<u16>,
+        conf: String,
+    ) -> Result<Broker> {
         let conf_path = dir.join("mosquitto.conf");
         std::fs::write(&conf_path, &conf)?;
         let log = dir.join("mosquitto.log");
-        let child = Command::new(mosquitto_bin())
+        let child = Command::new(mosquitto)
             .arg("-c")
             .arg(&conf_path)
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting mosquitto")?;
         let (port, tls_port) = (ports[0], ports.get(1).copied());
-        let mut broker = Broker { port, tls_port, ports, dir, policy_dir, events, child, log, conf: conf_path };
+        let mut broker = Broker { port, tls_port, ports, dir, policy_dir, events, child, log, keep, conf: conf_path };
         broker.wait_ready()?;
         Ok(broker)
     }
@@ -255,12 +321,37 @@ impl Broker {
             assert!(Instant::now() < deadline, "mosquitto never logged that it is running:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(10));
         }
-        unsafe { libc_kill(self.child.id() as i32, 1) };
+        self.signal(1);
+    }
+
+    /// The broker's process id (for CPU and memory figures).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the broker as an operator would (SIGTERM), killing it if it has not exited within
+    /// 10 s; returns how it exited.
+    pub fn stop(mut self) -> Result<ExitStatus> {
+        self.signal(15);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child.kill()?;
+        Ok(self.child.wait()?)
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of a child this value owns and has not reaped yet.
+        unsafe { libc_kill(self.child.id() as i32, sig) };
     }
 
     /// Sends SIGTERM and waits up to `wait` for the broker to exit; true if it did.
     pub fn terminate(&mut self, wait: Duration) -> bool {
-        unsafe { libc_kill(self.child.id() as i32, 15) };
+        self.signal(15);
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             if self.child.try_wait().ok().flatten().is_some() {
@@ -304,7 +395,8 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if !std::thread::panicking() {
+        // Keep the configuration and log of a failed test for a look.
+        if !self.keep && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

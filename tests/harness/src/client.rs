@@ -10,45 +10,76 @@ use rumqttc::{QoS, TlsConfiguration, Transport};
 /// Protocol version of a test client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
+    /// MQTT 5.0.
     V5,
+    /// MQTT 3.1.1.
     V311,
 }
 
 /// What a client saw, with numeric codes as on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {
+    /// CONNACK with its code, or a refused connection's code.
     ConnAck(u8),
-    PubAck { pkid: u16, code: Option<u8> },
+    /// PUBACK (or PUBREC) of a packet id, with its reason code (none on v3.1.1).
+    PubAck {
+        /// The packet id.
+        pkid: u16,
+        /// The reason code (v5 only).
+        code: Option<u8>,
+    },
+    /// SUBACK with the code of each filter.
     SubAck(Vec<u8>),
-    Publish { topic: String, payload: Vec<u8>, qos: u8, retain: bool },
+    /// A delivered message.
+    Publish {
+        /// Its topic.
+        topic: String,
+        /// Its payload.
+        payload: Vec<u8>,
+        /// Its QoS.
+        qos: u8,
+        /// Its retain flag.
+        retain: bool,
+    },
+    /// DISCONNECT from the server with its reason code.
     Disconnect(u8),
+    /// The connection ended, with the client library's words.
     Closed(String),
 }
 
 /// How to connect.
 #[derive(Clone)]
 pub struct Opts {
+    /// Broker port on 127.0.0.1.
     pub port: u16,
+    /// Protocol version.
     pub proto: Proto,
+    /// Client identifier.
     pub client_id: String,
+    /// User name and password.
     pub credentials: Option<(String, String)>,
+    /// Clean start (v5) / clean session (v3.1.1).
     pub clean: bool,
     /// (CA PEM, client cert PEM, client key PEM)
     pub tls: Option<(String, String, String)>,
 }
 
 impl Opts {
+    /// A plain client: clean start, no credentials, no TLS.
     pub fn new(port: u16, proto: Proto, client_id: &str) -> Opts {
         Opts { port, proto, client_id: client_id.into(), credentials: None, clean: true, tls: None }
     }
+    /// With clean start (session) set to `clean`.
     pub fn clean(mut self, clean: bool) -> Opts {
         self.clean = clean;
         self
     }
+    /// With a user name and password.
     pub fn user(mut self, user: &str, password: &str) -> Opts {
         self.credentials = Some((user.into(), password.into()));
         self
     }
+    /// Over TLS to `port`, trusting `ca`, presenting `cert` with `key` (all PEM).
     pub fn tls(mut self, port: u16, ca: &str, cert: &str, key: &str) -> Opts {
         self.port = port;
         self.tls = Some((ca.into(), cert.into(), key.into()));
@@ -67,6 +98,7 @@ pub struct Mqtt {
     rx: Receiver<Seen>,
     /// Packets read but not yet asked for.
     backlog: Vec<Seen>,
+    /// The protocol version it speaks.
     pub proto: Proto,
 }
 
