@@ -3,6 +3,8 @@
 //! new rules. Alternates between two versions, so every iteration is a real change.
 //!
 //! `cargo bench -p mqtt-policy-mosquitto --bench reload`
+// criterion_group! defines an undocumented public function.
+#![allow(missing_docs)]
 
 use mqtt_policy_testkit as support;
 

@@ -3,6 +3,8 @@
 //! and the time to load a 100,000-device rules document.
 //!
 //! `cargo bench -p mqtt-policy-host --bench hub_rules`
+// criterion_group! defines an undocumented public function.
+#![allow(missing_docs)]
 
 use std::hint::black_box;
 use std::time::Duration;
