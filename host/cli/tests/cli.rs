@@ -139,7 +139,7 @@ fn check_describes_the_policy() {
     let o = run(&["check", guest_artifacts::HELLO, "--settings", &hello_settings()]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    assert!(out.contains("world:    mqtt-policy:policy@0.1.0"), "{out}");
+    assert!(out.contains("world:    mqtt-policy:policy@0.2.0"), "{out}");
     assert!(out.contains("digest:   sha256:"), "{out}");
     assert!(out.contains("rules:    max-payload = 4096"), "{out}");
 }

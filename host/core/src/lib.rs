@@ -34,4 +34,4 @@ pub use tenant::Tenant;
 pub use types::*;
 
 /// The WIT package and version this host speaks.
-pub const WORLD: &str = "mqtt-policy:policy@0.1.0";
+pub const WORLD: &str = "mqtt-policy:policy@0.2.0";
