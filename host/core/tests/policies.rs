@@ -317,6 +317,9 @@ const CACHE_RULES: &str = r#"
 [hub]
 max-payload = 100
 
+[identity]
+authentication = "none"
+
 [[device]]
 id = "d1"
 

@@ -43,7 +43,8 @@ impl SecretHash {
     pub fn parse(text: &str) -> Result<SecretHash, String> {
         if let Some(rest) = text.strip_prefix("$7$") {
             let mut parts = rest.split('$');
-            let (Some(iterations), Some(salt), Some(hash), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+            let (Some(iterations), Some(salt), Some(hash), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
             else {
                 return Err("a `$7$` hash has the form `$7$ITERATIONS$SALT$HASH`".to_owned());
             };
@@ -74,7 +75,9 @@ impl SecretHash {
     /// The scheme, safe to print: e.g. `pbkdf2-sha512 (2000 iterations)`.
     pub fn scheme(&self) -> String {
         match self {
-            SecretHash::Mosquitto { iterations, .. } => format!("mosquitto $7$ pbkdf2-sha512 ({iterations} iterations)"),
+            SecretHash::Mosquitto { iterations, .. } => {
+                format!("mosquitto $7$ pbkdf2-sha512 ({iterations} iterations)")
+            }
             SecretHash::Phc(text) => {
                 let id = text.split('$').nth(1).unwrap_or("pbkdf2");
                 match PasswordHash::new(text).ok().and_then(|h| pbkdf2::Params::try_from(&h).ok()) {
@@ -180,7 +183,10 @@ mod tests {
             ("$7$x$AAAA$AAAA", "not a number"),
             ("$7$101$!!$AAAA", "salt is not base64"),
             ("$7$101$AAAA$AAAA", "hash bytes"),
-            ("$pbkdf2-sha512$i=1000000,l=64$c2FsdHNhbHQ$eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eA", "1000000 iterations"),
+            (
+                "$pbkdf2-sha512$i=1000000,l=64$c2FsdHNhbHQ$eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eA",
+                "1000000 iterations",
+            ),
         ] {
             let e = SecretHash::parse(text).unwrap_err();
             assert!(e.contains(why), "{text}: {e}");

@@ -503,7 +503,10 @@ impl Hub {
         {
             return Err(deny(
                 ReasonCode::NotAuthorized,
-                format!("certificate common name `{cn}` is not the identity `{}` the client identifier names", claim.id),
+                format!(
+                    "certificate common name `{cn}` is not the identity `{}` the client identifier names",
+                    claim.id
+                ),
             ));
         }
         let admitted = match claim.kind {
@@ -568,11 +571,14 @@ impl Hub {
                     Some(cn) => cn,
                 };
                 // The client id must name the certificate's identity (its own format, if any).
-                let named = if self.formats.is_empty() { c.client_id.as_str() } else { self.parse_client_id(c, &mut claim)? };
+                let named =
+                    if self.formats.is_empty() { c.client_id.as_str() } else { self.parse_client_id(c, &mut claim)? };
                 if named != cn {
                     return Err(deny(
                         ReasonCode::NotAuthorized,
-                        format!("certificate common name `{cn}` is not the identity `{named}` the client identifier names"),
+                        format!(
+                            "certificate common name `{cn}` is not the identity `{named}` the client identifier names"
+                        ),
                     ));
                 }
                 claim.id = cn;
@@ -624,7 +630,10 @@ impl Hub {
         if self.devices.contains_key(claim.id) {
             return Err(deny(
                 ReasonCode::ClientIdentifierNotValid,
-                format!("client identifier names device `{}`: an application cannot take a device's identity", claim.id),
+                format!(
+                    "client identifier names device `{}`: an application cannot take a device's identity",
+                    claim.id
+                ),
             ));
         }
         let (Some(key), Some(token)) = (c.username.as_deref(), c.password.as_deref()) else {
@@ -670,7 +679,11 @@ impl Hub {
                 {
                     return Err(deny(
                         ReasonCode::ClientIdentifierNotValid,
-                        format!("client identifier claims a {}, but `{id}` is registered as a {}", k.name(), d.kind.name()),
+                        format!(
+                            "client identifier claims a {}, but `{id}` is registered as a {}",
+                            k.name(),
+                            d.kind.name()
+                        ),
                     ));
                 }
                 if let Some(t) = claim.device_type
@@ -678,7 +691,10 @@ impl Hub {
                 {
                     return Err(deny(
                         ReasonCode::ClientIdentifierNotValid,
-                        format!("client identifier claims type `{t}`, but device `{id}` is registered as type `{}`", d.device_type),
+                        format!(
+                            "client identifier claims type `{t}`, but device `{id}` is registered as type `{}`",
+                            d.device_type
+                        ),
                     ));
                 }
                 match d.state {
@@ -689,14 +705,17 @@ impl Hub {
                     config::DeviceState::Enabled => {}
                 }
                 let (proof, expires_at_ms) = self.prove(c, id, Some(d), host)?;
-                Ok(Admitted { kind: d.kind, device_type: d.device_type.clone(), groups: d.groups.clone(), proof, expires_at_ms })
+                Ok(Admitted {
+                    kind: d.kind,
+                    device_type: d.device_type.clone(),
+                    groups: d.groups.clone(),
+                    proof,
+                    expires_at_ms,
+                })
             }
             None if self.auto_provision => {
                 if !c.resumed {
-                    host.info(&format!(
-                        "device was auto-provisioned: object-name={id} source-address={}",
-                        c.peer
-                    ));
+                    host.info(&format!("device was auto-provisioned: object-name={id} source-address={}", c.peer));
                 }
                 let (proof, expires_at_ms) = self.prove(c, id, None, host)?;
                 Ok(Admitted {
@@ -799,13 +818,13 @@ impl Hub {
         let bad = |message: String| deny(ReasonCode::BadUserNameOrPassword, message);
         let token = sas::parse(password).map_err(|e| bad(format!("malformed shared access signature: {e}")))?;
         let user = format!("{}/{id}", sas.hostname);
-        let user_ok = c
-            .username
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .is_some_and(|u| u == user.to_ascii_lowercase() || u.starts_with(&format!("{}/", user.to_ascii_lowercase())));
+        let user_ok = c.username.as_deref().map(str::to_ascii_lowercase).is_some_and(|u| {
+            u == user.to_ascii_lowercase() || u.starts_with(&format!("{}/", user.to_ascii_lowercase()))
+        });
         if !user_ok {
-            return Err(bad(format!("a device signing in with a shared access signature uses user name `{user}/?api-version=...`")));
+            return Err(bad(format!(
+                "a device signing in with a shared access signature uses user name `{user}/?api-version=...`"
+            )));
         }
         let resource = format!("{}/devices/{id}", sas.hostname);
         if !token.resource.eq_ignore_ascii_case(&resource) {
@@ -851,7 +870,12 @@ impl Hub {
         let cert_cn = cn.or(c.certificate.as_ref().and_then(|c| c.subject_cn.as_deref()));
         for (used, what, value, reason) in [
             (self.expanded.username, "user name", c.username.as_deref(), ReasonCode::BadUserNameOrPassword),
-            (self.expanded.client_id, "client identifier", Some(c.client_id.as_str()), ReasonCode::ClientIdentifierNotValid),
+            (
+                self.expanded.client_id,
+                "client identifier",
+                Some(c.client_id.as_str()),
+                ReasonCode::ClientIdentifierNotValid,
+            ),
             (self.expanded.cert_cn, "certificate common name", cert_cn, ReasonCode::NotAuthorized),
         ] {
             if let Some(v) = value.filter(|v| used && !topic_safe(v)) {

@@ -58,8 +58,7 @@ pub fn parse(password: &[u8]) -> Result<Token, String> {
     let resource_raw = sr.ok_or_else(|| "field `sr` is missing".to_owned())?;
     let sig = sig.ok_or_else(|| "field `sig` is missing".to_owned())?;
     let se = se.ok_or_else(|| "field `se` is missing".to_owned())?;
-    let signature =
-        Base64::decode_vec(&decode(sig)?).map_err(|_| "field `sig` is not base64".to_owned())?;
+    let signature = Base64::decode_vec(&decode(sig)?).map_err(|_| "field `sig` is not base64".to_owned())?;
     let expiry = se.parse().map_err(|_| "field `se` is not a number of seconds".to_owned())?;
     Ok(Token {
         resource: decode(resource_raw)?,

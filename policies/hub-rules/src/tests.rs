@@ -214,8 +214,7 @@ fn shared_service_level() {
     let sub = hub.authorize_subscribe(&s, &Subscribe { filter: "devices/d1/c".into(), qos: 1 });
     assert!(matches!(sub, SubscribeDecision::Deny(d) if d.reason == ReasonCode::QosNotSupported));
     let downgrade =
-        open(&format!("[hub]\nservice-level = \"shared\"\nshared-subscribe = \"downgrade\"\n{DEVICES}"))
-            .unwrap();
+        open(&format!("[hub]\nservice-level = \"shared\"\nshared-subscribe = \"downgrade\"\n{DEVICES}")).unwrap();
     let s = accept(&downgrade, &connect("d1"));
     assert!(matches!(
         downgrade.authorize_subscribe(&s, &Subscribe { filter: "devices/d1/c".into(), qos: 2 }),
@@ -293,8 +292,7 @@ fn certificates_registry_and_auto_provisioning() {
 #[test]
 fn quotas_connections_and_message_rate() {
     let hub =
-        open(&format!("[hub]\nmax-connections = 2\n[hub.rate]\nmessages = 3\nwindow-ms = 60000\n{DEVICES}"))
-            .unwrap();
+        open(&format!("[hub]\nmax-connections = 2\n[hub.rate]\nmessages = 3\nwindow-ms = 60000\n{DEVICES}")).unwrap();
     let full = FakeHost { connections: 2, ..FakeHost::default() };
     assert_eq!(hub.authenticate(&connect("d1"), &full).unwrap_err().reason, ReasonCode::QuotaExceeded);
     let mut resumed = connect("d1");
@@ -476,7 +474,10 @@ fn applications_need_a_registered_api_key_and_its_token() {
     assert_eq!(crate::hub::tests_support::groups(&s), ["ops"], "groups come from the registry");
     assert!(sub(&hub, &s, "iot-2/type/+/id/+/evt/+/fmt/+"));
     // A device's token is no API key, and a device id is no application id.
-    assert_eq!(reject(&hub, &with_user("a:acme:dash", "use-token-auth", "s1-token")).0, ReasonCode::BadUserNameOrPassword);
+    assert_eq!(
+        reject(&hub, &with_user("a:acme:dash", "use-token-auth", "s1-token")).0,
+        ReasonCode::BadUserNameOrPassword
+    );
     let taken = reject(&hub, &with_user("a:acme:m-009", "a-acme-a84ps90Ajs", "MP$08VKz!8rXwnR-Q*"));
     assert_eq!(taken.0, ReasonCode::ClientIdentifierNotValid);
     assert!(taken.1.contains("names device `m-009`"), "{}", taken.1);
@@ -501,7 +502,10 @@ fn devices_need_their_token_and_the_registry_decides_kind_and_type() {
     let as_gateway = reject(&hub, &with_user("g:acme:sensor:s1", "use-token-auth", "s1-token"));
     assert!(as_gateway.1.contains("claims a gateway, but `s1` is registered as a device"), "{}", as_gateway.1);
     accept(&hub, &with_user("g:acme:hub:gw-1", "use-token-auth", "s1-token"));
-    assert_eq!(reject(&hub, &with_user("d:acme:sensor:s9", "use-token-auth", "s1-token")).1, "could not identify device");
+    assert_eq!(
+        reject(&hub, &with_user("d:acme:sensor:s9", "use-token-auth", "s1-token")).1,
+        "could not identify device"
+    );
 }
 
 #[test]
@@ -515,7 +519,8 @@ fn plain_user_names_and_mosquitto_password_hashes() {
     let s = accept(&hub, &with_user("c1", "alice", "wonder land"));
     assert_eq!(crate::hub::tests_support::device(&s).0, "alice");
     assert_eq!(reject(&hub, &with_user("c1", "alice", "wonderland")).1, "bad user name or password");
-    let (_, info) = hub.authenticate(&with_user("c1", "alice", "wonder land"), &FakeHost::default()).map(|(i, s)| (s, i)).unwrap();
+    let (_, info) =
+        hub.authenticate(&with_user("c1", "alice", "wonder land"), &FakeHost::default()).map(|(i, s)| (s, i)).unwrap();
     assert!(info.attributes.contains(&("auth".into(), "password".into())));
     let shown = format!("{hub:?}");
     assert!(shown.contains("SecretHash(mosquitto $7$ pbkdf2-sha512 (101 iterations))"), "{shown}");
@@ -532,7 +537,10 @@ fn documents_that_admit_clients_without_proof_must_say_so() {
     let e = Hub::compile("[hub]\nrequire-mtls = true\n[identity]\nauthentication = \"none\"\n").unwrap_err();
     assert!(e.starts_with("line 2, column 16: hub.require-mtls needs at least one [[ca]]"), "{e}");
     let e = Hub::compile(&format!("[[device]]\nid = \"a\"\ntoken-hash = \"plain-text\"\n")).unwrap_err();
-    assert!(e.starts_with("line 3, column 14: device[0].token-hash: unknown hash scheme") && !e.contains("plain-text"), "{e}");
+    assert!(
+        e.starts_with("line 3, column 14: device[0].token-hash: unknown hash scheme") && !e.contains("plain-text"),
+        "{e}"
+    );
     let e = Hub::compile("[[device]]\nkind = \"application\"\nid = \"a\"\n").unwrap_err();
     assert!(e.contains("registered as [[application]]"), "{e}");
 }
@@ -554,7 +562,8 @@ fn certificates_must_name_the_client_ids_identity() {
 
 #[test]
 fn no_client_chosen_value_expands_into_a_rule_unsafely() {
-    let rules = "[[rule]]\neffect = \"allow\"\nactions = [\"subscribe\"]\ntopics = [\"${username}/#\", \"c/${cert.cn}/#\"]\n";
+    let rules =
+        "[[rule]]\neffect = \"allow\"\nactions = [\"subscribe\"]\ntopics = [\"${username}/#\", \"c/${cert.cn}/#\"]\n";
     let hub = open(rules).unwrap();
     for user in ["$SYS", "a/b", "+", "#", "x\0y"] {
         let mut c = connect("c1");
@@ -607,7 +616,9 @@ use base64ct::Encoding;
 fn sas_tokens_signed_by_the_device_or_a_hub_policy() {
     let hub = sas_hub();
     let key = b"device key of thermo-1, 32 bytes";
-    let (info, _) = hub.authenticate(&sas_connect("thermo-1", device_token("thermo-1", key, NOW_SECS + 3600)), &FakeHost::default()).unwrap();
+    let (info, _) = hub
+        .authenticate(&sas_connect("thermo-1", device_token("thermo-1", key, NOW_SECS + 3600)), &FakeHost::default())
+        .unwrap();
     assert_eq!(info.expires_at_ms, Some((NOW_SECS as u64 + 3600) * 1000), "the session ends with the token");
     assert!(info.attributes.contains(&("auth".into(), "sas".into())));
 
@@ -615,10 +626,17 @@ fn sas_tokens_signed_by_the_device_or_a_hub_policy() {
     assert_eq!(expired.0, ReasonCode::BadUserNameOrPassword);
     assert!(expired.1.starts_with("shared access signature expired at se="), "{}", expired.1);
     assert!(expired.1.contains("renew the token and reconnect"), "{}", expired.1);
-    let forged = reject(&hub, &sas_connect("thermo-1", device_token("thermo-1", b"a guessed key, also 32 bytes....", NOW_SECS + 60)));
+    let forged = reject(
+        &hub,
+        &sas_connect("thermo-1", device_token("thermo-1", b"a guessed key, also 32 bytes....", NOW_SECS + 60)),
+    );
     assert_eq!(forged.1, "shared access signature is not valid: the signature does not match");
     let elsewhere = reject(&hub, &sas_connect("thermo-1", device_token("thermo-2", key, NOW_SECS + 60)));
-    assert!(elsewhere.1.contains("does not grant access to `shared.example-hub.net/devices/thermo-1`"), "{}", elsewhere.1);
+    assert!(
+        elsewhere.1.contains("does not grant access to `shared.example-hub.net/devices/thermo-1`"),
+        "{}",
+        elsewhere.1
+    );
     let mut wrong_user = sas_connect("thermo-1", device_token("thermo-1", key, NOW_SECS + 60));
     wrong_user.username = Some(format!("{HOST}/thermo-2/?api-version=2021-04-12"));
     assert!(reject(&hub, &wrong_user).1.contains("uses user name `shared.example-hub.net/thermo-1/?api-version=...`"));
