@@ -93,14 +93,15 @@ pub fn summary(settings: &str) -> Option<Vec<String>> {
 }
 
 /// What proves identities in a hub rules document, without a secret: e.g.
-/// `3 device tokens (pbkdf2-sha512 (2000 iterations))`, `1 SAS policy key <redacted>`.
+/// `3 device tokens (pbkdf2-sha512 (500 iterations))`, `1 SAS policy key <redacted>`.
 pub fn credentials(settings: &str) -> Vec<String> {
     use std::collections::BTreeMap;
     let Ok(doc) = settings.parse::<toml::Table>() else { return Vec::new() };
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    // A hash shows its scheme; a key (SAS) shows nothing.
     let mut count = |what: &str, value: Option<&toml::Value>| {
         let Some(text) = value.and_then(|v| v.as_str()) else { return };
-        let scheme = if what.contains("key") {
+        let scheme = if what.ends_with(" key") {
             "<redacted>".to_owned()
         } else {
             hub_rules::credentials::SecretHash::parse(text).map(|h| h.scheme()).unwrap_or_else(|_| "invalid".to_owned())
