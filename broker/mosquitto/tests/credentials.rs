@@ -134,7 +134,7 @@ fn ibm_applications_need_an_api_key_and_devices_their_token() {
             "1",
         ],
     );
-    assert!(out.contains("Connection Refused") || out.contains("not authori"), "{out}");
+    assert!(out.to_lowercase().contains("not authori"), "{out}");
 
     let s2 = device_token("s2");
     assert_no_secret_in_events(&b, &[API_TOKEN, "MP$08VKz!8rXwnR-Q", &device_token("s1"), &s2, "guessed"]);
@@ -175,8 +175,9 @@ fn sas_tokens_admit_until_they_expire() {
     let mut dev = Mqtt::connected(&sas_opts(b.port, Proto::V5, "thermo-1", &short));
     assert!(matches!(dev.publish("devices/thermo-1/telemetry/t", 1, false, b"1"), Some(0 | 0x10)));
     std::thread::sleep(Duration::from_millis(3100));
-    let after = dev.publish("devices/thermo-1/telemetry/t", 1, false, b"2");
-    assert_ne!(after, Some(0), "a check after expiry is not allowed");
+    // The first check after `se` is a disconnecting denial: Mosquitto closes the connection.
+    dev.publish("devices/thermo-1/telemetry/t", 0, false, b"2");
+    assert!(dev.closed(Duration::from_secs(5)).is_some(), "disconnected after expiry");
     let e = b.wait_event("expired", |e| field(e, "outcome") == "expired");
     assert!(field(&e, "message").starts_with("IoTHubUnauthorized:"), "{e}");
     Mqtt::connected(&proofs::sas(b.port, Proto::V5, "thermo-1")).disconnect();
