@@ -109,7 +109,14 @@ impl Denial {
 impl SessionInfo {
     /// Session info naming just the device.
     pub fn device(device_id: &str) -> SessionInfo {
-        SessionInfo { device_id: device_id.to_owned(), attributes: Vec::new() }
+        SessionInfo { device_id: device_id.to_owned(), attributes: Vec::new(), expires_at_ms: None }
+    }
+
+    /// The same session info, expiring at `ms` (milliseconds since the Unix epoch): the host
+    /// then disconnects the client, as a hub does when a token expires.
+    pub fn expiring_at(mut self, ms: u64) -> SessionInfo {
+        self.expires_at_ms = Some(ms);
+        self
     }
 
     /// Adds an attribute shown in events.

@@ -15,7 +15,9 @@ use support::client::{Mqtt, Opts, Proto};
 use support::{Broker, Setup};
 
 fn rules(with_b: bool) -> String {
-    let mut r = String::from("[hub]\nservice-level = \"dedicated\"\n\n[[device]]\nid = \"d0\"\n\n");
+    let mut r = String::from(
+        "[hub]\nservice-level = \"dedicated\"\n[identity]\nauthentication = \"none\"\n\n[[device]]\nid = \"d0\"\n\n",
+    );
     r += "[[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"devices/${device.id}/a/#\"]\n\n";
     if with_b {
         r += "[[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"devices/${device.id}/b/#\"]\n";

@@ -3,6 +3,7 @@
 //! the client saw and the event the plugin wrote. Run by `scripts/demo.sh`.
 
 use mqtt_policy_testkit as support;
+use support::proofs;
 
 use std::time::Duration;
 
@@ -106,12 +107,16 @@ fn main() {
     let mut d = Demo { broker, seen: 0 };
 
     println!("--- shared hub (rumqttc MQTT v5 and v3.1.1 clients)");
-    let (_c, code) = Mqtt::connect(&Opts::new(shared, Proto::V5, "thermo-1").clean(false));
+    let (_c, code) = Mqtt::connect(&proofs::sas(shared, Proto::V5, "thermo-1").clean(false));
     d.show("thermo-1 v5 CONNECT clean-start=false", connack(code, Proto::V5));
     let (_c, code) = Mqtt::connect(&Opts::new(shared, Proto::V311, "stranger"));
     d.show("stranger v3.1.1 CONNECT", connack(code, Proto::V311));
-    let mut t1 = Mqtt::connected(&Opts::new(shared, Proto::V5, "thermo-1"));
-    d.show("thermo-1 v5 CONNECT", connack(0, Proto::V5));
+    let expired = proofs::sas_token("thermo-1", proofs::now_s() - 60);
+    let (_c, code) =
+        Mqtt::connect(&Opts::new(shared, Proto::V5, "thermo-1").user(&proofs::sas_user("thermo-1"), &expired));
+    d.show("thermo-1 v5 CONNECT with an expired SAS token", connack(code, Proto::V5));
+    let mut t1 = Mqtt::connected(&proofs::sas(shared, Proto::V5, "thermo-1"));
+    d.show("thermo-1 v5 CONNECT with its SAS token (expires in 1 h)", connack(0, Proto::V5));
     let c = t1.publish("devices/thermo-1/telemetry/temp", 1, false, b"21.5");
     d.show("thermo-1 PUBLISH devices/thermo-1/telemetry/temp q1", ack(c));
     let c = t1.publish("devices/thermo-2/telemetry/temp", 1, false, b"21.5");
@@ -124,15 +129,21 @@ fn main() {
     d.show("thermo-1 SUBSCRIBE devices/thermo-1/commands/# q1", suback(c));
     let c = t1.subscribe("devices/thermo-1/commands/#", 0);
     d.show("thermo-1 SUBSCRIBE devices/thermo-1/commands/# q0", suback(c));
-    let mut t2 = Mqtt::connected(&Opts::new(shared, Proto::V311, "thermo-2"));
+    let mut t2 = Mqtt::connected(&proofs::sas(shared, Proto::V311, "thermo-2"));
     let c = t2.subscribe("$SYS/#", 0);
     d.show("thermo-2 v3.1.1 SUBSCRIBE $SYS/#", suback(c));
 
     println!("\n--- IBM-style organization `acme` (tenant read from the client id)");
-    let mut app = Mqtt::connected(&Opts::new(orgs, Proto::V5, "a:acme:dashboard"));
+    let (_c, code) = Mqtt::connect(&Opts::new(orgs, Proto::V5, "a:acme:whoever"));
+    d.show("a:acme:whoever CONNECT without an API key", connack(code, Proto::V5));
+    let mut app = Mqtt::connected(&proofs::ibm(orgs, Proto::V5, "a:acme:dashboard"));
+    d.show("a:acme:dashboard CONNECT with API key and token", connack(0, Proto::V5));
     let c = app.subscribe("iot-2/type/+/id/+/evt/+/fmt/+", 1);
     d.show("a:acme:dashboard SUBSCRIBE iot-2/type/+/id/+/evt/+/fmt/+ q1", suback(c));
-    let mut s1 = Mqtt::connected(&Opts::new(orgs, Proto::V5, "d:acme:sensor:s1"));
+    let mut s1 = Mqtt::connected(&proofs::ibm(orgs, Proto::V5, "d:acme:sensor:s1"));
+    let (_c, code) = Mqtt::connect(&Opts::new(orgs, Proto::V5, "d:acme:sensor:s1").user("use-token-auth", "guessed"));
+    let alive = if s1.is_alive() { "the real s1 stays connected" } else { "the real s1 was knocked off" };
+    d.show("impostor d:acme:sensor:s1 CONNECT with a wrong token", format!("{}; {alive}", connack(code, Proto::V5)));
     let c = s1.publish("iot-2/type/sensor/id/s1/evt/temp/fmt/json", 1, false, b"{\"t\":21}");
     let got = app.drain(Duration::from_millis(300)).len();
     d.show("d:acme:sensor:s1 PUBLISH its own event q1", format!("{}; delivered to the dashboard: {got}", ack(c)));
@@ -142,7 +153,7 @@ fn main() {
     let c = s1.publish("iot-2/type/sensor/id/s1/evt/state/fmt/json", 1, true, b"{\"on\":1}");
     let got = app.drain(Duration::from_millis(300)).len();
     d.show("d:acme:sensor:s1 PUBLISH retained q1", format!("{}; delivered live: {got}", ack(c)));
-    let mut late = Mqtt::connected(&Opts::new(orgs, Proto::V311, "a:acme:late"));
+    let mut late = Mqtt::connected(&proofs::ibm(orgs, Proto::V311, "a:acme:late"));
     late.subscribe("iot-2/type/+/id/+/evt/+/fmt/+", 0);
     let got = late.drain(Duration::from_millis(300)).len();
     d.show("a:acme:late subscribes afterwards", format!("retained copies received: {got}"));
@@ -164,6 +175,10 @@ fn main() {
         let (_c, code) = Mqtt::connect(&cert(ca, cn));
         d.show(&format!("CONNECT with certificate {label}"), connack(code, Proto::V5));
     }
+    let press9 = factory_ca.client(Some("press-9"));
+    let as_press1 = Opts::new(0, Proto::V5, "press-1").tls(tls, &server_ca.pem, &press9.cert, &press9.key);
+    let (_c, code) = Mqtt::connect(&as_press1);
+    d.show("CONNECT as press-1 with press-9's certificate", connack(code, Proto::V5));
 
     println!("\n--- hot reload: the shared hub is locked while thermo-1 is connected");
     let locked = SHARED.replace("state = \"ready\"", "state = \"locked\"");
@@ -173,7 +188,7 @@ fn main() {
     t1.publish("devices/thermo-1/telemetry/temp", 0, false, b"22");
     let closed = t1.closed(Duration::from_secs(3)).is_some();
     d.show("thermo-1 PUBLISH after the lock", if closed { "disconnected".into() } else { "still connected".into() });
-    let (_c, code) = Mqtt::connect(&Opts::new(shared, Proto::V5, "thermo-3"));
+    let (_c, code) = Mqtt::connect(&proofs::sas(shared, Proto::V5, "thermo-3"));
     d.show("thermo-3 v5 CONNECT", connack(code, Proto::V5));
 
     let total = d.broker.events().len();

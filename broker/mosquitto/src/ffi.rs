@@ -258,6 +258,8 @@ pub struct Broker {
         retain: bool,
         properties: *mut c_void,
     ) -> c_int,
+    /// `mosquitto_kick_client_by_clientid` (2.0.11 has it): ends a client's connection.
+    pub kick_client_by_clientid: unsafe extern "C" fn(clientid: *const c_char, with_will: bool) -> c_int,
     /// libcrypto's `i2d_X509`: the broker hands out an `X509*`, policies get DER.
     pub i2d_x509: unsafe extern "C" fn(x: *mut c_void, out: *mut *mut u8) -> c_int,
     /// libcrypto's `X509_free`: `mosquitto_client_certificate` returns a new reference.
@@ -297,6 +299,7 @@ impl Broker {
             client_username: get!(c"mosquitto_client_username"),
             set_username: get!(c"mosquitto_set_username"),
             broker_publish_copy: get!(c"mosquitto_broker_publish_copy"),
+            kick_client_by_clientid: get!(c"mosquitto_kick_client_by_clientid"),
             i2d_x509: get!(c"i2d_X509"),
             x509_free: get!(c"X509_free"),
         })

@@ -295,7 +295,12 @@ unsafe extern "C" fn on_reload(_event: c_int, _data: *mut c_void, userdata: *mut
 
 unsafe extern "C" fn on_tick(_event: c_int, _data: *mut c_void, userdata: *mut c_void) -> c_int {
     let rc = guarded(userdata, err::SUCCESS, |inst| {
-        inst.worker.tick(Instant::now());
+        for client_id in inst.worker.tick(Instant::now()) {
+            // The session's proof expired (IoT Hub's 401003): close the connection, will included.
+            if let Ok(id) = CString::new(client_id) {
+                unsafe { (inst.broker.kick_client_by_clientid)(id.as_ptr(), true) };
+            }
+        }
         err::SUCCESS
     });
     flush_monitor(userdata);

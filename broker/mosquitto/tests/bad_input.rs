@@ -3,12 +3,13 @@
 //! parser or by the policy, with the right code and event) and the broker keeps serving.
 
 use mqtt_policy_testkit as support;
+use support::proofs;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::client::{Mqtt, Opts, Proto};
+use support::client::{Mqtt, Proto};
 use support::{Broker, Setup, field};
 
 const SHARED: &str = include_str!("../../../policies/examples/shared-hub/rules.toml");
@@ -39,18 +40,26 @@ fn packet(first: u8, body: &[u8]) -> Vec<u8> {
     p
 }
 
-/// CONNECT (v3.1.1 or v5) with a clean session and the client id as user name.
+/// CONNECT (v3.1.1 or v5) with a clean session: a registered shared-hub device (`thermo-N`)
+/// signs in with its SAS token, any other client id is sent as user name, without password.
 fn connect(v5: bool, client_id: &[u8]) -> Vec<u8> {
+    let device = std::str::from_utf8(client_id).ok().filter(|id| id.len() == 8 && id.starts_with("thermo-"));
     let mut b = Vec::new();
     put_bytes(&mut b, b"MQTT");
     b.push(if v5 { 5 } else { 4 });
-    b.push(0x82); // user name, clean session
+    b.push(if device.is_some() { 0xC2 } else { 0x82 }); // user name (and password), clean session
     b.extend_from_slice(&30u16.to_be_bytes());
     if v5 {
         b.push(0); // no properties
     }
     put_bytes(&mut b, client_id);
-    put_bytes(&mut b, client_id);
+    match device {
+        Some(id) => {
+            put_bytes(&mut b, proofs::sas_user(id).as_bytes());
+            put_bytes(&mut b, proofs::sas_token(id, proofs::now_s() + 3600).as_bytes());
+        }
+        None => put_bytes(&mut b, client_id),
+    }
     packet(0x10, &b)
 }
 
@@ -149,7 +158,7 @@ fn malformed_and_hostile_client_input_is_refused_and_the_broker_keeps_serving() 
         assert!(!closed, "a refused publish does not cost the connection");
     }
     b.wait_event("long topic", |e| field(e, "outcome") == "deny" && field(e, "topic").len() > 60_000);
-    let mut d = Mqtt::connected(&Opts::new(port, Proto::V5, "thermo-3"));
+    let mut d = Mqtt::connected(&proofs::sas(port, Proto::V5, "thermo-3"));
     assert_eq!(d.subscribe("$SYS/#", 0), 0x87, "no device may read the broker's $SYS tree");
 
     // After all of it the broker still serves, and the policy still answers.

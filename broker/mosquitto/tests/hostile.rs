@@ -3,6 +3,7 @@
 //! keep publishing; bad files on reload leave the last good policy answering.
 
 use mqtt_policy_testkit as support;
+use support::proofs;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -50,7 +51,7 @@ fn steady_publisher(
     done: Arc<AtomicUsize>,
 ) -> std::thread::JoinHandle<(Vec<Option<u8>>, Duration)> {
     std::thread::spawn(move || {
-        let mut c = Mqtt::connected(&Opts::new(port, Proto::V5, "thermo-1"));
+        let mut c = Mqtt::connected(&proofs::sas(port, Proto::V5, "thermo-1"));
         let (mut codes, mut slowest) = (Vec::new(), Duration::ZERO);
         while !stop.load(Ordering::Relaxed) {
             let t = Instant::now();
@@ -149,8 +150,8 @@ fn load_failures(b: &Broker) -> usize {
 fn bad_files_leave_the_last_good_policy_answering() {
     let mut b = two_tenants("badfiles");
     let good_port = b.ports[1];
-    let mut d = Mqtt::connected(&Opts::new(good_port, Proto::V5, "thermo-1"));
-    let mut v311 = Mqtt::connected(&Opts::new(good_port, Proto::V311, "thermo-2"));
+    let mut d = Mqtt::connected(&proofs::sas(good_port, Proto::V5, "thermo-1"));
+    let mut v311 = Mqtt::connected(&proofs::sas(good_port, Proto::V311, "thermo-2"));
     let answers_as_before = |d: &mut Mqtt| {
         assert!(accepted(d.publish("devices/thermo-1/telemetry/t", 1, false, b"1")));
         assert_eq!(d.publish("devices/thermo-2/telemetry/t", 1, false, b"1"), Some(0x87));

@@ -2,10 +2,11 @@
 //! over the wire: what is allowed arrives, what is refused never does.
 
 use mqtt_policy_testkit as support;
+use support::proofs;
 
 use std::time::Duration;
 
-use support::client::{Mqtt, Opts, Proto};
+use support::client::{Mqtt, Proto};
 use support::{Broker, Setup, field};
 
 const RULES: &str = include_str!("../../../policies/examples/ibm-platform/rules.toml");
@@ -29,10 +30,10 @@ fn evt(device: &str, event: &str) -> String {
 fn allowed_events_arrive_and_refused_ones_never_do() {
     let b = broker();
     for (i, proto) in [Proto::V5, Proto::V311].into_iter().enumerate() {
-        let mut app = Mqtt::connected(&Opts::new(b.port, proto, &format!("a:acme:dash{i}")));
+        let mut app = Mqtt::connected(&proofs::ibm(b.port, proto, &format!("a:acme:dash{i}")));
         assert_eq!(app.subscribe("iot-2/type/+/id/+/evt/+/fmt/+", 1), 1);
         let device = format!("s{i}");
-        let mut dev = Mqtt::connected(&Opts::new(b.port, proto, &format!("d:acme:sensor:{device}")));
+        let mut dev = Mqtt::connected(&proofs::ibm(b.port, proto, &format!("d:acme:sensor:{device}")));
         let ok = dev.publish(&evt(&device, "temp"), 1, false, b"{\"t\":21}");
         let other = dev.publish(&evt("someone-else", "temp"), 1, false, b"{\"t\":99}");
         let big = dev.publish(&evt(&device, "blob"), 1, false, &vec![b'x'; 131_073]);
@@ -65,14 +66,14 @@ fn allowed_events_arrive_and_refused_ones_never_do() {
 #[test]
 fn retained_flag_is_overridden_live_subscribers_get_it_later_ones_do_not() {
     let b = broker();
-    let mut live = Mqtt::connected(&Opts::new(b.port, Proto::V5, "a:acme:live"));
+    let mut live = Mqtt::connected(&proofs::ibm(b.port, Proto::V5, "a:acme:live"));
     assert_eq!(live.subscribe("iot-2/type/+/id/+/evt/+/fmt/+", 0), 0);
-    let mut dev = Mqtt::connected(&Opts::new(b.port, Proto::V5, "d:acme:sensor:r1"));
+    let mut dev = Mqtt::connected(&proofs::ibm(b.port, Proto::V5, "d:acme:sensor:r1"));
     assert_eq!(dev.publish(&evt("r1", "state"), 1, true, b"on"), Some(0));
     let got = live.drain(SHORT);
     assert_eq!(got.len(), 1, "the live subscriber gets the message");
     b.wait_event("rewrite", |e| field(e, "outcome") == "rewrite" && field(e, "client_id") == "d:acme:sensor:r1");
-    let mut later = Mqtt::connected(&Opts::new(b.port, Proto::V311, "a:acme:later"));
+    let mut later = Mqtt::connected(&proofs::ibm(b.port, Proto::V311, "a:acme:later"));
     assert_eq!(later.subscribe("iot-2/type/+/id/+/evt/+/fmt/+", 0), 0);
     assert!(later.drain(SHORT).is_empty(), "no retained copy was stored");
 }
@@ -80,10 +81,10 @@ fn retained_flag_is_overridden_live_subscribers_get_it_later_ones_do_not() {
 #[test]
 fn unknown_organization_is_refused_fail_closed() {
     let b = broker();
-    let (_c, code) = Mqtt::connect(&Opts::new(b.port, Proto::V5, "d:globex:sensor:1"));
+    let (_c, code) = Mqtt::connect(&proofs::ibm(b.port, Proto::V5, "d:globex:sensor:1"));
     assert_eq!(code, 0x87);
     b.wait_event("no policy", |e| field(e, "message") == "no policy is loaded for tenant globex");
-    let (_c, code) = Mqtt::connect(&Opts::new(b.port, Proto::V311, "no-org-here"));
+    let (_c, code) = Mqtt::connect(&proofs::ibm(b.port, Proto::V311, "no-org-here"));
     assert_eq!(code, 5);
     b.wait_event("pattern", |e| field(e, "message").starts_with("client id does not match the tenant pattern"));
 }

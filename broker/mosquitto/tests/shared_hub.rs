@@ -1,6 +1,7 @@
 //! The shared-hub example enforced by a real Mosquitto, over the wire, for v5 and v3.1.1.
 
 use mqtt_policy_testkit as support;
+use support::proofs;
 
 use std::time::Duration;
 
@@ -26,13 +27,18 @@ fn connect_refusals_are_not_authorized_on_the_wire_and_precise_in_events() {
             ("gone-1", true, "device is deleted"),
             ("thermo-1", false, "service level: \"clean session\" flag is mandatory to connect to a shared hub"),
         ] {
-            let (_c, code) = Mqtt::connect(&Opts::new(b.port, proto, client_id).clean(clean));
+            let opts = if client_id == "stranger" {
+                Opts::new(b.port, proto, client_id)
+            } else {
+                proofs::sas(b.port, proto, client_id)
+            };
+            let (_c, code) = Mqtt::connect(&opts.clean(clean));
             assert_eq!(code, refused, "{proto:?} {client_id}");
             b.wait_event(message, |e| {
                 field(e, "outcome") == "reject" && field(e, "client_id") == client_id && field(e, "message") == message
             });
         }
-        let c = Mqtt::connected(&Opts::new(b.port, proto, "thermo-1"));
+        let c = Mqtt::connected(&proofs::sas(b.port, proto, "thermo-1"));
         c.disconnect();
     }
 }
@@ -45,7 +51,7 @@ fn publish_rules_over_the_wire() {
         // broker-side subscriber via the monitor of deliveries: thermo-1 subscribes to nothing
         // it publishes; the receiving side is thermo-2 subscribed to broadcasts only. The
         // delivery check is exercised elsewhere; here PUBACK codes and events are asserted.
-        let mut c = Mqtt::connected(&Opts::new(b.port, proto, "thermo-1"));
+        let mut c = Mqtt::connected(&proofs::sas(b.port, proto, "thermo-1"));
         let ok = c.publish("devices/thermo-1/telemetry/temp", 1, false, b"21.5");
         let denied = c.publish("devices/thermo-2/telemetry/temp", 1, false, b"21.5");
         let big = c.publish("devices/thermo-1/telemetry/blob", 1, false, &vec![b'x'; 8193]);
@@ -73,7 +79,7 @@ fn publish_rules_over_the_wire() {
 #[test]
 fn retained_and_qos2_publishes_are_refused_and_the_client_stays() {
     let b = broker();
-    let mut c = Mqtt::connected(&Opts::new(b.port, Proto::V5, "thermo-1"));
+    let mut c = Mqtt::connected(&proofs::sas(b.port, Proto::V5, "thermo-1"));
     assert_eq!(c.publish("devices/thermo-1/telemetry/temp", 1, true, b"1"), Some(0x87));
     let e = b.wait_event("retain", |e| field(e, "message").contains("retained messages is forbidden"));
     assert_eq!(e["reason_code"], 0x9A, "the event keeps the precise reason");
@@ -88,7 +94,7 @@ fn subscribe_rules_and_delivery() {
     let b = broker();
     for proto in [Proto::V5, Proto::V311] {
         let refused = if proto == Proto::V5 { 0x87 } else { 0x80 };
-        let mut t1 = Mqtt::connected(&Opts::new(b.port, proto, "thermo-1"));
+        let mut t1 = Mqtt::connected(&proofs::sas(b.port, proto, "thermo-1"));
         assert_eq!(t1.subscribe("devices/thermo-1/commands/#", 0), 0);
         assert_eq!(t1.subscribe("devices/thermo-1/commands/#", 1), refused, "QoS 1 subscribe on a shared hub");
         assert_eq!(t1.subscribe("devices/thermo-2/commands/#", 0), refused);
@@ -99,7 +105,7 @@ fn subscribe_rules_and_delivery() {
             field(e, "message") == "service level: subscribing with QoS 1-2 is forbidden on a shared hub"
         });
         // A message on an allowed subscription arrives.
-        let mut t2 = Mqtt::connected(&Opts::new(b.port, proto, "thermo-2"));
+        let mut t2 = Mqtt::connected(&proofs::sas(b.port, proto, "thermo-2"));
         assert_eq!(t2.subscribe("broadcast/firmware", 0), 0);
         // Nobody may publish to broadcast/ in this hub: deliver through thermo-1's commands
         // instead, which only the broker's own publishers reach. Use mosquitto_pub? Not
@@ -115,10 +121,10 @@ fn subscribe_rules_and_delivery() {
 #[test]
 fn the_fourth_connection_exceeds_the_hub_limit() {
     let b = broker();
-    let _a = Mqtt::connected(&Opts::new(b.port, Proto::V5, "thermo-1"));
-    let _b = Mqtt::connected(&Opts::new(b.port, Proto::V5, "thermo-2"));
-    let _c = Mqtt::connected(&Opts::new(b.port, Proto::V311, "thermo-3"));
-    let (_d, code) = Mqtt::connect(&Opts::new(b.port, Proto::V5, "thermo-1"));
+    let _a = Mqtt::connected(&proofs::sas(b.port, Proto::V5, "thermo-1"));
+    let _b = Mqtt::connected(&proofs::sas(b.port, Proto::V5, "thermo-2"));
+    let _c = Mqtt::connected(&proofs::sas(b.port, Proto::V311, "thermo-3"));
+    let (_d, code) = Mqtt::connect(&proofs::sas(b.port, Proto::V5, "thermo-1"));
     assert_eq!(code, 0x87);
     b.wait_event("quota", |e| field(e, "message") == "too many connections for this hub (limit 3)");
 }
@@ -126,7 +132,7 @@ fn the_fourth_connection_exceeds_the_hub_limit() {
 #[test]
 fn a_locked_hub_ends_connected_sessions_with_disconnect() {
     let b = broker();
-    let mut v3 = Mqtt::connected(&Opts::new(b.port, Proto::V311, "thermo-2"));
+    let mut v3 = Mqtt::connected(&proofs::sas(b.port, Proto::V311, "thermo-2"));
     let locked = RULES.replace("state = \"ready\"", "state = \"locked\"");
     assert_ne!(locked, RULES);
     // mosquitto_pub (v5) connects, the hub is locked meanwhile, then it publishes.
@@ -135,9 +141,10 @@ fn a_locked_hub_ends_connected_sessions_with_disconnect() {
         std::thread::sleep(Duration::from_millis(700));
         support::deploy(&policy_dir, "shared", &support::hub_policy(&locked, &[]));
     });
+    let token = proofs::sas_token("thermo-1", proofs::now_s() + 3600);
     let out = support::mosquitto_pub_lines(
         b.port,
-        &["-i", "thermo-1", "-t", "devices/thermo-1/telemetry/t"],
+        &["-i", "thermo-1", "-u", &proofs::sas_user("thermo-1"), "-P", &token, "-t", "devices/thermo-1/telemetry/t"],
         Duration::from_millis(1500),
         &["after the lock"],
         Duration::from_millis(500),
@@ -148,6 +155,6 @@ fn a_locked_hub_ends_connected_sessions_with_disconnect() {
     v3.publish("devices/thermo-2/telemetry/t", 0, false, b"1");
     assert_eq!(v3.closed(Duration::from_secs(5)), Some(0xFF), "v3.1.1: the connection is closed");
     b.wait_event("revoke", |e| field(e, "outcome") == "revoke" && field(e, "message") == "hub is locked");
-    let (_c, code) = Mqtt::connect(&Opts::new(b.port, Proto::V5, "thermo-3"));
+    let (_c, code) = Mqtt::connect(&proofs::sas(b.port, Proto::V5, "thermo-3"));
     assert_eq!(code, 0x87);
 }

@@ -2,10 +2,11 @@
 //! each with its own topic space) and on listeners bound to one tenant each.
 
 use mqtt_policy_testkit as support;
+use support::proofs;
 
 use std::time::Duration;
 
-use support::client::{Mqtt, Opts, Proto};
+use support::client::{Mqtt, Proto};
 use support::{Broker, Setup, field};
 
 const IBM: &str = include_str!("../../../policies/examples/ibm-platform/rules.toml");
@@ -31,8 +32,8 @@ fn shared_listener_keeps_tenants_apart() {
         ..Default::default()
     };
     let b = Broker::start("tenants", setup).unwrap();
-    let mut acme_app = Mqtt::connected(&Opts::new(b.port, Proto::V5, "a:acme:dash"));
-    let mut globex_app = Mqtt::connected(&Opts::new(b.port, Proto::V311, "a:globex:dash"));
+    let mut acme_app = Mqtt::connected(&proofs::ibm(b.port, Proto::V5, "a:acme:dash"));
+    let mut globex_app = Mqtt::connected(&proofs::ibm(b.port, Proto::V311, "a:globex:dash"));
     assert_eq!(acme_app.subscribe(&format!("acme/{EVENTS}"), 1), 1);
     assert_eq!(globex_app.subscribe(&format!("globex/{EVENTS}"), 1), 1);
     // Nobody reaches into another tenant's space, or above its own.
@@ -43,20 +44,20 @@ fn shared_listener_keeps_tenants_apart() {
         field(e, "tenant") == "acme" && field(e, "message").contains("outside the tenant's topic space acme/")
     });
 
-    let mut g = Mqtt::connected(&Opts::new(b.port, Proto::V5, "d:globex:sensor:g1"));
-    assert_eq!(g.publish("globex/iot-2/type/sensor/id/g1/evt/t/fmt/json", 1, false, b"g"), Some(0));
+    let mut g = Mqtt::connected(&proofs::ibm(b.port, Proto::V5, "d:globex:sensor:s1"));
+    assert_eq!(g.publish("globex/iot-2/type/sensor/id/s1/evt/t/fmt/json", 1, false, b"g"), Some(0));
     // A globex device cannot publish into acme's space, even with acme's topic shape.
-    assert_eq!(g.publish("acme/iot-2/type/sensor/id/g1/evt/t/fmt/json", 1, false, b"x"), Some(0x87));
+    assert_eq!(g.publish("acme/iot-2/type/sensor/id/s1/evt/t/fmt/json", 1, false, b"x"), Some(0x87));
     assert_eq!(globex_app.drain(SHORT).len(), 1);
     assert!(acme_app.drain(SHORT).is_empty(), "acme sees nothing of globex");
 
     // Counters are per tenant: globex's device uses up its daily quota (3) ...
-    assert_eq!(g.publish("globex/iot-2/type/sensor/id/g1/evt/t/fmt/json", 1, false, b"2"), Some(0));
-    assert_eq!(g.publish("globex/iot-2/type/sensor/id/g1/evt/t/fmt/json", 1, false, b"3"), Some(0));
-    assert_eq!(g.publish("globex/iot-2/type/sensor/id/g1/evt/t/fmt/json", 1, false, b"4"), Some(0x87));
+    assert_eq!(g.publish("globex/iot-2/type/sensor/id/s1/evt/t/fmt/json", 1, false, b"2"), Some(0));
+    assert_eq!(g.publish("globex/iot-2/type/sensor/id/s1/evt/t/fmt/json", 1, false, b"3"), Some(0));
+    assert_eq!(g.publish("globex/iot-2/type/sensor/id/s1/evt/t/fmt/json", 1, false, b"4"), Some(0x87));
     // ... while the same device id in acme still has all of its own.
-    let mut a = Mqtt::connected(&Opts::new(b.port, Proto::V5, "d:acme:sensor:g1"));
-    assert_eq!(a.publish("acme/iot-2/type/sensor/id/g1/evt/t/fmt/json", 1, false, b"a"), Some(0));
+    let mut a = Mqtt::connected(&proofs::ibm(b.port, Proto::V5, "d:acme:sensor:s1"));
+    assert_eq!(a.publish("acme/iot-2/type/sensor/id/s1/evt/t/fmt/json", 1, false, b"a"), Some(0));
     assert_eq!(acme_app.drain(SHORT).len(), 1);
     let quota = b.wait_event("quota", |e| e["reason_code"] == 0x97);
     assert_eq!(field(&quota, "tenant"), "globex");
@@ -80,15 +81,15 @@ fn listener_bound_tenants_cannot_be_chosen_by_the_client() {
     .unwrap();
     let globex_port = b.ports[1];
     // A globex client id on acme's listener is judged by acme's policy, which refuses it.
-    let (_c, code) = Mqtt::connect(&Opts::new(b.port, Proto::V5, "d:globex:sensor:1"));
+    let (_c, code) = Mqtt::connect(&proofs::ibm(b.port, Proto::V5, "d:globex:sensor:s2"));
     assert_eq!(code, 0x87);
     let e =
-        b.wait_event("wrong org", |e| field(e, "outcome") == "reject" && field(e, "client_id") == "d:globex:sensor:1");
+        b.wait_event("wrong org", |e| field(e, "outcome") == "reject" && field(e, "client_id") == "d:globex:sensor:s2");
     assert_eq!(field(&e, "tenant"), "acme");
     // The same client on its own listener is welcome.
-    let mut g = Mqtt::connected(&Opts::new(globex_port, Proto::V5, "d:globex:sensor:1"));
-    let a = Mqtt::connected(&Opts::new(b.port, Proto::V311, "d:acme:sensor:1"));
-    assert_eq!(g.publish("iot-2/type/sensor/id/1/evt/t/fmt/json", 1, false, b"1"), Some(0x10));
+    let mut g = Mqtt::connected(&proofs::ibm(globex_port, Proto::V5, "d:globex:sensor:s2"));
+    let a = Mqtt::connected(&proofs::ibm(b.port, Proto::V311, "d:acme:sensor:s2"));
+    assert_eq!(g.publish("iot-2/type/sensor/id/s2/evt/t/fmt/json", 1, false, b"1"), Some(0x10));
     let accepted: Vec<String> =
         b.events().iter().filter(|e| field(e, "outcome") == "accept").map(|e| field(e, "tenant").to_owned()).collect();
     assert_eq!(accepted, vec!["globex".to_owned(), "acme".to_owned()]);

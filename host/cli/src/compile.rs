@@ -62,16 +62,34 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Whether a settings key holds a credential (a hash, a key, a password or a token), whose
+/// value is never printed.
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["hash", "key", "password", "token", "secret", "sig"].iter().any(|s| k.contains(s))
+}
+
+/// A settings line as printed: the value of a credential key replaced by `<redacted>`.
+pub fn redact_line(line: &str) -> String {
+    match line.split_once(['=', ':']) {
+        Some((key, _)) if is_secret_key(key) => format!("{} = <redacted>", key.trim_end()),
+        _ => line.to_owned(),
+    }
+}
+
 /// One line per part of a TOML settings document: scalar keys of tables, and counts of
-/// arrays of tables. `None` when the settings are not TOML.
+/// arrays of tables; credentials show as `<redacted>`. `None` when the settings are not TOML.
 pub fn summary(settings: &str) -> Option<Vec<String>> {
     let doc = settings.parse::<toml::Table>().ok()?;
     let mut lines = Vec::new();
     for (key, value) in &doc {
         match value {
             toml::Value::Table(t) => {
-                let fields: Vec<String> =
-                    t.iter().filter(|(_, v)| !v.is_table() && !v.is_array()).map(|(k, v)| format!("{k}={v}")).collect();
+                let fields: Vec<String> = t
+                    .iter()
+                    .filter(|(_, v)| !v.is_table() && !v.is_array())
+                    .map(|(k, v)| if is_secret_key(k) { format!("{k}=<redacted>") } else { format!("{k}={v}") })
+                    .collect();
                 lines.push(format!("[{key}] {}", fields.join(" ")));
             }
             toml::Value::Array(a) if a.iter().all(toml::Value::is_table) => {
@@ -81,4 +99,52 @@ pub fn summary(settings: &str) -> Option<Vec<String>> {
         }
     }
     Some(lines)
+}
+
+/// What proves identities in a hub rules document, without a secret: e.g.
+/// `3 device tokens (pbkdf2-sha512 (500 iterations))`, `1 SAS policy key <redacted>`.
+pub fn credentials(settings: &str) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let Ok(doc) = settings.parse::<toml::Table>() else { return Vec::new() };
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    // A hash shows its scheme; a key (SAS) shows nothing.
+    let mut count = |what: &str, value: Option<&toml::Value>| {
+        let Some(text) = value.and_then(|v| v.as_str()) else { return };
+        let scheme = if what.ends_with(" key") {
+            "<redacted>".to_owned()
+        } else {
+            hub_rules::credentials::SecretHash::parse(text).map(|h| h.scheme()).unwrap_or_else(|_| "invalid".to_owned())
+        };
+        *counts.entry(format!("{what} ({scheme})")).or_default() += 1;
+    };
+    let tables = |name: &str| doc.get(name).and_then(|v| v.as_array()).cloned().unwrap_or_default();
+    for d in tables("device") {
+        count("device token", d.get("token-hash"));
+        count("device password", d.get("password-hash"));
+        count("device SAS key", d.get("sas-key"));
+    }
+    for a in tables("application") {
+        count("API key token", a.get("token-hash"));
+    }
+    if let Some(policies) = doc.get("sas").and_then(|s| s.get("policy")).and_then(|p| p.as_array()) {
+        for p in policies {
+            count("SAS policy key", p.get("key"));
+        }
+    }
+    counts.into_iter().map(|(what, n)| format!("{n} x {what}")).collect()
+}
+
+/// Warnings `check` prints for a hub rules document: identities admitted without proof.
+pub fn warnings(settings: &str) -> Vec<String> {
+    let Ok(doc) = settings.parse::<toml::Table>() else { return Vec::new() };
+    let none = doc.get("identity").and_then(|i| i.get("authentication")).and_then(|a| a.as_str()) == Some("none");
+    if none {
+        vec![
+            "identity.authentication = \"none\": clients without a registered credential are admitted on \
+             their word, with no proof of identity"
+                .to_owned(),
+        ]
+    } else {
+        Vec::new()
+    }
 }

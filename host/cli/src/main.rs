@@ -43,6 +43,13 @@ enum Command {
     },
     /// Ask a policy for decisions on one connect and, optionally, one check; explain them.
     Eval(EvalArgs),
+    /// Hash a secret (a device token, an API key's token, a password) for the rules document.
+    /// The secret is read from stdin, or prompted for on a terminal; never from the command line.
+    Hash {
+        /// PBKDF2-SHA512 rounds (each connect verifies once inside the policy: mind the deadline).
+        #[arg(long, default_value_t = hub_rules::credentials::DEFAULT_ITERATIONS)]
+        iterations: u32,
+    },
     /// Run a cases file against a policy and print a pass/fail table.
     Test {
         #[command(flatten)]
@@ -88,9 +95,12 @@ struct EvalArgs {
     /// User name.
     #[arg(long)]
     username: Option<String>,
-    /// Password.
+    /// Password (visible to other local users in the process list: prefer --password-stdin).
     #[arg(long)]
     password: Option<String>,
+    /// Read the password from stdin (one line).
+    #[arg(long, conflicts_with = "password")]
+    password_stdin: bool,
     /// Protocol version: 3.1, 3.1.1 or 5.
     #[arg(long, default_value_t)]
     protocol: cases::ProtocolVersion,
@@ -138,6 +148,7 @@ fn main() -> ExitCode {
         Command::Build { rules, output, policy, memory_mib } => build(&rules, &output, policy.as_deref(), memory_mib),
         Command::Check { policy } => check(&policy),
         Command::Eval(args) => eval(&args),
+        Command::Hash { iterations } => hash(iterations),
         Command::Test { policy, cases, verbose } => test(&policy, &cases, verbose),
     };
     match result {
@@ -180,6 +191,39 @@ fn build(rules: &Path, output: &Path, policy: Option<&Path>, memory_mib: usize) 
     Ok(ExitCode::SUCCESS)
 }
 
+/// Reads a secret without echoing it: prompted twice on a terminal, else the first line of stdin.
+fn read_secret(prompt: &str, confirm: bool) -> Result<String, BadInput> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        let secret = rpassword::prompt_password(format!("{prompt}: "))?;
+        if confirm && rpassword::prompt_password(format!("{prompt} again: "))? != secret {
+            return Err(BadInput("the two entries differ".to_owned()));
+        }
+        return Ok(secret);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line).to_owned())
+}
+
+fn hash(iterations: u32) -> Result<ExitCode, BadInput> {
+    let secret = read_secret("secret", true)?;
+    if secret.is_empty() {
+        return Err(BadInput("empty secret: nothing to hash".to_owned()));
+    }
+    if secret.chars().count() < 16 {
+        eprintln!(
+            "mqtt-policy: warning: a secret of {} characters: with {iterations} PBKDF2 rounds only a long random \
+             secret (16+ characters, e.g. a generated device token) resists an offline guess of a leaked hash",
+            secret.chars().count()
+        );
+    }
+    let mut salt = [0u8; 16];
+    getrandom::getrandom(&mut salt).map_err(|e| format!("random salt: {e}"))?;
+    println!("{}", hub_rules::credentials::hash_secret(secret.as_bytes(), &salt, iterations)?);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn check(args: &PolicyArgs) -> Result<ExitCode, BadInput> {
     let module = load(args)?;
     let source = match &args.settings {
@@ -193,6 +237,9 @@ fn check(args: &PolicyArgs) -> Result<ExitCode, BadInput> {
     println!("digest:   sha256:{}", module.digest());
     println!("settings: {source}, {} bytes, accepted by the policy", module.settings().len());
     print_settings(&module);
+    for warning in compile::warnings(module.settings()) {
+        println!("warning:  {warning}");
+    }
     println!(
         "limits:   {:?} per check, {} MiB memory",
         module.engine().limits().deadline,
@@ -206,12 +253,16 @@ fn print_settings(module: &PolicyModule) {
     match compile::summary(module.settings()).filter(|s| !s.is_empty()) {
         Some(lines) => lines.iter().for_each(|l| println!("rules:    {l}")),
         None => {
-            let lines: Vec<&str> = module.settings().lines().filter(|l| !l.trim().is_empty()).collect();
+            let lines: Vec<String> =
+                module.settings().lines().filter(|l| !l.trim().is_empty()).map(compile::redact_line).collect();
             lines.iter().take(20).for_each(|l| println!("  | {l}"));
             if lines.len() > 20 {
                 println!("  | ... ({} more lines)", lines.len() - 20);
             }
         }
+    }
+    for line in compile::credentials(module.settings()) {
+        println!("proofs:   {line}");
     }
     for ca in module.tenant_cas() {
         println!("ca:       {}", ca.name());
@@ -222,10 +273,11 @@ fn eval(args: &EvalArgs) -> Result<ExitCode, BadInput> {
     let module = load(&args.policy)?;
     let events = Arc::new(MemorySink::new());
     let mut policy = module.instantiate(Tenant::with_events(&args.tenant, events.clone()));
+    let password = if args.password_stdin { Some(read_secret("password", false)?) } else { args.password.clone() };
     let spec = cases::ConnectSpec {
         client_id: args.client_id.clone(),
         username: args.username.clone(),
-        password: args.password.clone(),
+        password,
         clean_start: Some(!args.no_clean_start),
         protocol: Some(args.protocol),
         tls: Some(args.tls || args.cert.is_some()),

@@ -126,7 +126,11 @@ fn bad_input_exits_2_with_one_line_naming_the_problem() {
 
     let o = run(&["check", guest_artifacts::OTHER_VERSION]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).contains("was built for mqtt-policy:policy@0.2.0"), "{}", text(&o));
+    assert!(
+        text(&o).contains("was built for mqtt-policy:policy@0.1.0; this host speaks mqtt-policy:policy@0.2.0"),
+        "{}",
+        text(&o)
+    );
 
     let o = run(&["check", guest_artifacts::HELLO, "--settings", typo.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
@@ -139,7 +143,7 @@ fn check_describes_the_policy() {
     let o = run(&["check", guest_artifacts::HELLO, "--settings", &hello_settings()]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    assert!(out.contains("world:    mqtt-policy:policy@0.1.0"), "{out}");
+    assert!(out.contains("world:    mqtt-policy:policy@0.2.0"), "{out}");
     assert!(out.contains("digest:   sha256:"), "{out}");
     assert!(out.contains("rules:    max-payload = 4096"), "{out}");
 }
@@ -161,4 +165,56 @@ fn eval_explains_one_decision_with_its_event() {
     assert!(out.contains("connect sensor-1") && out.contains("accept as sensor-1"), "{out}");
     assert!(out.contains("deny 0x87 not authorized: \"unauthorized topic devices/sensor-9/x\""), "{out}");
     assert!(out.contains("\"reason_code\":135"), "the event is printed: {out}");
+}
+
+#[test]
+fn hash_reads_the_secret_from_stdin_and_check_never_prints_a_secret() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mqtt-policy"))
+        .arg("hash")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s9-Qm7v!W2xp9Lz4tR\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let hash = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+    assert!(hash.starts_with("$pbkdf2-sha512$i=500,l=64$") && !hash.contains("s9-Qm7v"), "{hash}");
+    let parsed = hub_rules::credentials::SecretHash::parse(&hash).unwrap();
+    assert!(parsed.verify(b"s9-Qm7v!W2xp9Lz4tR"), "the trailing newline is not part of the secret");
+
+    let dir = std::env::temp_dir().join(format!("mqtt-policy-cli-hash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("rules.toml");
+    let key = "c2VjcmV0IGtleSBvZiBzOSwgMzIgYnl0ZXMgbG9uZyE=";
+    std::fs::write(
+        &rules,
+        format!(
+            "[sas]\nhostname = \"h\"\n[[device]]\nid = \"s9\"\ntoken-hash = \"{hash}\"\n[[device]]\nid = \"s8\"\n\
+             sas-key = \"{key}\"\n[[device]]\nid = \"s7\"\n[identity]\nauthentication = \"none\"\n"
+        ),
+    )
+    .unwrap();
+    let wasm = dir.join("t.wasm");
+    let o = run(&["build", rules.to_str().unwrap(), "-o", wasm.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = run(&["check", wasm.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("proofs:   1 x device token (pbkdf2-sha512 (500 iterations))"), "{out}");
+    assert!(out.contains("proofs:   1 x device SAS key (<redacted>)"), "{out}");
+    assert!(out.contains("warning:  identity.authentication = \"none\""), "{out}");
+    let salt = hash.split('$').nth(3).unwrap();
+    for secret in [hash.as_str(), salt, key, "s9-Qm7v"] {
+        assert!(!out.contains(secret), "{secret} printed:\n{out}");
+    }
+    // Without the explicit line, a device without proof does not build.
+    std::fs::write(&rules, format!("[[device]]\nid = \"s9\"\ntoken-hash = \"{hash}\"\n[[device]]\nid = \"s7\"\n"))
+        .unwrap();
+    let o = run(&["build", rules.to_str().unwrap(), "-o", wasm.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("device[1] `s7` has no credential"), "{}", text(&o));
+    std::fs::remove_dir_all(dir).unwrap();
 }

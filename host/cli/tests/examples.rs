@@ -130,8 +130,14 @@ fn bad_rules_are_refused_naming_line_and_field() {
         ),
         (
             "duplicate.toml",
-            "[[device]]\nid = \"a\"\n\n[[device]]\nid = \"a\"\n",
+            "[[device]]\nid = \"a\"\n\n[[device]]\nid = \"a\"\n[identity]\nauthentication = \"none\"\n",
             "line 5, column 6: device[1].id: duplicate device `a`",
+        ),
+        ("no-proof.toml", "[[device]]\nid = \"a\"\n", "line 2, column 6: device[0] `a` has no credential"),
+        (
+            "mtls-no-ca.toml",
+            "[hub]\nrequire-mtls = true\n",
+            "line 2, column 16: hub.require-mtls needs at least one [[ca]]",
         ),
         ("missing-ca.toml", "[[ca]]\nname = \"x\"\nfile = \"nowhere.pem\"\n", "ca[0].file (CA `x`): cannot read"),
         ("not-toml.toml", "[hub\n", "line 1"),

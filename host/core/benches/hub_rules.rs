@@ -15,7 +15,7 @@ use mqtt_policy_host::*;
 /// A rules document with `devices` registered devices and per-device topic rules.
 fn rules(devices: usize) -> String {
     let mut s = String::from(
-        "[hub]\nmax-payload = 131072\n\n\
+        "[hub]\nmax-payload = 131072\n\n[identity]\nauthentication = \"none\"\n\n\
          [[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"devices/${device.id}/telemetry/#\"]\n\n\
          [[rule]]\neffect = \"deny\"\nactions = [\"publish\"]\ntopics = [\"devices/+/telemetry/private/#\"]\n\n\
          [[rule]]\neffect = \"allow\"\nactions = [\"delivery\"]\ntopics = [\"devices/${device.id}/commands/#\", \"broadcast/#\"]\n\n",

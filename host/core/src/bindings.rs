@@ -12,7 +12,7 @@ use crate::limits::StoreLimiter;
 use crate::tenant::Tenant;
 
 /// The WIT package and version this host speaks.
-pub const WORLD: &str = "mqtt-policy:policy@0.1.0";
+pub const WORLD: &str = "mqtt-policy:policy@0.2.0";
 
 wasmtime::component::bindgen!({
     path: "../../wit",

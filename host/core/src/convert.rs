@@ -46,7 +46,7 @@ pub(crate) fn denial(d: wit::Denial) -> Denial {
 }
 
 pub(crate) fn session_info(s: wit::SessionInfo) -> SessionInfo {
-    SessionInfo { device_id: s.device_id, attributes: s.attributes }
+    SessionInfo { device_id: s.device_id, attributes: s.attributes, expires_at_ms: s.expires_at_ms }
 }
 
 pub(crate) fn publish_decision(d: wit::PublishDecision) -> PublishDecision {

@@ -8,7 +8,7 @@ use crate::cache::DecisionCache;
 use crate::check::Check;
 use crate::convert;
 use crate::error::Error;
-use crate::events::{Action, Event};
+use crate::events::{Action, Event, now_ms};
 use crate::fault;
 use crate::instance::{Answer, Instance};
 use crate::module::PolicyModule;
@@ -41,6 +41,8 @@ struct Session {
     generation: u64,
     /// Set when a new instance refused to resume the session: every later check is denied.
     revoked: Option<Denial>,
+    /// Whether the session's expiry (`SessionInfo::expires_at_ms`) has been reported.
+    expiry_reported: bool,
     /// Decisions the policy let the host reuse; emptied when the policy is replaced.
     cache: DecisionCache,
     /// Whether the client is connected (counted in the tenant's connection count); a
@@ -108,6 +110,47 @@ impl Policy {
         self.sessions.get(&session.0).map(|s| &s.info)
     }
 
+    /// Sessions whose proof expired as of `now_ms` (see `expires-at-ms` in the WIT), in id
+    /// order, for the broker to disconnect (Mosquitto: `mosquitto_kick_client_by_clientid`).
+    /// Each is reported once with an `expired` event; every check of it is denied from now on.
+    pub fn expired_sessions(&mut self, now_ms: u64) -> Vec<SessionId> {
+        let mut ids: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.info.expires_at_ms.is_some_and(|at| at <= now_ms))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        for id in &ids {
+            self.expiry(Action::Connect, SessionId(*id), now_ms);
+        }
+        ids.into_iter().map(SessionId).collect()
+    }
+
+    /// The denial for a check of `session` if its proof expired as of `now_ms`; the first time,
+    /// also an `expired` event in the style of IoT Hub's 401003 IoTHubUnauthorized.
+    fn expiry(&mut self, action: Action, session: SessionId, now_ms: u64) -> Option<Denial> {
+        let s = self.sessions.get_mut(&session.0)?;
+        let at = s.info.expires_at_ms.filter(|at| *at <= now_ms)?;
+        let denial = Denial {
+            reason: ReasonCode::NotAuthorized,
+            message: format!(
+                "IoTHubUnauthorized: the credentials this client connected with expired at {at} ms \
+                 since the epoch; renew the token and reconnect"
+            ),
+            disconnect: true,
+        };
+        if !s.expiry_reported {
+            s.expiry_reported = true;
+            s.cache.clear();
+            let mut event = Event::denial(self.tenant.name(), action, "expired", &denial);
+            event.client_id = Some(s.connect.client_id.clone());
+            event.device_id = Some(s.info.device_id.clone());
+            self.emit(event);
+        }
+        Some(denial)
+    }
+
     /// Swaps in another module (a reload). Connected sessions stay; the new policy
     /// re-establishes each one (`resumed = true`) on its next check and may refuse it.
     pub fn replace(&mut self, module: PolicyModule) {
@@ -143,6 +186,7 @@ impl Policy {
                         info: info.clone(),
                         generation: self.generation,
                         revoked: None,
+                        expiry_reported: false,
                         cache: DecisionCache::default(),
                         connected: true,
                     },
@@ -202,6 +246,9 @@ impl Policy {
     /// policy's answer (denied if it is not admissible, kept if the policy allows); then the
     /// decision's event, whichever way it was reached.
     fn check<C: Check>(&mut self, session: SessionId, input: &C) -> C::Decision {
+        if let Some(d) = self.expiry(C::ACTION, session, now_ms()) {
+            return C::deny(d);
+        }
         let key = input.key();
         let cached = match self.sessions.get(&session.0) {
             Some(s) if self.caching => C::entries(&s.cache).lookup(&key),

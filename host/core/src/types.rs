@@ -87,8 +87,9 @@ impl std::fmt::Display for ReasonCode {
     }
 }
 
-/// A connection attempt, as the broker saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A connection attempt, as the broker saw it. Its `Debug` output shows the password as
+/// `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Connect {
     /// The tenant the adapter resolved for this connection (never chosen by the client).
     pub tenant: String,
@@ -110,6 +111,23 @@ pub struct Connect {
     pub certificate: Option<Certificate>,
     /// Peer address, e.g. `127.0.0.1:50312`.
     pub peer: String,
+}
+
+impl std::fmt::Debug for Connect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connect")
+            .field("tenant", &self.tenant)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("clean_start", &self.clean_start)
+            .field("keep_alive", &self.keep_alive)
+            .field("protocol", &self.protocol)
+            .field("tls", &self.tls)
+            .field("certificate", &self.certificate)
+            .field("peer", &self.peer)
+            .finish()
+    }
 }
 
 impl Connect {
@@ -183,6 +201,9 @@ pub struct SessionInfo {
     pub device_id: String,
     /// Free-form facts shown in events.
     pub attributes: Vec<(String, String)>,
+    /// When the client's proof expires (ms since the Unix epoch): from then on every check of
+    /// the session is denied with a disconnecting denial ([`crate::Policy::expired_sessions`]).
+    pub expires_at_ms: Option<u64>,
 }
 
 /// The host's handle for a connected client.

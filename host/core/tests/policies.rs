@@ -294,7 +294,7 @@ fn loads_and_load_failures_are_events_of_the_tenant() {
 
 #[test]
 fn hub_rules_quota_state_survives_a_reload() {
-    let rules = "[hub.rate]\nmessages = 2\nwindow-ms = 86400000\nexceeded = \"quota\"\n\
+    let rules = "[identity]\nauthentication = \"none\"\n[hub.rate]\nmessages = 2\nwindow-ms = 86400000\nexceeded = \"quota\"\n\
                  [[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"devices/${device.id}/#\"]\n";
     let first = load(guest_artifacts::HUB_RULES, Some(rules)).unwrap();
     // The same rules with a comment: another digest, so a genuinely different module.
@@ -316,6 +316,9 @@ fn hub_rules_quota_state_survives_a_reload() {
 const CACHE_RULES: &str = r#"
 [hub]
 max-payload = 100
+
+[identity]
+authentication = "none"
 
 [[device]]
 id = "d1"

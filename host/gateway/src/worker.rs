@@ -117,9 +117,28 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
 
     /// Time-based work, called periodically by the broker: applies reloaded policies (for a
     /// broker whose clients are quiet) and ends sessions whose broker session is over.
-    pub fn tick(&mut self, _now: Instant) {
+    ///
+    /// Returns the client ids of connected sessions whose proof expired (a SAS token's `se`):
+    /// the broker disconnects them (each is reported once, with an `expired` event, and every
+    /// later check of it is denied).
+    pub fn tick(&mut self, _now: Instant) -> Vec<String> {
         self.sync();
         self.end_pending();
+        let now_ms = mqtt_policy_host::events::now_ms();
+        let mut expired = Vec::new();
+        for policy in self.policies.values_mut() {
+            for session in policy.expired_sessions(now_ms) {
+                expired.push(session);
+            }
+        }
+        if expired.is_empty() {
+            return Vec::new();
+        }
+        self.sessions
+            .values()
+            .filter(|s| s.state == Lifetime::Online && s.policy_session.is_some_and(|id| expired.contains(&id)))
+            .map(|s| s.client_id.clone())
+            .collect()
     }
 
     /// Ends the sessions marked [`Lifetime::Ending`]. Not done in the disconnect itself: the

@@ -19,6 +19,11 @@ pub struct Rules {
     /// The device registry.
     #[serde(default, rename = "device")]
     pub devices: Vec<DeviceConfig>,
+    /// The application registry (IBM API keys): kept apart from devices.
+    #[serde(default, rename = "application")]
+    pub applications: Vec<ApplicationConfig>,
+    /// Shared access signatures (Azure IoT Hub style).
+    pub sas: Option<SasConfig>,
     /// Topic rules.
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleConfig>,
@@ -119,8 +124,7 @@ pub struct HubConfig {
     #[serde(default)]
     pub retained: Retained,
     /// Refuse clients without a certificate verified by a hub CA ("deny insecure").
-    #[serde(default)]
-    pub require_mtls: bool,
+    pub require_mtls: Option<Spanned<bool>>,
     /// Most clients connected at once.
     pub max_connections: Option<u32>,
     /// Messages per device per window.
@@ -157,6 +161,44 @@ pub struct IdentityConfig {
     pub auto_provision: bool,
     /// Device type given to auto-provisioned and unregistered devices.
     pub default_type: Option<String>,
+    /// `"none"` admits clients of this source without any proof; it must be said explicitly.
+    pub authentication: Option<Spanned<Authentication>>,
+    /// The user name a device sends with its token as password (IBM: `use-token-auth`).
+    pub token_username: Option<String>,
+}
+
+/// Whether clients must prove their identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Authentication {
+    /// Every client proves its identity (a credential, a SAS token or a certificate).
+    Required,
+    /// Clients without a registered credential are admitted on their word: insecure.
+    None,
+}
+
+/// What kind of identity a client is: kinds are registered, never inferred.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A device (`[[device]]`).
+    #[default]
+    Device,
+    /// A gateway (a `[[device]]` with `kind = "gateway"`).
+    Gateway,
+    /// An application (`[[application]]`, authenticated by API key and token).
+    Application,
+}
+
+impl Kind {
+    /// The name used in rules and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Device => "device",
+            Kind::Gateway => "gateway",
+            Kind::Application => "application",
+        }
+    }
 }
 
 /// `[[identity.client-id-format]]`.
@@ -165,10 +207,9 @@ pub struct IdentityConfig {
 pub struct FormatConfig {
     /// The shape, e.g. `d:{org}:{type}:{id}`.
     pub pattern: Spanned<String>,
-    /// Groups every client of this shape joins: rules tell devices from applications by
-    /// shape, never by a field the client chooses.
+    /// The kind of identity this shape claims; the registry must agree.
     #[serde(default)]
-    pub groups: Vec<String>,
+    pub kind: Kind,
 }
 
 /// `[[ca]]`.
@@ -211,6 +252,54 @@ pub struct DeviceConfig {
     /// State.
     #[serde(default)]
     pub state: DeviceState,
+    /// `device` (default) or `gateway`.
+    pub kind: Option<Spanned<Kind>>,
+    /// Hash of the device's token (IBM: sent as password with user name `use-token-auth`).
+    pub token_hash: Option<Spanned<String>>,
+    /// Hash of the password sent with `username`.
+    pub password_hash: Option<Spanned<String>>,
+    /// User name of `password-hash` (default: the device id).
+    pub username: Option<String>,
+    /// The device's symmetric key for SAS tokens (base64): a secret, never printed.
+    pub sas_key: Option<Spanned<String>>,
+}
+
+/// `[[application]]`: an API key and the hash of its authentication token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ApplicationConfig {
+    /// The API key, sent as user name (e.g. `a-acme-a84ps90Ajs`).
+    pub api_key: Spanned<String>,
+    /// Hash of its authentication token, sent as password.
+    pub token_hash: Spanned<String>,
+    /// Groups, for rules that name them.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// State.
+    #[serde(default)]
+    pub state: DeviceState,
+}
+
+/// `[sas]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SasConfig {
+    /// The hub's host name: user names are `{hostname}/{device}/...`, resources
+    /// `{hostname}/devices/{device}`.
+    pub hostname: Spanned<String>,
+    /// Hub-level shared access policies whose keys may sign any registered device's token.
+    #[serde(default, rename = "policy")]
+    pub policies: Vec<SasPolicyConfig>,
+}
+
+/// `[[sas.policy]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SasPolicyConfig {
+    /// The policy name (`skn`).
+    pub name: Spanned<String>,
+    /// Its key (base64): a secret, never printed.
+    pub key: Spanned<String>,
 }
 
 /// Allow or deny.
@@ -251,6 +340,9 @@ pub struct RuleConfig {
     /// Only devices in one of these groups (none: all).
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Only identities of these kinds (none: all).
+    #[serde(default)]
+    pub kinds: Vec<Kind>,
 }
 
 /// `line L, column C` of a byte offset, for error messages.

@@ -9,8 +9,17 @@ use mqtt_policy_guest::{
     Subscribe, SubscribeDecision,
 };
 
-use crate::config::{self, Action, Effect, Exceeded, HubState, IdentitySource, Retained, ServiceLevel};
+use crate::config::{
+    self, Action, Authentication, Effect, Exceeded, HubState, IdentitySource, Kind, Retained, ServiceLevel,
+};
+use crate::credentials::{self, SecretHash};
 use crate::identity::Format;
+use crate::sas;
+
+/// The user name a device sends with its token, unless the rules say otherwise (IBM).
+pub const TOKEN_USERNAME: &str = "use-token-auth";
+
+const UNSAFE: &str = "must be non-empty, not start with '$', and hold no '/', '+', '#' or NUL";
 
 /// Placeholders topic rules may use.
 pub const PLACEHOLDERS: &[&str] = &["device.id", "device.type", "client.id", "username", "cert.cn", "hub.org"];
@@ -27,12 +36,55 @@ pub trait HostApi {
     fn now_millis(&self) -> u64;
 }
 
-/// A device in the registry.
+/// A device in the registry, with the proofs it must give.
 #[derive(Debug, Clone)]
 pub struct Device {
     device_type: String,
     groups: Vec<String>,
     state: config::DeviceState,
+    kind: Kind,
+    token: Option<SecretHash>,
+    password: Option<(String, SecretHash)>,
+    sas_key: Option<Secret>,
+}
+
+impl Device {
+    fn has_credentials(&self) -> bool {
+        self.token.is_some() || self.password.is_some() || self.sas_key.is_some()
+    }
+}
+
+/// Key bytes that never show in `Debug` output.
+#[derive(Clone)]
+struct Secret(Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// An application in the registry, by API key.
+#[derive(Debug, Clone)]
+struct Application {
+    token: SecretHash,
+    groups: Vec<String>,
+    state: config::DeviceState,
+}
+
+/// The `[sas]` section, compiled.
+#[derive(Debug)]
+struct Sas {
+    hostname: String,
+    policies: Vec<(String, Secret)>,
+}
+
+/// Which client-chosen values some topic rule expands, so each is checked at connect.
+#[derive(Debug, Default)]
+struct Expanded {
+    username: bool,
+    client_id: bool,
+    cert_cn: bool,
 }
 
 #[derive(Debug)]
@@ -40,13 +92,32 @@ struct Rule {
     effect: Effect,
     types: Vec<String>,
     groups: Vec<String>,
+    kinds: Vec<Kind>,
 }
 
 impl Rule {
     fn applies(&self, s: &Session) -> bool {
         (self.types.is_empty() || self.types.contains(&s.device_type))
             && (self.groups.is_empty() || self.groups.iter().any(|g| s.groups.contains(g)))
+            && (self.kinds.is_empty() || self.kinds.contains(&s.kind))
     }
+}
+
+/// Who a client says it is, before any proof.
+struct Claim<'a> {
+    id: &'a str,
+    kind: Option<Kind>,
+    device_type: Option<&'a str>,
+    attributes: Vec<(String, String)>,
+}
+
+/// Who a client turned out to be.
+struct Admitted {
+    kind: Kind,
+    device_type: String,
+    groups: Vec<String>,
+    proof: &'static str,
+    expires_at_ms: Option<u64>,
 }
 
 /// A compiled hub.
@@ -62,8 +133,14 @@ pub struct Hub {
     max_connections: Option<u32>,
     rate: Option<config::RateConfig>,
     source: IdentitySource,
-    formats: Vec<(Format, Vec<String>)>,
+    formats: Vec<(Format, Kind)>,
     allow_unregistered: bool,
+    open: bool,
+    token_username: String,
+    applications: HashMap<String, Application>,
+    sas: Option<Sas>,
+    expanded: Expanded,
+    decoy: SecretHash,
     auto_provision: bool,
     default_type: String,
     cas: Vec<String>,
@@ -79,6 +156,7 @@ pub struct Hub {
 #[derive(Debug, Clone)]
 pub struct Session {
     device_id: String,
+    kind: Kind,
     device_type: String,
     groups: Vec<String>,
     client_id: String,
@@ -125,10 +203,24 @@ impl Hub {
                     at(pattern.span())
                 ));
             }
-            formats.push((format, f.groups.clone()));
+            formats.push((format, f.kind));
+        }
+        if let Some(org) = &h.org
+            && !topic_safe(org)
+        {
+            return Err(format!("hub.org `{org}`: {UNSAFE}"));
         }
         if id.from == IdentitySource::Certificate && doc.cas.is_empty() {
             return Err("identity.from = \"certificate\" needs at least one [[ca]]".to_owned());
+        }
+        if let Some(m) = &h.require_mtls
+            && *m.get_ref()
+            && doc.cas.is_empty()
+        {
+            return Err(format!(
+                "{}: hub.require-mtls needs at least one [[ca]] to verify client certificates against",
+                at(m.span())
+            ));
         }
         if id.auto_provision && id.from != IdentitySource::Certificate {
             return Err("identity.auto-provision needs identity.from = \"certificate\"".to_owned());
@@ -149,31 +241,113 @@ impl Hub {
             cas.push(ca.name.get_ref().clone());
         }
 
+        let sas = match &doc.sas {
+            None => None,
+            Some(s) => {
+                let mut policies: Vec<(String, Secret)> = Vec::new();
+                for (i, p) in s.policies.iter().enumerate() {
+                    let name = p.name.get_ref();
+                    if policies.iter().any(|(n, _)| n == name) {
+                        return Err(format!("{}: sas.policy[{i}].name: duplicate policy `{name}`", at(p.name.span())));
+                    }
+                    let key = sas::decode_key(p.key.get_ref())
+                        .map_err(|e| format!("{}: sas.policy[{i}].key (policy `{name}`): {e}", at(p.key.span())))?;
+                    policies.push((name.clone(), Secret(key)));
+                }
+                Some(Sas { hostname: s.hostname.get_ref().to_ascii_lowercase(), policies })
+            }
+        };
+        let hub_keys = sas.as_ref().is_some_and(|s| !s.policies.is_empty());
+        let open = id.authentication.as_ref().is_some_and(|a| *a.get_ref() == Authentication::None);
+        let proven_by_certificate = id.from == IdentitySource::Certificate;
+
         let default_type = id.default_type.clone().unwrap_or_else(|| "device".to_owned());
+        if !topic_safe(&default_type) {
+            return Err(format!("identity.default-type `{default_type}`: {UNSAFE}"));
+        }
+        let hash = |field: String, span: std::ops::Range<usize>, text: &str| {
+            SecretHash::parse(text).map_err(|e| format!("{}: {field}: {e}", at(span)))
+        };
         let mut devices = HashMap::default();
         for (i, d) in doc.devices.iter().enumerate() {
             let name = d.id.get_ref();
             if !topic_safe(name) {
+                return Err(format!("{}: device[{i}].id `{name}`: {UNSAFE}", at(d.id.span())));
+            }
+            let kind = match &d.kind {
+                Some(k) if *k.get_ref() == Kind::Application => {
+                    return Err(format!(
+                        "{}: device[{i}].kind: applications are registered as [[application]] with an API key",
+                        at(k.span())
+                    ));
+                }
+                Some(k) => *k.get_ref(),
+                None => Kind::Device,
+            };
+            let device_type = d.device_type.clone().unwrap_or_else(|| default_type.clone());
+            if !topic_safe(&device_type) {
+                return Err(format!("{}: device[{i}].type `{device_type}`: {UNSAFE}", at(d.id.span())));
+            }
+            let token = d.token_hash.as_ref().map(|t| hash(format!("device[{i}].token-hash"), t.span(), t.get_ref()));
+            let password =
+                d.password_hash.as_ref().map(|t| hash(format!("device[{i}].password-hash"), t.span(), t.get_ref()));
+            if d.username.is_some() && password.is_none() {
+                return Err(format!("{}: device[{i}].username needs a password-hash", at(d.id.span())));
+            }
+            let sas_key = match &d.sas_key {
+                None => None,
+                Some(_) if sas.is_none() => {
+                    return Err(format!(
+                        "{}: device[{i}].sas-key needs a [sas] section naming the hub's hostname",
+                        at(d.id.span())
+                    ));
+                }
+                Some(k) => Some(Secret(
+                    sas::decode_key(k.get_ref()).map_err(|e| format!("{}: device[{i}].sas-key: {e}", at(k.span())))?,
+                )),
+            };
+            let device = Device {
+                device_type,
+                groups: d.groups.clone(),
+                state: d.state,
+                kind,
+                token: token.transpose()?,
+                password: match password.transpose()? {
+                    Some(h) => Some((d.username.clone().unwrap_or_else(|| name.clone()), h)),
+                    None => None,
+                },
+                sas_key,
+            };
+            if !open && !proven_by_certificate && !hub_keys && !device.has_credentials() {
                 return Err(format!(
-                    "{}: device[{i}].id `{name}`: must be non-empty, not start with '$', and hold no '/', '+', '#' or NUL",
+                    "{}: device[{i}] `{name}` has no credential (token-hash, password-hash or sas-key): \
+                     give one, or admit devices without proof with identity.authentication = \"none\"",
                     at(d.id.span())
                 ));
             }
-            let device = Device {
-                device_type: d.device_type.clone().unwrap_or_else(|| default_type.clone()),
-                groups: d.groups.clone(),
-                state: d.state,
-            };
             if devices.insert(name.clone(), device).is_some() {
                 return Err(format!("{}: device[{i}].id: duplicate device `{name}`", at(d.id.span())));
             }
         }
-
+        let mut applications = HashMap::default();
+        for (i, a) in doc.applications.iter().enumerate() {
+            let key = a.api_key.get_ref();
+            if key.is_empty() || key == &id.token_username.clone().unwrap_or_else(|| TOKEN_USERNAME.to_owned()) {
+                return Err(format!("{}: application[{i}].api-key: not a usable API key", at(a.api_key.span())));
+            }
+            let token = hash(format!("application[{i}].token-hash"), a.token_hash.span(), a.token_hash.get_ref())?;
+            let app = Application { token, groups: a.groups.clone(), state: a.state };
+            if applications.insert(key.clone(), app).is_some() {
+                return Err(format!("{}: application[{i}].api-key: duplicate API key", at(a.api_key.span())));
+            }
+        }
+        let allow_unregistered = id.allow_unregistered.unwrap_or(doc.devices.is_empty());
         let mut publish = TopicTrie::with_placeholders(PLACEHOLDERS);
         let mut delivery = TopicTrie::with_placeholders(PLACEHOLDERS);
         let mut subscribe = Vec::new();
         let mut rules = Vec::new();
         let mut has_delivery_rules = false;
+        let mut expanded = Expanded::default();
         for (i, r) in doc.rules.iter().enumerate() {
             if r.topics.is_empty() {
                 return Err(format!("rule[{i}].topics: list at least one topic filter"));
@@ -184,6 +358,14 @@ impl Hub {
             for (j, t) in r.topics.iter().enumerate() {
                 let field = || format!("{}: rule[{i}].topics[{j}] `{}`", at(t.span()), t.get_ref());
                 let template = Template::parse(t.get_ref(), PLACEHOLDERS).map_err(|e| format!("{}: {e}", field()))?;
+                for name in template.names() {
+                    match name {
+                        "username" => expanded.username = true,
+                        "client.id" => expanded.client_id = true,
+                        "cert.cn" => expanded.cert_cn = true,
+                        _ => {}
+                    }
+                }
                 topic::validate_topic_filter(t.get_ref()).map_err(|e| format!("{}: {e}", field()))?;
                 for action in &r.actions {
                     match action {
@@ -200,7 +382,26 @@ impl Hub {
                     .map_err(|e| format!("{}: {e}", field()))?;
                 }
             }
-            rules.push(Rule { effect: r.effect, types: r.types.clone(), groups: r.groups.clone() });
+            rules.push(Rule {
+                effect: r.effect,
+                types: r.types.clone(),
+                groups: r.groups.clone(),
+                kinds: r.kinds.clone(),
+            });
+        }
+
+        let devices_claimable = formats.is_empty() || formats.iter().any(|(_, k)| *k != Kind::Application);
+        if allow_unregistered && devices_claimable && !open && !proven_by_certificate && !hub_keys {
+            let why = if id.allow_unregistered.is_some() {
+                "identity.allow-unregistered = true"
+            } else {
+                "no [[device]] is registered, so any device id is accepted"
+            };
+            return Err(format!(
+                "identity: {why}, and nothing would prove a client's identity: register devices with \
+                 credentials, add a [[sas.policy]], use identity.from = \"certificate\", or admit clients \
+                 without proof with identity.authentication = \"none\""
+            ));
         }
 
         Ok(Hub {
@@ -210,12 +411,18 @@ impl Hub {
             shared_subscribe: h.shared_subscribe,
             max_payload: h.max_payload,
             retained: h.retained,
-            require_mtls: h.require_mtls,
+            require_mtls: h.require_mtls.as_ref().is_some_and(|m| *m.get_ref()),
             max_connections: h.max_connections,
             rate: h.rate.clone(),
             source: id.from,
             formats,
-            allow_unregistered: id.allow_unregistered.unwrap_or(doc.devices.is_empty()),
+            allow_unregistered,
+            open,
+            token_username: id.token_username.clone().unwrap_or_else(|| TOKEN_USERNAME.to_owned()),
+            applications,
+            sas,
+            expanded,
+            decoy: credentials::decoy(),
             auto_provision: id.auto_provision,
             default_type,
             cas,
@@ -258,7 +465,7 @@ impl Hub {
             .and_then(|cert| cert.chain_verified_by.as_deref())
             .filter(|ca| self.cas.iter().any(|n| n == ca));
         if self.require_mtls {
-            let ok = c.tls && c.certificate.is_some() && (self.cas.is_empty() || verified_ca.is_some());
+            let ok = c.tls && verified_ca.is_some();
             if !ok {
                 let message = if c.certificate.is_some() && c.tls {
                     "invalid device certificate"
@@ -288,97 +495,26 @@ impl Hub {
             ));
         }
 
-        let mut device_type = None;
-        let mut extra_groups: &[String] = &[];
-        let mut attributes = Vec::new();
-        let device_id: &str = match self.source {
-            IdentitySource::Username => c.username.as_deref().filter(|u| topic_safe(u)).ok_or_else(|| {
-                deny(ReasonCode::BadUserNameOrPassword, "could not identify device: no usable user name")
-            })?,
-            IdentitySource::Certificate => {
-                let cert = c
-                    .certificate
-                    .as_ref()
-                    .ok_or_else(|| deny(ReasonCode::NotAuthorized, "mutual TLS authentication is required"))?;
-                if verified_ca.is_none() {
-                    return Err(deny(ReasonCode::NotAuthorized, "invalid device certificate"));
-                }
-                match cert.subject_cn.as_deref() {
-                    None | Some("") => {
-                        return Err(deny(ReasonCode::NotAuthorized, "certificate common name cannot be empty"));
-                    }
-                    Some(cn) if !topic_safe(cn) => {
-                        return Err(deny(ReasonCode::NotAuthorized, "invalid device certificate"));
-                    }
-                    Some(cn) => cn,
-                }
-            }
-            IdentitySource::ClientId if self.formats.is_empty() => {
-                if !topic_safe(&c.client_id) {
-                    return Err(deny(
-                        ReasonCode::ClientIdentifierNotValid,
-                        format!("client identifier `{}` is not a valid device id", c.client_id),
-                    ));
-                }
-                &c.client_id
-            }
-            IdentitySource::ClientId => {
-                let (format, format_groups, caps) = self
-                    .formats
-                    .iter()
-                    .find_map(|(f, g)| f.capture(&c.client_id).map(|caps| (f, g, caps)))
-                    .ok_or_else(|| {
-                        deny(
-                            ReasonCode::ClientIdentifierNotValid,
-                            format!("client identifier `{}` matches no accepted format", c.client_id),
-                        )
-                    })?;
-                if let Some(org) = caps.org
-                    && Some(org) != self.org.as_deref()
-                {
-                    return Err(deny(
-                        ReasonCode::ClientIdentifierNotValid,
-                        format!("client identifier organization `{org}` is not this hub's"),
-                    ));
-                }
-                device_type = caps.device_type;
-                extra_groups = format_groups.as_slice();
-                attributes.push(("format".to_owned(), format.text().to_owned()));
-                if let Some(instance) = caps.instance {
-                    attributes.push(("instance".to_owned(), instance.to_owned()));
-                }
-                caps.id.or(caps.app).expect("formats capture id or app")
-            }
+        let claim = self.claim(c)?;
+        let cn = c.certificate.as_ref().filter(|_| verified_ca.is_some()).and_then(|cert| cert.subject_cn.as_deref());
+        if let Some(cn) = cn
+            && (self.require_mtls || self.source == IdentitySource::Certificate)
+            && cn != claim.id
+        {
+            return Err(deny(
+                ReasonCode::NotAuthorized,
+                format!(
+                    "certificate common name `{cn}` is not the identity `{}` the client identifier names",
+                    claim.id
+                ),
+            ));
+        }
+        let admitted = match claim.kind {
+            Some(Kind::Application) => self.admit_application(c, &claim)?,
+            _ => self.admit_device(c, &claim, host)?,
         };
+        self.check_expanded(c, cn)?;
 
-        let (device_type, mut groups) = match self.devices.get(device_id) {
-            Some(d) => {
-                match d.state {
-                    config::DeviceState::Disabled => {
-                        return Err(deny(ReasonCode::NotAuthorized, "device is not enabled"));
-                    }
-                    config::DeviceState::Deleted => return Err(deny(ReasonCode::NotAuthorized, "device is deleted")),
-                    config::DeviceState::Enabled => {}
-                }
-                (d.device_type.clone(), d.groups.clone())
-            }
-            None if self.auto_provision => {
-                if !c.resumed {
-                    host.info(&format!(
-                        "device was auto-provisioned: object-name={device_id} source-address={}",
-                        c.peer
-                    ));
-                }
-                attributes.push(("provisioned".to_owned(), "auto".to_owned()));
-                (self.default_type.clone(), Vec::new())
-            }
-            None if self.allow_unregistered => {
-                (device_type.map_or_else(|| self.default_type.clone(), str::to_owned), Vec::new())
-            }
-            None => return Err(deny(ReasonCode::NotAuthorized, "could not identify device")),
-        };
-
-        groups.extend(extra_groups.iter().cloned());
         if let Some(max) = self.max_connections
             && !c.resumed
             && host.connection_count() >= max
@@ -386,19 +522,370 @@ impl Hub {
             return Err(deny(ReasonCode::QuotaExceeded, format!("too many connections for this hub (limit {max})")));
         }
 
-        attributes.push(("type".to_owned(), device_type.clone()));
-        let info = SessionInfo { device_id: device_id.to_owned(), attributes };
+        let device_id = claim.id;
+        let mut attributes = claim.attributes;
+        attributes.push(("kind".to_owned(), admitted.kind.name().to_owned()));
+        attributes.push(("type".to_owned(), admitted.device_type.clone()));
+        attributes.push(("auth".to_owned(), admitted.proof.to_owned()));
+        let info = SessionInfo::device(device_id);
+        let info = SessionInfo { attributes, expires_at_ms: admitted.expires_at_ms, ..info };
         let session = Session {
             rate_counter: format!("rate:{device_id}"),
             device_id: device_id.to_owned(),
-            device_type,
-            groups,
+            kind: admitted.kind,
+            device_type: admitted.device_type,
+            groups: admitted.groups,
             client_id: c.client_id.clone(),
             username: c.username.clone(),
             cert_cn: c.certificate.as_ref().and_then(|c| c.subject_cn.clone()),
             org: self.org.clone(),
         };
         Ok((info, session))
+    }
+
+    /// The identity the client names (client id, user name or certificate), unproven.
+    fn claim<'c>(&self, c: &'c Connect) -> Result<Claim<'c>, Denial> {
+        let mut claim = Claim { id: "", kind: None, device_type: None, attributes: Vec::new() };
+        match self.source {
+            IdentitySource::Username => {
+                claim.id = c.username.as_deref().filter(|u| topic_safe(u)).ok_or_else(|| {
+                    deny(ReasonCode::BadUserNameOrPassword, "could not identify device: no usable user name")
+                })?;
+            }
+            IdentitySource::Certificate => {
+                let cert = c
+                    .certificate
+                    .as_ref()
+                    .ok_or_else(|| deny(ReasonCode::NotAuthorized, "mutual TLS authentication is required"))?;
+                let verified = cert.chain_verified_by.as_deref().is_some_and(|ca| self.cas.iter().any(|n| n == ca));
+                if !verified {
+                    return Err(deny(ReasonCode::NotAuthorized, "invalid device certificate"));
+                }
+                let cn = match cert.subject_cn.as_deref() {
+                    None | Some("") => {
+                        return Err(deny(ReasonCode::NotAuthorized, "certificate common name cannot be empty"));
+                    }
+                    Some(cn) if !topic_safe(cn) => {
+                        return Err(deny(ReasonCode::NotAuthorized, "invalid device certificate"));
+                    }
+                    Some(cn) => cn,
+                };
+                // The client id must name the certificate's identity (its own format, if any).
+                let named =
+                    if self.formats.is_empty() { c.client_id.as_str() } else { self.parse_client_id(c, &mut claim)? };
+                if named != cn {
+                    return Err(deny(
+                        ReasonCode::NotAuthorized,
+                        format!(
+                            "certificate common name `{cn}` is not the identity `{named}` the client identifier names"
+                        ),
+                    ));
+                }
+                claim.id = cn;
+            }
+            IdentitySource::ClientId if self.formats.is_empty() => {
+                if !topic_safe(&c.client_id) {
+                    return Err(deny(
+                        ReasonCode::ClientIdentifierNotValid,
+                        format!("client identifier `{}` is not a valid device id", c.client_id.escape_debug()),
+                    ));
+                }
+                claim.id = &c.client_id;
+            }
+            IdentitySource::ClientId => claim.id = self.parse_client_id(c, &mut claim)?,
+        }
+        Ok(claim)
+    }
+
+    /// The id a client id names under the first matching format; fills the claimed kind and type.
+    fn parse_client_id<'c>(&self, c: &'c Connect, claim: &mut Claim<'c>) -> Result<&'c str, Denial> {
+        let (format, kind, caps) =
+            self.formats.iter().find_map(|(f, k)| f.capture(&c.client_id).map(|caps| (f, *k, caps))).ok_or_else(
+                || {
+                    deny(
+                        ReasonCode::ClientIdentifierNotValid,
+                        format!("client identifier `{}` matches no accepted format", c.client_id.escape_debug()),
+                    )
+                },
+            )?;
+        if let Some(org) = caps.org
+            && Some(org) != self.org.as_deref()
+        {
+            return Err(deny(
+                ReasonCode::ClientIdentifierNotValid,
+                format!("client identifier organization `{org}` is not this hub's"),
+            ));
+        }
+        claim.kind = Some(kind);
+        claim.device_type = caps.device_type;
+        claim.attributes.push(("format".to_owned(), format.text().to_owned()));
+        if let Some(instance) = caps.instance {
+            claim.attributes.push(("instance".to_owned(), instance.to_owned()));
+        }
+        Ok(caps.id.or(caps.app).expect("formats capture id or app"))
+    }
+
+    /// An application: a registered API key (the user name) and its token (the password).
+    fn admit_application(&self, c: &Connect, claim: &Claim<'_>) -> Result<Admitted, Denial> {
+        if self.devices.contains_key(claim.id) {
+            return Err(deny(
+                ReasonCode::ClientIdentifierNotValid,
+                format!(
+                    "client identifier names device `{}`: an application cannot take a device's identity",
+                    claim.id
+                ),
+            ));
+        }
+        let (Some(key), Some(token)) = (c.username.as_deref(), c.password.as_deref()) else {
+            return Err(deny(
+                ReasonCode::BadUserNameOrPassword,
+                "an application must authenticate with an API key (user name) and its token (password)",
+            ));
+        };
+        let app = self.applications.get(key);
+        // An unknown key costs one verification too, so timing does not tell keys apart.
+        let verified = match app {
+            Some(a) => a.token.verify(token),
+            None => {
+                let _ = self.decoy.verify(token);
+                false
+            }
+        };
+        let Some(app) = app.filter(|_| verified) else {
+            return Err(deny(ReasonCode::BadUserNameOrPassword, "bad API key or authentication token"));
+        };
+        match app.state {
+            config::DeviceState::Enabled => {}
+            config::DeviceState::Disabled => return Err(deny(ReasonCode::NotAuthorized, "API key is not enabled")),
+            config::DeviceState::Deleted => return Err(deny(ReasonCode::NotAuthorized, "API key is deleted")),
+        }
+        Ok(Admitted {
+            kind: Kind::Application,
+            device_type: "application".to_owned(),
+            groups: app.groups.clone(),
+            proof: "api-key",
+            expires_at_ms: None,
+        })
+    }
+
+    /// A device or gateway: the registry entry decides its kind, type and groups, and which
+    /// proof it owes.
+    fn admit_device(&self, c: &Connect, claim: &Claim<'_>, host: &impl HostApi) -> Result<Admitted, Denial> {
+        let id = claim.id;
+        match self.devices.get(id) {
+            Some(d) => {
+                if let Some(k) = claim.kind
+                    && k != d.kind
+                {
+                    return Err(deny(
+                        ReasonCode::ClientIdentifierNotValid,
+                        format!(
+                            "client identifier claims a {}, but `{id}` is registered as a {}",
+                            k.name(),
+                            d.kind.name()
+                        ),
+                    ));
+                }
+                if let Some(t) = claim.device_type
+                    && t != d.device_type
+                {
+                    return Err(deny(
+                        ReasonCode::ClientIdentifierNotValid,
+                        format!(
+                            "client identifier claims type `{t}`, but device `{id}` is registered as type `{}`",
+                            d.device_type
+                        ),
+                    ));
+                }
+                match d.state {
+                    config::DeviceState::Disabled => {
+                        return Err(deny(ReasonCode::NotAuthorized, "device is not enabled"));
+                    }
+                    config::DeviceState::Deleted => return Err(deny(ReasonCode::NotAuthorized, "device is deleted")),
+                    config::DeviceState::Enabled => {}
+                }
+                let (proof, expires_at_ms) = self.prove(c, id, Some(d), host)?;
+                Ok(Admitted {
+                    kind: d.kind,
+                    device_type: d.device_type.clone(),
+                    groups: d.groups.clone(),
+                    proof,
+                    expires_at_ms,
+                })
+            }
+            None if self.auto_provision => {
+                if !c.resumed {
+                    host.info(&format!("device was auto-provisioned: object-name={id} source-address={}", c.peer));
+                }
+                let (proof, expires_at_ms) = self.prove(c, id, None, host)?;
+                Ok(Admitted {
+                    kind: Kind::Device,
+                    device_type: self.default_type.clone(),
+                    groups: vec![],
+                    proof,
+                    expires_at_ms,
+                })
+                .map(|mut a| {
+                    a.proof = if a.proof == "certificate" { "certificate (auto-provisioned)" } else { a.proof };
+                    a
+                })
+            }
+            None if self.allow_unregistered => {
+                let (proof, expires_at_ms) = self.prove(c, id, None, host)?;
+                Ok(Admitted {
+                    kind: claim.kind.unwrap_or(Kind::Device),
+                    device_type: claim.device_type.map_or_else(|| self.default_type.clone(), str::to_owned),
+                    groups: Vec::new(),
+                    proof,
+                    expires_at_ms,
+                })
+            }
+            None => {
+                if let Some(p) = c.password.as_deref() {
+                    let _ = self.decoy.verify(p);
+                }
+                Err(deny(ReasonCode::NotAuthorized, "could not identify device"))
+            }
+        }
+    }
+
+    /// Checks the proof a device gives: a SAS token, its token or password, its certificate;
+    /// returns the proof's name and when it stops being valid.
+    fn prove(
+        &self,
+        c: &Connect,
+        id: &str,
+        entry: Option<&Device>,
+        host: &impl HostApi,
+    ) -> Result<(&'static str, Option<u64>), Denial> {
+        let bad = |message: String| deny(ReasonCode::BadUserNameOrPassword, message);
+        if let (Some(sas), Some(password)) = (&self.sas, c.password.as_deref())
+            && sas::is_token(password)
+        {
+            let key_of_device = entry.and_then(|d| d.sas_key.as_ref());
+            return self.prove_sas(sas, c, id, key_of_device, password, host.now_millis());
+        }
+        if let Some(d) = entry.filter(|d| d.token.is_some() || d.password.is_some()) {
+            let user = c.username.as_deref();
+            let (hash, proof) = match user {
+                Some(u) if u == self.token_username && d.token.is_some() => (d.token.as_ref(), "token"),
+                Some(u) if d.password.as_ref().is_some_and(|(name, _)| name == u) => {
+                    (d.password.as_ref().map(|(_, h)| h), "password")
+                }
+                _ => (None, ""),
+            };
+            let Some(password) = c.password.as_deref() else {
+                let how = if d.token.is_some() {
+                    format!("user name `{}` and the device token as password", self.token_username)
+                } else {
+                    "its user name and password".to_owned()
+                };
+                return Err(bad(format!("device `{id}` must authenticate with {how}")));
+            };
+            let verified = match hash {
+                Some(h) => h.verify(password),
+                None => {
+                    let _ = self.decoy.verify(password);
+                    false
+                }
+            };
+            return if verified { Ok((proof, None)) } else { Err(bad("bad user name or password".to_owned())) };
+        }
+        if entry.is_some_and(|d| d.sas_key.is_some()) {
+            return Err(bad(format!("device `{id}` must authenticate with a shared access signature")));
+        }
+        if self.source == IdentitySource::Certificate {
+            return Ok(("certificate", None));
+        }
+        if self.open {
+            return Ok(("none", None));
+        }
+        if self.sas.is_some() {
+            return Err(bad(format!("device `{id}` must authenticate with a shared access signature")));
+        }
+        Err(bad(format!("device `{id}` has no credential to authenticate with")))
+    }
+
+    fn prove_sas(
+        &self,
+        sas: &Sas,
+        c: &Connect,
+        id: &str,
+        device_key: Option<&Secret>,
+        password: &[u8],
+        now_ms: u64,
+    ) -> Result<(&'static str, Option<u64>), Denial> {
+        let bad = |message: String| deny(ReasonCode::BadUserNameOrPassword, message);
+        let token = sas::parse(password).map_err(|e| bad(format!("malformed shared access signature: {e}")))?;
+        let user = format!("{}/{id}", sas.hostname);
+        let user_ok = c.username.as_deref().map(str::to_ascii_lowercase).is_some_and(|u| {
+            u == user.to_ascii_lowercase() || u.starts_with(&format!("{}/", user.to_ascii_lowercase()))
+        });
+        if !user_ok {
+            return Err(bad(format!(
+                "a device signing in with a shared access signature uses user name `{user}/?api-version=...`"
+            )));
+        }
+        let resource = format!("{}/devices/{id}", sas.hostname);
+        if !token.resource.eq_ignore_ascii_case(&resource) {
+            return Err(bad(format!(
+                "shared access signature for resource `{}` does not grant access to `{resource}`",
+                token.resource.escape_debug()
+            )));
+        }
+        let (key, proof) = match &token.policy {
+            Some(name) => match sas.policies.iter().find(|(n, _)| n == name) {
+                Some((_, key)) => (key, "sas-policy"),
+                None => {
+                    return Err(bad(format!("shared access policy `{}` does not exist", name.escape_debug())));
+                }
+            },
+            None => match device_key {
+                Some(key) => (key, "sas"),
+                None => {
+                    return Err(bad(format!(
+                        "device `{id}` has no symmetric key: sign with a shared access policy (skn)"
+                    )));
+                }
+            },
+        };
+        if !sas::signed_by(&token, &key.0) {
+            return Err(bad("shared access signature is not valid: the signature does not match".to_owned()));
+        }
+        let expires_at_ms = token.expiry.saturating_mul(1000);
+        if expires_at_ms <= now_ms {
+            return Err(bad(format!(
+                "shared access signature expired at se={} ({} s ago): renew the token and reconnect",
+                token.expiry,
+                (now_ms - expires_at_ms) / 1000
+            )));
+        }
+        Ok((proof, Some(expires_at_ms)))
+    }
+
+    /// Refuses a client whose user name, client id or certificate CN a topic rule would expand
+    /// but which could widen it (a `$` start, `/`, `+`, `#`, NUL): `${username}/#` must never
+    /// become `$SYS/#`.
+    fn check_expanded(&self, c: &Connect, cn: Option<&str>) -> Result<(), Denial> {
+        let cert_cn = cn.or(c.certificate.as_ref().and_then(|c| c.subject_cn.as_deref()));
+        for (used, what, value, reason) in [
+            (self.expanded.username, "user name", c.username.as_deref(), ReasonCode::BadUserNameOrPassword),
+            (
+                self.expanded.client_id,
+                "client identifier",
+                Some(c.client_id.as_str()),
+                ReasonCode::ClientIdentifierNotValid,
+            ),
+            (self.expanded.cert_cn, "certificate common name", cert_cn, ReasonCode::NotAuthorized),
+        ] {
+            if let Some(v) = value.filter(|v| used && !topic_safe(v)) {
+                return Err(deny(
+                    reason,
+                    format!("{what} `{}` cannot be used in this hub's topic rules: {UNSAFE}", v.escape_debug()),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Decides a publish: state, topic, QoS, service level, payload, topic rules, retain, rate.

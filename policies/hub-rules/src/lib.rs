@@ -2,8 +2,10 @@
 //! rules reference) compiled at load into hash maps and topic tries.
 
 pub mod config;
+pub mod credentials;
 pub mod hub;
 pub mod identity;
+pub mod sas;
 #[cfg(test)]
 mod tests;
 

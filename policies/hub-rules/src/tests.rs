@@ -75,6 +75,16 @@ fn publish(topic: &str) -> Publish {
     Publish { topic: topic.into(), qos: 1, retain: false, payload_size: 10 }
 }
 
+/// Compiles `rules` with `authentication = "none"` added (appended, so line numbers stay).
+fn open(rules: &str) -> Result<Hub, String> {
+    let text = if rules.contains("[identity]\n") {
+        rules.replacen("[identity]\n", "[identity]\nauthentication = \"none\"\n", 1)
+    } else {
+        format!("{rules}\n[identity]\nauthentication = \"none\"\n")
+    };
+    Hub::compile(&text)
+}
+
 fn reject(hub: &Hub, c: &Connect) -> (ReasonCode, String) {
     match hub.authenticate(c, &FakeHost::default()) {
         Err(d) => (d.reason, d.message),
@@ -125,11 +135,11 @@ fn compile_errors_name_line_and_field() {
     let e = Hub::compile("[[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"d/${device.name}\"]\n")
         .unwrap_err();
     assert!(e.contains("rule[0].topics[0]") && e.contains("unknown placeholder `${device.name}`"), "{e}");
-    let e = Hub::compile("[[device]]\nid = \"a\"\n[[device]]\nid = \"a\"\n").unwrap_err();
+    let e = open("[[device]]\nid = \"a\"\n[[device]]\nid = \"a\"\n").unwrap_err();
     assert!(e.starts_with("line 4, column 6: device[1].id: duplicate device `a`"), "{e}");
-    let e = Hub::compile("[identity]\nfrom = \"certificate\"\n").unwrap_err();
+    let e = open("[identity]\nfrom = \"certificate\"\n").unwrap_err();
     assert!(e.contains("needs at least one [[ca]]"), "{e}");
-    let e = Hub::compile("[[identity.client-id-format]]\npattern = \"d:{org}:{id}\"\n").unwrap_err();
+    let e = open("[[identity.client-id-format]]\npattern = \"d:{org}:{id}\"\n").unwrap_err();
     assert!(e.contains("hub.org must be set"), "{e}");
 }
 
@@ -140,12 +150,12 @@ fn hub_state_refuses_connects_and_later_actions() {
         ("locked", ReasonCode::NotAuthorized, "hub is locked"),
         ("deleted", ReasonCode::NotAuthorized, "hub is deleted"),
     ] {
-        let hub = Hub::compile(&format!("[hub]\nstate = \"{state}\"\n{DEVICES}")).unwrap();
+        let hub = open(&format!("[hub]\nstate = \"{state}\"\n{DEVICES}")).unwrap();
         assert_eq!(reject(&hub, &connect("d1")), (reason, message.to_owned()));
     }
-    let ready = Hub::compile(DEVICES).unwrap();
+    let ready = open(DEVICES).unwrap();
     let s = accept(&ready, &connect("d1"));
-    let locked = Hub::compile(&format!("[hub]\nstate = \"locked\"\n{DEVICES}")).unwrap();
+    let locked = open(&format!("[hub]\nstate = \"locked\"\n{DEVICES}")).unwrap();
     match locked.authorize_publish(&s, &publish("devices/d1/x"), &FakeHost::default()) {
         PublishDecision::Deny(d) => assert!(d.disconnect && d.message == "hub is locked"),
         other => panic!("{}", describe(&other)),
@@ -154,7 +164,7 @@ fn hub_state_refuses_connects_and_later_actions() {
 
 #[test]
 fn topic_rules_with_placeholders_and_deny_precedence() {
-    let hub = Hub::compile(DEVICES).unwrap();
+    let hub = open(DEVICES).unwrap();
     let s = accept(&hub, &connect("d1"));
     let host = FakeHost::default();
     assert!(matches!(hub.authorize_publish(&s, &publish("devices/d1/temp"), &host), PublishDecision::Allow));
@@ -188,7 +198,7 @@ fn topic_rules_with_placeholders_and_deny_precedence() {
 
 #[test]
 fn shared_service_level() {
-    let hub = Hub::compile(&format!("[hub]\nservice-level = \"shared\"\nmax-payload = 100\n{DEVICES}")).unwrap();
+    let hub = open(&format!("[hub]\nservice-level = \"shared\"\nmax-payload = 100\n{DEVICES}")).unwrap();
     let mut c = connect("d1");
     c.clean_start = false;
     assert!(reject(&hub, &c).1.contains("\"clean session\" flag is mandatory"));
@@ -209,8 +219,7 @@ fn shared_service_level() {
     let sub = hub.authorize_subscribe(&s, &Subscribe { filter: "devices/d1/c".into(), qos: 1 });
     assert!(matches!(sub, SubscribeDecision::Deny(d) if d.reason == ReasonCode::QosNotSupported));
     let downgrade =
-        Hub::compile(&format!("[hub]\nservice-level = \"shared\"\nshared-subscribe = \"downgrade\"\n{DEVICES}"))
-            .unwrap();
+        open(&format!("[hub]\nservice-level = \"shared\"\nshared-subscribe = \"downgrade\"\n{DEVICES}")).unwrap();
     let s = accept(&downgrade, &connect("d1"));
     assert!(matches!(
         downgrade.authorize_subscribe(&s, &Subscribe { filter: "devices/d1/c".into(), qos: 2 }),
@@ -220,7 +229,7 @@ fn shared_service_level() {
 
 #[test]
 fn retained_override_and_deny() {
-    let hub = Hub::compile(&format!("[hub]\nretained = \"override\"\n{DEVICES}")).unwrap();
+    let hub = open(&format!("[hub]\nretained = \"override\"\n{DEVICES}")).unwrap();
     let s = accept(&hub, &connect("d1"));
     let mut p = publish("devices/d1/t");
     p.retain = true;
@@ -228,23 +237,20 @@ fn retained_override_and_deny() {
         PublishDecision::Rewrite(r) => assert!(!r.retain && r.qos == 1),
         other => panic!("{}", describe(&other)),
     }
-    let hub = Hub::compile(&format!("[hub]\nretained = \"deny\"\n{DEVICES}")).unwrap();
+    let hub = open(&format!("[hub]\nretained = \"deny\"\n{DEVICES}")).unwrap();
     assert_eq!(denied(hub.authorize_publish(&s, &p, &FakeHost::default())).0, ReasonCode::RetainNotSupported);
 }
 
 #[test]
 fn client_id_formats_and_org() {
-    let hub = Hub::compile(&format!(
-        "[hub]\norg = \"acme\"\n[[identity.client-id-format]]\npattern = \"d:{{org}}:{{type}}:{{id}}\"\ngroups = [\"devices\"]\n\
-         [[identity.client-id-format]]\npattern = \"A:{{org}}:{{app}}:{{instance}}\"\ngroups = [\"apps\"]\n{DEVICES}"
+    let hub = open(&format!(
+        "[hub]\norg = \"acme\"\n[[identity.client-id-format]]\npattern = \"d:{{org}}:{{type}}:{{id}}\"\n\
+         [[identity.client-id-format]]\npattern = \"g:{{org}}:{{type}}:{{id}}\"\nkind = \"gateway\"\n{DEVICES}"
     ))
     .unwrap();
     let s = accept(&hub, &connect("d:acme:sensor:s1"));
     assert_eq!(crate::hub::tests_support::device(&s), ("s1", "sensor"));
-    assert_eq!(crate::hub::tests_support::groups(&s), ["devices"]);
-    let s = accept(&hub, &connect("A:acme:billing:3"));
-    assert_eq!(crate::hub::tests_support::device(&s).0, "billing");
-    assert_eq!(crate::hub::tests_support::groups(&s), ["apps"], "groups come from the shape, not from a field");
+    assert!(crate::hub::tests_support::groups(&s).is_empty(), "a client-id shape grants no group");
     assert_eq!(reject(&hub, &connect("d:other:sensor:s1")).0, ReasonCode::ClientIdentifierNotValid);
     assert_eq!(reject(&hub, &connect("sensor-1")).0, ReasonCode::ClientIdentifierNotValid);
 }
@@ -255,7 +261,7 @@ fn certificates_registry_and_auto_provisioning() {
                  [[device]]\nid = \"ok\"\n[[device]]\nid = \"off\"\nstate = \"disabled\"\n[[device]]\nid = \"gone\"\nstate = \"deleted\"\n";
     let hub = Hub::compile(rules).unwrap();
     let with = |cn: Option<&str>, ca: Option<&str>| {
-        let mut c = connect("x");
+        let mut c = connect(cn.unwrap_or("x"));
         c.tls = true;
         c.certificate = Some(cert(cn, ca));
         c
@@ -291,8 +297,7 @@ fn certificates_registry_and_auto_provisioning() {
 #[test]
 fn quotas_connections_and_message_rate() {
     let hub =
-        Hub::compile(&format!("[hub]\nmax-connections = 2\n[hub.rate]\nmessages = 3\nwindow-ms = 60000\n{DEVICES}"))
-            .unwrap();
+        open(&format!("[hub]\nmax-connections = 2\n[hub.rate]\nmessages = 3\nwindow-ms = 60000\n{DEVICES}")).unwrap();
     let full = FakeHost { connections: 2, ..FakeHost::default() };
     assert_eq!(hub.authenticate(&connect("d1"), &full).unwrap_err().reason, ReasonCode::QuotaExceeded);
     let mut resumed = connect("d1");
@@ -314,7 +319,7 @@ fn quotas_connections_and_message_rate() {
 
 #[test]
 fn delivery_rules_and_types() {
-    let hub = Hub::compile(
+    let hub = open(
         r#"
 [[device]]
 id = "cam"
@@ -352,7 +357,7 @@ groups = ["hall"]
 
 #[test]
 fn identity_from_username() {
-    let hub = Hub::compile(&format!("[identity]\nfrom = \"username\"\n{DEVICES}")).unwrap();
+    let hub = open(&format!("[identity]\nfrom = \"username\"\n{DEVICES}")).unwrap();
     let mut c = connect("any-client-id");
     assert_eq!(reject(&hub, &c).0, ReasonCode::BadUserNameOrPassword, "no user name");
     c.username = Some("a/b".into());
@@ -370,34 +375,293 @@ fn identity_from_username() {
 fn identities_starting_with_dollar_are_refused() {
     // With `${client.id}/#`, a client named `$SYS` would otherwise be granted `$SYS/#`.
     let rules = "[[rule]]\neffect = \"allow\"\nactions = [\"publish\", \"subscribe\"]\ntopics = [\"${client.id}/#\"]\n";
-    let hub = Hub::compile(rules).unwrap();
+    let hub = open(rules).unwrap();
     assert_eq!(reject(&hub, &connect("$SYS")).0, ReasonCode::ClientIdentifierNotValid);
     let s = accept(&hub, &connect("plain"));
     assert!(matches!(
         hub.authorize_subscribe(&s, &Subscribe { filter: "plain/x".into(), qos: 0 }),
         SubscribeDecision::Grant(0)
     ));
-    let e = Hub::compile("[[device]]\nid = \"$x\"\n").unwrap_err();
+    let e = open("[[device]]\nid = \"$x\"\n").unwrap_err();
     assert!(e.contains("not start with '$'"), "{e}");
 }
 
 #[test]
 fn publish_decisions_are_cacheable_only_when_they_read_no_counter_and_fit_the_limit() {
-    let limited = Hub::compile(&format!("[hub]\nmax-payload = 100\n{DEVICES}")).unwrap();
+    let limited = open(&format!("[hub]\nmax-payload = 100\n{DEVICES}")).unwrap();
     let small = Publish { payload_size: 100, ..publish("devices/d1/t") };
     let big = Publish { payload_size: 101, ..publish("devices/d1/t") };
     assert_eq!(limited.publish_cache_bound(&small, false), Some(100));
     assert_eq!(limited.publish_cache_bound(&big, false), None, "a size denial depends on the size");
     assert_eq!(limited.publish_cache_bound(&small, true), None, "a counter was read");
-    let open = Hub::compile(&format!("[hub]\n{DEVICES}")).unwrap();
-    assert_eq!(open.publish_cache_bound(&big, false), Some(u32::MAX));
+    let unlimited = open(&format!("[hub]\n{DEVICES}")).unwrap();
+    assert_eq!(unlimited.publish_cache_bound(&big, false), Some(u32::MAX));
 
     // The rate rule reads a counter on allowed publishes only; a denial before it does not.
-    let rated = Hub::compile(&format!("[hub]\n[hub.rate]\nmessages = 3\nwindow-ms = 60000\n{DEVICES}")).unwrap();
+    let rated = open(&format!("[hub]\n[hub.rate]\nmessages = 3\nwindow-ms = 60000\n{DEVICES}")).unwrap();
     let s = accept(&rated, &connect("d1"));
     let host = FakeHost::default();
     let _ = rated.authorize_publish(&s, &publish("devices/d1/t"), &host);
     assert_eq!(host.counters.borrow().len(), 1, "allowed publish counted");
     let _ = rated.authorize_publish(&s, &publish("devices/d2/t"), &host);
     assert_eq!(host.counters.borrow().values().sum::<i64>(), 1, "denied publish read no counter");
+}
+
+// ---- proofs of identity ----
+
+/// `MP$08VKz!8rXwnR-Q*` (IBM's example token), `mqtt-policy hash` style, salt of 16 x 7.
+fn token_hash(secret: &str) -> String {
+    crate::credentials::hash_secret(secret.as_bytes(), &[7; 16], crate::credentials::DEFAULT_ITERATIONS).unwrap()
+}
+
+fn ibm() -> Hub {
+    Hub::compile(&format!(
+        r#"
+[hub]
+org = "acme"
+[[identity.client-id-format]]
+pattern = "d:{{org}}:{{type}}:{{id}}"
+[[identity.client-id-format]]
+pattern = "g:{{org}}:{{type}}:{{id}}"
+kind = "gateway"
+[[identity.client-id-format]]
+pattern = "a:{{org}}:{{app}}"
+kind = "application"
+[[device]]
+id = "s1"
+type = "sensor"
+token-hash = "{s1}"
+[[device]]
+id = "m-009"
+type = "meter"
+token-hash = "{s1}"
+[[device]]
+id = "gw-1"
+type = "hub"
+kind = "gateway"
+token-hash = "{s1}"
+[[application]]
+api-key = "a-acme-a84ps90Ajs"
+token-hash = "{app}"
+groups = ["ops"]
+[[rule]]
+effect = "allow"
+actions = ["subscribe"]
+topics = ["iot-2/type/+/id/+/evt/+/fmt/+"]
+kinds = ["application"]
+[[rule]]
+effect = "allow"
+actions = ["subscribe"]
+topics = ["iot-2/type/${{device.type}}/id/${{device.id}}/cmd/+/fmt/+"]
+kinds = ["device", "gateway"]
+"#,
+        s1 = token_hash("s1-token"),
+        app = token_hash("MP$08VKz!8rXwnR-Q*"),
+    ))
+    .unwrap()
+}
+
+fn with_user(client_id: &str, user: &str, password: &str) -> Connect {
+    Connect { username: Some(user.into()), password: Some(password.as_bytes().to_vec()), ..connect(client_id) }
+}
+
+fn sub(hub: &Hub, s: &Session, filter: &str) -> bool {
+    matches!(hub.authorize_subscribe(s, &Subscribe { filter: filter.into(), qos: 0 }), SubscribeDecision::Grant(_))
+}
+
+#[test]
+fn applications_need_a_registered_api_key_and_its_token() {
+    let hub = ibm();
+    let anonymous = reject(&hub, &connect("a:acme:whoever"));
+    assert_eq!(anonymous.0, ReasonCode::BadUserNameOrPassword);
+    assert!(anonymous.1.contains("API key"), "{}", anonymous.1);
+    let wrong = reject(&hub, &with_user("a:acme:dash", "a-acme-a84ps90Ajs", "MP$08VKz!8rXwnR-Q"));
+    assert_eq!(wrong, (ReasonCode::BadUserNameOrPassword, "bad API key or authentication token".into()));
+    let unknown = reject(&hub, &with_user("a:acme:dash", "a-acme-nope", "MP$08VKz!8rXwnR-Q*"));
+    assert_eq!(unknown.1, "bad API key or authentication token", "unknown keys look like wrong tokens");
+    let s = accept(&hub, &with_user("a:acme:dash", "a-acme-a84ps90Ajs", "MP$08VKz!8rXwnR-Q*"));
+    assert_eq!(crate::hub::tests_support::groups(&s), ["ops"], "groups come from the registry");
+    assert!(sub(&hub, &s, "iot-2/type/+/id/+/evt/+/fmt/+"));
+    // A device's token is no API key, and a device id is no application id.
+    assert_eq!(
+        reject(&hub, &with_user("a:acme:dash", "use-token-auth", "s1-token")).0,
+        ReasonCode::BadUserNameOrPassword
+    );
+    let taken = reject(&hub, &with_user("a:acme:m-009", "a-acme-a84ps90Ajs", "MP$08VKz!8rXwnR-Q*"));
+    assert_eq!(taken.0, ReasonCode::ClientIdentifierNotValid);
+    assert!(taken.1.contains("names device `m-009`"), "{}", taken.1);
+}
+
+#[test]
+fn devices_need_their_token_and_the_registry_decides_kind_and_type() {
+    let hub = ibm();
+    let s = accept(&hub, &with_user("d:acme:sensor:s1", "use-token-auth", "s1-token"));
+    assert_eq!(crate::hub::tests_support::device(&s), ("s1", "sensor"));
+    assert!(sub(&hub, &s, "iot-2/type/sensor/id/s1/cmd/reboot/fmt/json"));
+    assert!(!sub(&hub, &s, "iot-2/type/+/id/+/evt/+/fmt/+"), "a device never gets application rules");
+    let missing = reject(&hub, &connect("d:acme:sensor:s1"));
+    assert_eq!(missing.0, ReasonCode::BadUserNameOrPassword);
+    assert!(missing.1.contains("`use-token-auth`"), "{}", missing.1);
+    let wrong = reject(&hub, &with_user("d:acme:sensor:s1", "use-token-auth", "s1-tokeN"));
+    assert_eq!(wrong, (ReasonCode::BadUserNameOrPassword, "bad user name or password".into()));
+    assert_eq!(reject(&hub, &with_user("d:acme:sensor:s1", "s1", "s1-token")).1, "bad user name or password");
+    let other_type = reject(&hub, &with_user("d:acme:gauge:m-009", "use-token-auth", "s1-token"));
+    assert_eq!(other_type.0, ReasonCode::ClientIdentifierNotValid);
+    assert!(other_type.1.contains("registered as type `meter`"), "{}", other_type.1);
+    let as_gateway = reject(&hub, &with_user("g:acme:sensor:s1", "use-token-auth", "s1-token"));
+    assert!(as_gateway.1.contains("claims a gateway, but `s1` is registered as a device"), "{}", as_gateway.1);
+    accept(&hub, &with_user("g:acme:hub:gw-1", "use-token-auth", "s1-token"));
+    assert_eq!(
+        reject(&hub, &with_user("d:acme:sensor:s9", "use-token-auth", "s1-token")).1,
+        "could not identify device"
+    );
+}
+
+#[test]
+fn plain_user_names_and_mosquitto_password_hashes() {
+    // `mosquitto_passwd -c -b pw alice 'wonder land'`, Debian's mosquitto 2.0.11.
+    let alice = "$7$101$RH34QZdrSqGjBOgl$J87JFu3ovEPnBj17Vv1DQUGchSwLktPYvHWj9kxNyU2BKNaPdCQJYaid3tqP99c2u/pwuW3ZGA2UqKDSEPavkg==";
+    let hub = Hub::compile(&format!(
+        "[identity]\nfrom = \"username\"\n[[device]]\nid = \"alice\"\npassword-hash = \"{alice}\"\n{DEVICES}"
+    ))
+    .unwrap();
+    let s = accept(&hub, &with_user("c1", "alice", "wonder land"));
+    assert_eq!(crate::hub::tests_support::device(&s).0, "alice");
+    assert_eq!(reject(&hub, &with_user("c1", "alice", "wonderland")).1, "bad user name or password");
+    let (_, info) =
+        hub.authenticate(&with_user("c1", "alice", "wonder land"), &FakeHost::default()).map(|(i, s)| (s, i)).unwrap();
+    assert!(info.attributes.contains(&("auth".into(), "password".into())));
+    let shown = format!("{hub:?}");
+    assert!(shown.contains("SecretHash(mosquitto $7$ pbkdf2-sha512 (101 iterations))"), "{shown}");
+    assert!(!shown.contains("RH34QZdrSqGjBOgl"), "the compiled hub never shows a hash");
+}
+
+#[test]
+fn documents_that_admit_clients_without_proof_must_say_so() {
+    let e = Hub::compile(DEVICES).unwrap_err();
+    assert!(e.contains("identity.authentication = \"none\""), "{e}");
+    let e = Hub::compile("[[device]]\nid = \"a\"\n").unwrap_err();
+    assert!(e.starts_with("line 2, column 6: device[0] `a` has no credential"), "{e}");
+    Hub::compile("[identity]\nauthentication = \"none\"\n[[device]]\nid = \"a\"\n").unwrap();
+    let e = Hub::compile("[hub]\nrequire-mtls = true\n[identity]\nauthentication = \"none\"\n").unwrap_err();
+    assert!(e.starts_with("line 2, column 16: hub.require-mtls needs at least one [[ca]]"), "{e}");
+    let e = Hub::compile(&format!("[[device]]\nid = \"a\"\ntoken-hash = \"plain-text\"\n")).unwrap_err();
+    assert!(
+        e.starts_with("line 3, column 14: device[0].token-hash: unknown hash scheme") && !e.contains("plain-text"),
+        "{e}"
+    );
+    let e = Hub::compile("[[device]]\nkind = \"application\"\nid = \"a\"\n").unwrap_err();
+    assert!(e.contains("registered as [[application]]"), "{e}");
+}
+
+#[test]
+fn certificates_must_name_the_client_ids_identity() {
+    let rules = "[hub]\nrequire-mtls = true\n[identity]\nfrom = \"certificate\"\n[[ca]]\nname = \"acme-ca\"\npem = \"-\"\n\
+                 [[device]]\nid = \"press-1\"\n[[device]]\nid = \"press-9\"\n";
+    let hub = Hub::compile(rules).unwrap();
+    let mut c = connect("press-1");
+    c.tls = true;
+    c.certificate = Some(cert(Some("press-9"), Some("acme-ca")));
+    let (reason, message) = reject(&hub, &c);
+    assert_eq!(reason, ReasonCode::NotAuthorized);
+    assert_eq!(message, "certificate common name `press-9` is not the identity `press-1` the client identifier names");
+    c.client_id = "press-9".into();
+    accept(&hub, &c);
+}
+
+#[test]
+fn no_client_chosen_value_expands_into_a_rule_unsafely() {
+    let rules =
+        "[[rule]]\neffect = \"allow\"\nactions = [\"subscribe\"]\ntopics = [\"${username}/#\", \"c/${cert.cn}/#\"]\n";
+    let hub = open(rules).unwrap();
+    for user in ["$SYS", "a/b", "+", "#", "x\0y"] {
+        let mut c = connect("c1");
+        c.username = Some(user.into());
+        let (reason, message) = reject(&hub, &c);
+        assert_eq!(reason, ReasonCode::BadUserNameOrPassword, "{user:?}");
+        assert!(message.contains("cannot be used in this hub's topic rules"), "{message}");
+    }
+    let mut c = connect("c1");
+    c.certificate = Some(cert(Some("$x"), None));
+    assert_eq!(reject(&hub, &c).0, ReasonCode::NotAuthorized);
+    c.certificate = None;
+    c.username = Some("bob".into());
+    let s = accept(&hub, &c);
+    assert!(sub(&hub, &s, "bob/x") && !sub(&hub, &s, "$SYS/#"));
+    // A value no rule expands is not checked: the Azure-style user names have slashes.
+    let plain = open(DEVICES).unwrap();
+    accept(&plain, &with_user("d1", "hub.example/d1/?api-version=2021-04-12", "x"));
+}
+
+// ---- shared access signatures ----
+
+const HOST: &str = "shared.example-hub.net";
+
+fn sas_hub() -> Hub {
+    let key = base64ct::Base64::encode_string(b"device key of thermo-1, 32 bytes");
+    let policy = base64ct::Base64::encode_string(b"hub policy key,  also 32 bytes..");
+    Hub::compile(&format!(
+        "[sas]\nhostname = \"{HOST}\"\n[[sas.policy]]\nname = \"device\"\nkey = \"{policy}\"\n\
+         [[device]]\nid = \"thermo-1\"\nsas-key = \"{key}\"\n[[device]]\nid = \"thermo-2\"\n{DEVICES}"
+    ))
+    .unwrap()
+}
+
+fn sas_connect(device: &str, token: String) -> Connect {
+    Connect {
+        username: Some(format!("{HOST}/{device}/?api-version=2021-04-12")),
+        password: Some(token.into_bytes()),
+        ..connect(device)
+    }
+}
+
+fn device_token(device: &str, key: &[u8], expiry: i64) -> String {
+    crate::sas::sign(&format!("{HOST}%2Fdevices%2F{device}"), key, expiry as u64, None)
+}
+
+use base64ct::Encoding;
+
+#[test]
+fn sas_tokens_signed_by_the_device_or_a_hub_policy() {
+    let hub = sas_hub();
+    let key = b"device key of thermo-1, 32 bytes";
+    let (info, _) = hub
+        .authenticate(&sas_connect("thermo-1", device_token("thermo-1", key, NOW_SECS + 3600)), &FakeHost::default())
+        .unwrap();
+    assert_eq!(info.expires_at_ms, Some((NOW_SECS as u64 + 3600) * 1000), "the session ends with the token");
+    assert!(info.attributes.contains(&("auth".into(), "sas".into())));
+
+    let expired = reject(&hub, &sas_connect("thermo-1", device_token("thermo-1", key, NOW_SECS - 10)));
+    assert_eq!(expired.0, ReasonCode::BadUserNameOrPassword);
+    assert!(expired.1.starts_with("shared access signature expired at se="), "{}", expired.1);
+    assert!(expired.1.contains("renew the token and reconnect"), "{}", expired.1);
+    let forged = reject(
+        &hub,
+        &sas_connect("thermo-1", device_token("thermo-1", b"a guessed key, also 32 bytes....", NOW_SECS + 60)),
+    );
+    assert_eq!(forged.1, "shared access signature is not valid: the signature does not match");
+    let elsewhere = reject(&hub, &sas_connect("thermo-1", device_token("thermo-2", key, NOW_SECS + 60)));
+    assert!(
+        elsewhere.1.contains("does not grant access to `shared.example-hub.net/devices/thermo-1`"),
+        "{}",
+        elsewhere.1
+    );
+    let mut wrong_user = sas_connect("thermo-1", device_token("thermo-1", key, NOW_SECS + 60));
+    wrong_user.username = Some(format!("{HOST}/thermo-2/?api-version=2021-04-12"));
+    assert!(reject(&hub, &wrong_user).1.contains("uses user name `shared.example-hub.net/thermo-1/?api-version=...`"));
+    assert!(reject(&hub, &sas_connect("thermo-1", "SharedAccessSignature sr=x".into())).1.starts_with("malformed"));
+    let plain = reject(&hub, &with_user("thermo-1", "x", "password"));
+    assert!(plain.1.contains("must authenticate with a shared access signature"), "{}", plain.1);
+
+    // thermo-2 has no key of its own: the hub's `device` policy signs for it.
+    let policy = b"hub policy key,  also 32 bytes..";
+    let t = crate::sas::sign(&format!("{HOST}%2Fdevices%2Fthermo-2"), policy, (NOW_SECS + 60) as u64, Some("device"));
+    let (info, _) = hub.authenticate(&sas_connect("thermo-2", t), &FakeHost::default()).unwrap();
+    assert!(info.attributes.contains(&("auth".into(), "sas-policy".into())));
+    let t = crate::sas::sign(&format!("{HOST}%2Fdevices%2Fthermo-2"), policy, (NOW_SECS + 60) as u64, Some("service"));
+    assert_eq!(reject(&hub, &sas_connect("thermo-2", t)).1, "shared access policy `service` does not exist");
+    let no_key = reject(&hub, &sas_connect("thermo-2", device_token("thermo-2", key, NOW_SECS + 60)));
+    assert!(no_key.1.contains("has no symmetric key"), "{}", no_key.1);
+    let shown = format!("{hub:?}");
+    assert!(!shown.contains(&format!("{:?}", policy.as_slice())) && shown.contains("<redacted>"), "{shown}");
 }

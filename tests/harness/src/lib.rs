@@ -13,6 +13,8 @@
 pub mod client;
 #[cfg(feature = "plugin")]
 pub mod pki;
+#[cfg(feature = "plugin")]
+pub mod proofs;
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
