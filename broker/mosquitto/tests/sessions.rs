@@ -13,7 +13,9 @@ use support::{Broker, Setup, deploy, field};
 /// Devices `s1`, `s2` publish in their own tree and take commands; `app` reads every device and
 /// sends commands. `subscribe_all` decides whether the app may still subscribe to `devices/#`.
 fn rules(identity_from: &str, subscribe_all: bool) -> String {
-    let mut r = format!("[hub]\nservice-level = \"dedicated\"\n\n[identity]\nfrom = \"{identity_from}\"\n\n");
+    let mut r = format!(
+        "[hub]\nservice-level = \"dedicated\"\n\n[identity]\nfrom = \"{identity_from}\"\nauthentication = \"none\"\n\n"
+    );
     for d in ["s1", "s2"] {
         r += &format!("[[device]]\nid = \"{d}\"\n\n");
     }

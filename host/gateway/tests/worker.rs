@@ -15,6 +15,9 @@ use mqtt_policy_host::events::{Event, MemorySink};
 /// Devices publish, subscribe and receive under their own id; retained publishes are
 /// rewritten without the flag.
 const RULES: &str = r#"
+[identity]
+authentication = "none"
+
 [hub]
 retained = "override"
 
@@ -127,7 +130,7 @@ fn connect_publish_subscribe_and_delivery_through_hub_rules() {
 #[test]
 fn a_policy_rejection_is_the_outcome_with_its_denial() {
     let dir = Dir::new("reject");
-    dir.deploy("acme", &hub_policy("[hub]\nstate = \"not-ready\"\n", &[]));
+    dir.deploy("acme", &hub_policy("[identity]\nauthentication = \"none\"\n[hub]\nstate = \"not-ready\"\n", &[]));
     let (gateway, _) = start(&dir.0, TenantSource::fixed("acme").unwrap(), |_| {});
     let mut w: Worker<u32> = Worker::new(gateway.clone());
     match w.connect(1, &Hello::new("d1")) {
@@ -259,8 +262,10 @@ fn a_certificate_belongs_to_the_tenant_whose_ca_issued_it() {
     let (acme_ca, globex_ca, stranger) = (Ca::new("acme CA"), Ca::new("globex CA"), Ca::new("stranger"));
     // Each tenant's policy embeds its own CA; the rules name it (`file` is read by `mqtt-policy build`).
     let policy = |name: &str, ca: &Ca| {
-        let rules =
-            format!("[identity]\nfrom = \"certificate\"\n{RULES}\n[[ca]]\nname = \"{name}\"\nfile = \"{name}.pem\"\n");
+        let rules = format!(
+            "{}\n[[ca]]\nname = \"{name}\"\nfile = \"{name}.pem\"\n",
+            RULES.replace("authentication = \"none\"", "from = \"certificate\"")
+        );
         hub_policy(&rules, &[EmbeddedCa { name: name.into(), pem: ca.pem.clone() }])
     };
     dir.deploy("acme", &policy("acme-ca", &acme_ca));
@@ -269,7 +274,8 @@ fn a_certificate_belongs_to_the_tenant_whose_ca_issued_it() {
     assert_eq!(gateway.loaded_tenants(), ["acme", "globex"], "{:#?}", events.take());
     events.take();
     let mut w: Worker<u32> = Worker::new(gateway.clone());
-    let hello = |der: Vec<u8>| Hello { certificate: Some(der), ..Hello::new("whatever") };
+    // The client id names the device the certificate is for (hub-rules binds the two).
+    let hello = |der: Vec<u8>| Hello { certificate: Some(der), ..Hello::new("sensor-9") };
 
     assert_eq!(accepted(w.connect(1, &hello(globex_ca.client_der("sensor-9")))).as_deref(), Some("sensor-9"));
     assert_eq!(outcomes(&events), [("globex".to_owned(), "accept")]);
@@ -366,6 +372,7 @@ fn events_reach_the_monitor_topic_of_the_tenants_that_asked() {
 const BY_USERNAME: &str = r#"
 [identity]
 from = "username"
+authentication = "none"
 
 [[device]]
 id = "s1"
