@@ -18,7 +18,7 @@ fn rules(devices: usize) -> String {
         "[hub]\nmax-payload = 131072\n\n[identity]\nauthentication = \"none\"\n\n\
          [[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"devices/${device.id}/telemetry/#\"]\n\n\
          [[rule]]\neffect = \"deny\"\nactions = [\"publish\"]\ntopics = [\"devices/+/telemetry/private/#\"]\n\n\
-         [[rule]]\neffect = \"allow\"\nactions = [\"delivery\"]\ntopics = [\"devices/${device.id}/commands/#\", \"broadcast/#\"]\n\n",
+         [[rule]]\neffect = \"allow\"\nactions = [\"subscribe\", \"delivery\"]\ntopics = [\"devices/${device.id}/commands/#\", \"broadcast/#\"]\n\n",
     );
     for i in 0..devices {
         s.push_str(&format!("[[device]]\nid = \"dev-{i}\"\ntype = \"sensor\"\ngroups = [\"g{}\"]\n", i % 10));
