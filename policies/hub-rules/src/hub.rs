@@ -312,10 +312,7 @@ impl Hub {
                 state: d.state,
                 kind,
                 token: token.transpose()?,
-                password: match password.transpose()? {
-                    Some(h) => Some((d.username.clone().unwrap_or_else(|| name.clone()), h)),
-                    None => None,
-                },
+                password: password.transpose()?.map(|h| (d.username.clone().unwrap_or_else(|| name.clone()), h)),
                 sas_key,
             };
             if !open && !proven_by_certificate && !hub_keys && !device.has_credentials() {

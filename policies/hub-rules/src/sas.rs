@@ -40,7 +40,7 @@ fn decode(value: &str) -> Result<String, String> {
 /// Parses a token; errors name the missing or malformed field, never the signature.
 pub fn parse(password: &[u8]) -> Result<Token, String> {
     let text = std::str::from_utf8(password).map_err(|_| "the token is not UTF-8".to_owned())?;
-    let body = text.strip_prefix(PREFIX).ok_or_else(|| "the token does not start with `SharedAccessSignature`")?;
+    let body = text.strip_prefix(PREFIX).ok_or("the token does not start with `SharedAccessSignature`")?;
     let (mut sr, mut sig, mut se, mut skn) = (None, None, None, None);
     for pair in body.split('&') {
         let (key, value) = pair.split_once('=').ok_or_else(|| "a field is not `name=value`".to_owned())?;

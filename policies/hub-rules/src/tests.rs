@@ -545,7 +545,7 @@ fn documents_that_admit_clients_without_proof_must_say_so() {
     Hub::compile("[identity]\nauthentication = \"none\"\n[[device]]\nid = \"a\"\n").unwrap();
     let e = Hub::compile("[hub]\nrequire-mtls = true\n[identity]\nauthentication = \"none\"\n").unwrap_err();
     assert!(e.starts_with("line 2, column 16: hub.require-mtls needs at least one [[ca]]"), "{e}");
-    let e = Hub::compile(&format!("[[device]]\nid = \"a\"\ntoken-hash = \"plain-text\"\n")).unwrap_err();
+    let e = Hub::compile("[[device]]\nid = \"a\"\ntoken-hash = \"plain-text\"\n").unwrap_err();
     assert!(
         e.starts_with("line 3, column 14: device[0].token-hash: unknown hash scheme") && !e.contains("plain-text"),
         "{e}"
