@@ -7,12 +7,15 @@
 //! plugin_opt_tenant acme                            # or: plugin_opt_tenant_from client-id:d:{tenant}:*
 //! plugin_opt_events /var/log/mosquitto/policy.jsonl # or stderr, or none
 //! ```
+//!
+//! With `plugin_opt_tenant_from certificate`, the operator says which CA belongs to which
+//! tenant, one line per tenant: `plugin_opt_tenant_ca_acme /etc/mosquitto/ca/acme.pem`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mqtt_policy_gateway::config::check_prefix;
-use mqtt_policy_gateway::{Config, EventTarget, FailMode, Monitor, TenantSource};
+use mqtt_policy_gateway::{Config, EventTarget, FailMode, Monitor, TenantCas, TenantSource};
 
 /// Why the configuration was refused: names the option and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,7 +31,12 @@ fn bad(option: &str, message: impl Into<String>) -> ConfigError {
     ConfigError { option: option.to_owned(), message: message.into() }
 }
 
-/// Every option the plugin understands, for the error on an unknown one.
+/// The prefix of `tenant_ca_TENANT FILE`: the CA certificates (PEM) the operator assigns to a
+/// tenant.
+pub const TENANT_CA: &str = "tenant_ca_";
+
+/// Every option the plugin understands, for the error on an unknown one (besides
+/// [`TENANT_CA`]`TENANT`).
 pub const OPTIONS: &[&str] = &[
     "policy_dir",
     "tenant",
@@ -37,6 +45,7 @@ pub const OPTIONS: &[&str] = &[
     "monitor_topic",
     "monitor_tenants",
     "deadline_ms",
+    "connect_deadline_ms",
     "memory_mib",
     "setup_deadline_ms",
     "fail_mode",
@@ -59,16 +68,24 @@ pub fn parse<'a>(options: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
     let mut reload_poll = defaults.reload_poll;
     let mut tenant_prefix = defaults.tenant_prefix;
     let mut decision_cache = defaults.decision_cache;
+    let mut tenant_cas = TenantCas::new();
     let mut seen = Vec::new();
     for (key, value) in options {
         let value = value.trim();
-        if !OPTIONS.contains(&key) {
-            return Err(bad(key, format!("unknown option; known options: {}", OPTIONS.join(", "))));
-        }
         if seen.contains(&key) {
             return Err(bad(key, "given twice"));
         }
         seen.push(key);
+        if let Some(tenant) = key.strip_prefix(TENANT_CA) {
+            if value.is_empty() {
+                return Err(bad(key, "must name a PEM file of the tenant's CA certificates"));
+            }
+            tenant_cas.add_file(tenant, Path::new(value)).map_err(|e| bad(key, e.to_string()))?;
+            continue;
+        }
+        if !OPTIONS.contains(&key) {
+            return Err(bad(key, format!("unknown option; known options: {}, {TENANT_CA}TENANT", OPTIONS.join(", "))));
+        }
         match key {
             "policy_dir" => {
                 if value.is_empty() {
@@ -95,6 +112,7 @@ pub fn parse<'a>(options: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
                     value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
             }
             "deadline_ms" => limits.deadline = Duration::from_millis(number(key, value, 1, 10_000)?),
+            "connect_deadline_ms" => limits.connect_deadline = Duration::from_millis(number(key, value, 1, 10_000)?),
             "memory_mib" => limits.memory = (number(key, value, 1, 4096)? as usize) << 20,
             "setup_deadline_ms" => limits.setup_deadline = Duration::from_millis(number(key, value, 10, 600_000)?),
             "reload_poll_ms" => reload_poll = Duration::from_millis(number(key, value, 10, 60_000)?),
@@ -133,11 +151,31 @@ pub fn parse<'a>(options: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
             ));
         }
     };
+    if tenant == TenantSource::Certificate && tenant_cas.is_empty() {
+        return Err(bad(
+            "tenant_from",
+            format!(
+                "certificate needs the CAs of each tenant: plugin_opt_{TENANT_CA}TENANT FILE (the operator, not a \
+                 tenant's policy, decides which devices belong to a tenant)"
+            ),
+        ));
+    }
     if !monitor_tenants.is_empty() && monitor_topic.is_none() {
         return Err(bad("monitor_tenants", "needs plugin_opt_monitor_topic"));
     }
     let monitor = monitor_topic.map(|topic| Monitor { topic, tenants: monitor_tenants });
-    Ok(Config { policy_dir, tenant, events, monitor, limits, fail_mode, reload_poll, tenant_prefix, decision_cache })
+    Ok(Config {
+        policy_dir,
+        tenant,
+        tenant_cas,
+        events,
+        monitor,
+        limits,
+        fail_mode,
+        reload_poll,
+        tenant_prefix,
+        decision_cache,
+    })
 }
 
 fn number(key: &str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -162,8 +200,7 @@ mod tests {
         assert_eq!(c.policy_dir, PathBuf::from("/p"));
         assert_eq!(c.tenant, TenantSource::Fixed("acme".into()));
         assert_eq!(c.events, EventTarget::Stderr);
-        assert_eq!(c.limits.deadline, Duration::from_millis(10));
-        assert_eq!(c.limits.memory, 64 << 20);
+        assert_eq!(c.limits, mqtt_policy_host::Limits::default());
         assert_eq!(c.fail_mode, FailMode::Closed);
         assert_eq!(c.monitor, None);
         assert!(c.decision_cache);
@@ -203,7 +240,7 @@ mod tests {
     fn monitor_topic_per_tenant() {
         let c = parse(&[
             ("policy_dir", "/p"),
-            ("tenant_from", "certificate"),
+            ("tenant_from", "client-id:d:{tenant}:*"),
             ("monitor_topic", "monitor/{tenant}/events"),
             ("monitor_tenants", "acme, globex"),
             ("events", "/var/log/e.jsonl"),
@@ -215,5 +252,50 @@ mod tests {
         assert_eq!(c.events, EventTarget::File("/var/log/e.jsonl".into()));
         let e = parse(&[("policy_dir", "/p"), ("tenant", "a"), ("monitor_topic", "m/#")]).unwrap_err();
         assert_eq!(e.option, "monitor_topic");
+    }
+
+    #[test]
+    fn certificate_tenancy_needs_the_operators_ca_map() {
+        let e = parse(&[("policy_dir", "/p"), ("tenant_from", "certificate")]).unwrap_err();
+        assert_eq!(e.option, "tenant_from");
+        assert!(e.message.contains("plugin_opt_tenant_ca_TENANT FILE"), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("mqtt-policy-config-cas-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (acme, globex) = (dir.join("acme.pem"), dir.join("globex.pem"));
+        let acme_ca = mqtt_policy_testkit::pki::Ca::new("acme CA");
+        std::fs::write(&acme, &acme_ca.pem).unwrap();
+        std::fs::write(&globex, mqtt_policy_testkit::pki::Ca::new("globex CA").pem).unwrap();
+        let (a, g) = (acme.to_str().unwrap(), globex.to_str().unwrap());
+        let c = parse(&[
+            ("policy_dir", "/p"),
+            ("tenant_from", "certificate"),
+            ("tenant_ca_acme", a),
+            ("tenant_ca_globex", g),
+        ])
+        .unwrap();
+        assert_eq!(c.tenant_cas.tenants().collect::<Vec<_>>(), ["acme", "globex"]);
+
+        // One CA, two owners: refused, naming the option.
+        let e = parse(&[
+            ("policy_dir", "/p"),
+            ("tenant_from", "certificate"),
+            ("tenant_ca_acme", a),
+            ("tenant_ca_evil", a),
+        ])
+        .unwrap_err();
+        assert_eq!(e.option, "tenant_ca_evil");
+        assert!(e.message.contains("already assigned to tenant acme"), "{e}");
+        // A device certificate is no CA; a missing file and a bad tenant name are named.
+        std::fs::write(dir.join("leaf.pem"), acme_ca.client(Some("d1")).cert).unwrap();
+        let leaf = dir.join("leaf.pem");
+        let e =
+            parse(&[("policy_dir", "/p"), ("tenant", "x"), ("tenant_ca_acme", leaf.to_str().unwrap())]).unwrap_err();
+        assert_eq!(e.option, "tenant_ca_acme");
+        let e = parse(&[("policy_dir", "/p"), ("tenant", "x"), ("tenant_ca_acme", "/nonexistent.pem")]).unwrap_err();
+        assert!(e.to_string().starts_with("plugin_opt_tenant_ca_acme: tenant CA file /nonexistent.pem:"), "{e}");
+        let e = parse(&[("policy_dir", "/p"), ("tenant", "x"), ("tenant_ca_../etc", a)]).unwrap_err();
+        assert_eq!(e.option, "tenant_ca_../etc");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -170,3 +170,50 @@ fn expired_and_not_yet_valid_certificates_fail_the_tls_handshake() {
     assert!(b.alive());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `tenant_from certificate`: the operator's CA map decides a certificate's tenant. A tenant
+/// whose policy embeds another tenant's (public) CA certificate does not get that tenant's
+/// devices: its policy is refused at load, with an event.
+#[test]
+fn a_policy_embedding_another_tenants_ca_cannot_capture_its_devices() {
+    let pki = pki();
+    let cas = std::env::temp_dir().join(format!("mqtt-policy-mtls-cas-{}", std::process::id()));
+    std::fs::create_dir_all(&cas).unwrap();
+    let (acme_pem, evil_pem) = (cas.join("acme.pem"), cas.join("evil.pem"));
+    std::fs::write(&acme_pem, &pki.factory.pem).unwrap();
+    std::fs::write(&evil_pem, &pki.other.pem).unwrap();
+    let server = pki.server_ca.server();
+    let acme_policy = support::hub_policy(RULES, &[("factory-ca", &pki.factory.pem)]);
+    let setup = Setup {
+        options: vec![
+            ("tenant_from".into(), "certificate".into()),
+            ("tenant_ca_acme".into(), acme_pem.display().to_string()),
+            ("tenant_ca_aaa-evil".into(), evil_pem.display().to_string()),
+        ],
+        // The capturing policy is acme's own, CA included, and its tenant sorts first.
+        policies: vec![("acme".into(), acme_policy.clone()), ("aaa-evil".into(), acme_policy)],
+        tls: Some((format!("{}{}", pki.factory.pem, pki.other.pem), server.cert, server.key)),
+        ..Default::default()
+    };
+    let b = Broker::start("mtls-capture", setup).unwrap();
+    let refused =
+        b.wait_event("load refused", |e| field(e, "tenant") == "aaa-evil" && field(e, "outcome") == "load-failed");
+    assert!(field(&refused, "message").contains("which the operator assigned to tenant acme"), "{refused}");
+
+    let mut press = Mqtt::connected(&opts(&b, &pki, &pki.factory, Some("press-1"), Proto::V5));
+    assert!(matches!(press.publish("factory/press-1/temp", 1, false, b"80"), None | Some(0 | 0x10)));
+    let accept = b.wait_event("accept", |e| field(e, "outcome") == "accept" && field(e, "device_id") == "press-1");
+    assert_eq!(field(&accept, "tenant"), "acme", "acme's device stays acme's");
+    // The other tenant's own devices are its own, and it has no policy in force: refused.
+    let (_c, code) = Mqtt::connect(&opts(&b, &pki, &pki.other, Some("press-1"), Proto::V5));
+    assert_eq!(code, 0x87, "no policy loaded for aaa-evil");
+    b.wait_event("no policy", |e| {
+        field(e, "tenant") == "aaa-evil" && field(e, "message") == "no policy is loaded for tenant aaa-evil"
+    });
+    assert!(
+        !b.events().iter().any(|e| field(e, "tenant") == "aaa-evil" && field(e, "outcome") == "accept"),
+        "nothing was admitted as aaa-evil"
+    );
+    press.disconnect();
+    let _ = std::fs::remove_dir_all(&cas);
+}

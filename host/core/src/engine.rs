@@ -69,6 +69,11 @@ impl Engine {
         ticks(self.inner.limits.deadline)
     }
 
+    /// Deadline, in ticks, for one `authenticate`.
+    pub(crate) fn connect_ticks(&self) -> u64 {
+        ticks(self.inner.limits.connect_deadline)
+    }
+
     /// Deadline, in ticks, for instantiation and settings validation.
     pub(crate) fn setup_ticks(&self) -> u64 {
         ticks(self.inner.limits.setup_deadline)

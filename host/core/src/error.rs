@@ -47,6 +47,15 @@ pub enum Error {
         /// The cause.
         message: String,
     },
+    /// The host refused a policy that compiled and validated (e.g. it embeds a CA the
+    /// operator assigned to another tenant).
+    #[error("{source_name} refused: {message}")]
+    Refused {
+        /// File name or other label of the policy.
+        source_name: String,
+        /// Why.
+        message: String,
+    },
     /// The policy refused its settings (its own `validate-settings` said why).
     #[error("{source_name}: invalid settings: {message}")]
     InvalidSettings {

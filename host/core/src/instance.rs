@@ -39,11 +39,25 @@ impl Instance {
         f: impl FnOnce(&mut Store<HostState>, &bindings::Policy) -> wasmtime::Result<R>,
     ) -> Result<Answer<R>, Error> {
         let engine = self.module.engine();
-        self.store.set_epoch_deadline(engine.call_ticks());
+        self.call_within(engine.call_ticks(), engine.limits().deadline, f)
+    }
+
+    /// Runs `f` under a deadline of `ticks` epoch ticks (`deadline`, for the error).
+    fn call_within<R>(
+        &mut self,
+        ticks: u64,
+        deadline: std::time::Duration,
+        f: impl FnOnce(&mut Store<HostState>, &bindings::Policy) -> wasmtime::Result<R>,
+    ) -> Result<Answer<R>, Error> {
+        let limits = self.module.engine().limits();
+        self.store.set_epoch_deadline(ticks);
         self.store.data_mut().begin_call();
         match f(&mut self.store, &self.exports) {
             Ok(value) => Ok(Answer { value, cacheable: self.store.data().cache_grant }),
-            Err(e) => Err(fault::classify(&engine.limits(), self.store.data(), &e)),
+            Err(e) => Err(match fault::classify(&limits, self.store.data(), &e) {
+                Error::Timeout(_) => Error::Timeout(deadline),
+                other => other,
+            }),
         }
     }
 
@@ -84,7 +98,9 @@ impl Instance {
             peer: &c.peer,
             resumed,
         };
-        self.call(|store, exports| exports.call_authenticate(store, session, connect))
+        let engine = self.module.engine();
+        let (ticks, deadline) = (engine.connect_ticks(), engine.limits().connect_deadline);
+        self.call_within(ticks, deadline, |store, exports| exports.call_authenticate(store, session, connect))
     }
 
     /// `authorize-publish` for `session`.

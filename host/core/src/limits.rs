@@ -9,8 +9,12 @@ use wasmtime::ResourceLimiter;
 /// Bounds every policy call runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest a single check (authenticate, publish, subscribe, delivery) may run.
+    /// Longest a single check (publish, subscribe, delivery, end of session) may run.
     pub deadline: Duration,
+    /// Longest `authenticate` may run. Longer than a check: it runs once per connection and
+    /// verifies proofs (a token hash costs 0.5-8 ms), and a loaded machine must not turn a
+    /// right password into a refusal. Still bounded: it runs on the broker's thread.
+    pub connect_deadline: Duration,
     /// Longest instantiation plus `validate-settings` may run (large rule sets parse here).
     pub setup_deadline: Duration,
     /// Most linear memory one policy instance may grow to, in bytes.
@@ -18,9 +22,14 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// 10 ms per check, 5 s for setup, 64 MiB of memory.
+    /// 10 ms per check, 50 ms per connect, 5 s for setup, 64 MiB of memory.
     fn default() -> Self {
-        Limits { deadline: Duration::from_millis(10), setup_deadline: Duration::from_secs(5), memory: 64 << 20 }
+        Limits {
+            deadline: Duration::from_millis(10),
+            connect_deadline: Duration::from_millis(50),
+            setup_deadline: Duration::from_secs(5),
+            memory: 64 << 20,
+        }
     }
 }
 

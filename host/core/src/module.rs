@@ -88,7 +88,8 @@ impl PolicyModule {
         PolicyModule::load(engine, &path.display().to_string(), &bytes, settings)
     }
 
-    /// Loads a policy file for `tenant` like [`PolicyModule::load_file`], and records the
+    /// Loads a policy file for `tenant` like [`PolicyModule::load_file`], then asks `admit`
+    /// whether the host accepts it (an `Err` is the reason it does not), and records the
     /// outcome in the tenant's events: `loaded` (with the digest) or `load-failed` (with the
     /// cause). A failed load changes nothing that is already running.
     pub fn load_for_tenant(
@@ -96,8 +97,12 @@ impl PolicyModule {
         tenant: &Tenant,
         path: &Path,
         settings: Option<&str>,
+        admit: impl FnOnce(&PolicyModule) -> std::result::Result<(), String>,
     ) -> Result<PolicyModule> {
-        let result = PolicyModule::load_file(engine, path, settings);
+        let result = PolicyModule::load_file(engine, path, settings).and_then(|m| match admit(&m) {
+            Ok(()) => Ok(m),
+            Err(message) => Err(Error::Refused { source_name: path.display().to_string(), message }),
+        });
         let event = match &result {
             Ok(m) => {
                 let mut e = Event::new(
@@ -202,10 +207,16 @@ impl Engine {
         PolicyModule::load_file(self, path, settings)
     }
 
-    /// Loads a policy file for `tenant`, recording the outcome in its events; see
-    /// [`PolicyModule::load_for_tenant`].
-    pub fn load_for_tenant(&self, tenant: &Tenant, path: &Path, settings: Option<&str>) -> Result<PolicyModule> {
-        PolicyModule::load_for_tenant(self, tenant, path, settings)
+    /// Loads a policy file for `tenant` if `admit` accepts it, recording the outcome in its
+    /// events; see [`PolicyModule::load_for_tenant`].
+    pub fn load_for_tenant(
+        &self,
+        tenant: &Tenant,
+        path: &Path,
+        settings: Option<&str>,
+        admit: impl FnOnce(&PolicyModule) -> std::result::Result<(), String>,
+    ) -> Result<PolicyModule> {
+        PolicyModule::load_for_tenant(self, tenant, path, settings, admit)
     }
 
     /// Loads a policy from bytes; see [`PolicyModule::load`].

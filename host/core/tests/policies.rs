@@ -196,7 +196,12 @@ fn a_looping_connect_is_rejected() {
     let (tenant, _) = tenant();
     let mut policy = module.instantiate(tenant.clone());
     match policy.authenticate(&Connect::new("acme", "loop")) {
-        ConnectDecision::Reject(d) => assert_eq!(d.reason, ReasonCode::ImplementationSpecificError),
+        ConnectDecision::Reject(d) => {
+            assert_eq!(d.reason, ReasonCode::ImplementationSpecificError);
+            // Stopped by the connect deadline, not the (shorter) per-check one.
+            let connect = Limits::default().connect_deadline;
+            assert!(d.message.contains(&format!("deadline of {connect:?}")), "{}", d.message);
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(tenant.connection_count(), 0);
@@ -282,10 +287,16 @@ fn the_same_bytes_compile_once() {
 #[test]
 fn loads_and_load_failures_are_events_of_the_tenant() {
     let (tenant, events) = tenant();
-    let module = engine().load_for_tenant(&tenant, guest_artifacts::HELLO.as_ref(), None).unwrap();
-    let err = engine().load_for_tenant(&tenant, guest_artifacts::HELLO.as_ref(), Some("max-payload = x")).unwrap_err();
+    let hello = guest_artifacts::HELLO.as_ref();
+    let module = engine().load_for_tenant(&tenant, hello, None, |_| Ok(())).unwrap();
+    let err = engine().load_for_tenant(&tenant, hello, Some("max-payload = x"), |_| Ok(())).unwrap_err();
+    // Compiled and valid, but the host says no: the same event, with the host's reason.
+    let refused = engine().load_for_tenant(&tenant, hello, None, |_| Err("not today".into())).unwrap_err();
+    assert!(refused.to_string().ends_with("refused: not today"), "{refused}");
     let events = events.take();
-    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events[2].outcome, "load-failed");
+    assert_eq!(events[2].message, refused.to_string());
     assert_eq!((events[0].action, events[0].outcome), (Action::Load, "loaded"));
     assert!(events[0].message.contains(module.digest()));
     assert_eq!(events[1].outcome, "load-failed");

@@ -8,6 +8,7 @@ use mqtt_policy_host::Limits;
 
 use crate::error::{Error, Result};
 use crate::tenancy::TenantSource;
+use crate::trust::TenantCas;
 
 /// Where events go as JSON lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +73,9 @@ pub struct Config {
     pub policy_dir: PathBuf,
     /// How a connection's tenant is found.
     pub tenant: TenantSource,
+    /// The operator's assignment of CAs to tenants: required by [`TenantSource::Certificate`],
+    /// and a policy embedding a CA assigned to another tenant is refused at load.
+    pub tenant_cas: TenantCas,
     /// Where events go.
     pub events: EventTarget,
     /// Monitoring messages published through the broker, if configured.
@@ -92,12 +96,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults for a policy directory and tenant source: JSON lines on stderr, no
-    /// monitor, [`Limits::default`], fail closed, a scan every 100 ms, no prefix, cache on.
+    /// The defaults for a policy directory and tenant source: no tenant CAs, JSON lines on
+    /// stderr, no monitor, [`Limits::default`], fail closed, a scan every 100 ms, no prefix, cache on.
     pub fn new(policy_dir: impl Into<PathBuf>, tenant: TenantSource) -> Config {
         Config {
             policy_dir: policy_dir.into(),
             tenant,
+            tenant_cas: TenantCas::new(),
             events: EventTarget::Stderr,
             monitor: None,
             limits: Limits::default(),

@@ -18,6 +18,7 @@ use mqtt_policy_host::{Engine, PolicyModule, Tenant};
 
 use crate::notify::DirNotify;
 use crate::tenancy::check_name;
+use crate::trust::TenantCas;
 
 /// The tenants known to one gateway, shared by its workers and its watcher thread.
 /// A tenant's counters and connection count live here, so they survive reloads.
@@ -122,14 +123,17 @@ pub struct Scanner {
     only: Option<String>,
     engine: Engine,
     tenants: Arc<Tenants>,
+    /// The operator's CAs: a policy embedding another tenant's is not loaded.
+    cas: TenantCas,
     seen: HashMap<String, Stamp>,
     dir_error: Option<String>,
 }
 
 impl Scanner {
-    /// A scanner of `dir`; with `only`, just that tenant's file is considered.
-    pub fn new(dir: &Path, only: Option<String>, engine: Engine, tenants: Arc<Tenants>) -> Scanner {
-        Scanner { dir: dir.to_owned(), only, engine, tenants, seen: HashMap::new(), dir_error: None }
+    /// A scanner of `dir`; with `only`, just that tenant's file is considered. A policy that
+    /// embeds a CA `cas` assigns to another tenant is refused.
+    pub fn new(dir: &Path, only: Option<String>, engine: Engine, tenants: Arc<Tenants>, cas: TenantCas) -> Scanner {
+        Scanner { dir: dir.to_owned(), only, engine, tenants, cas, seen: HashMap::new(), dir_error: None }
     }
 
     /// Loads every new or changed `TENANT.wasm` (all of them with `force`). Returns what
@@ -171,7 +175,8 @@ impl Scanner {
             }
             self.seen.insert(tenant.clone(), now);
             let t = self.tenants.get(&tenant);
-            if let Ok(module) = self.engine.load_for_tenant(&t, &path, None) {
+            let admit = |m: &PolicyModule| self.cas.conflict(&tenant, m.tenant_cas()).map_or(Ok(()), Err);
+            if let Ok(module) = self.engine.load_for_tenant(&t, &path, None, admit) {
                 loaded.push(Loaded { tenant, module });
             }
         }

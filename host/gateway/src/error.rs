@@ -35,6 +35,20 @@ pub enum Error {
         /// The refused topic.
         topic: String,
     },
+    /// A file of the operator's tenant CA map that cannot be used.
+    #[error("tenant CA file {path}: {message}")]
+    TenantCa {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Certificate tenancy without the operator's CA map: a policy would decide which
+    /// tenant a certificate belongs to.
+    #[error(
+        "finding the tenant from the client certificate needs the operator's map of tenant CAs: a tenant's policy must not decide which devices are its own"
+    )]
+    NoTenantCas,
     /// The events file could not be opened for appending.
     #[error("cannot open {path}: {source}")]
     EventsFile {

@@ -47,6 +47,9 @@ impl Gateway {
 
     /// As [`Gateway::start`], with events going to `lines` instead of `config.events`.
     pub fn with_sink(config: Config, lines: Option<Arc<dyn EventSink>>) -> Result<Arc<Gateway>> {
+        if config.tenant == TenantSource::Certificate && config.tenant_cas.is_empty() {
+            return Err(Error::NoTenantCas);
+        }
         let engine = Engine::new(config.limits).map_err(Error::Engine)?;
         let monitor = Arc::new(MonitorQueue::default());
         let monitor_config = config.monitor.clone();
@@ -60,7 +63,8 @@ impl Gateway {
             _ => None,
         };
         let latest = Arc::new(Latest::default());
-        let mut scanner = Scanner::new(&config.policy_dir, only, engine.clone(), tenants.clone());
+        let mut scanner =
+            Scanner::new(&config.policy_dir, only, engine.clone(), tenants.clone(), config.tenant_cas.clone());
         for loaded in scanner.scan(false) {
             latest.publish(loaded);
         }

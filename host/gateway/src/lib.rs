@@ -5,7 +5,8 @@
 //!   directory with its watcher thread (hot reload, last good policy kept, events), and the
 //!   monitor queue.
 //! - [`Worker`] (one per thread that answers checks, since policy instances are not `Sync`):
-//!   resolves a connection's tenant ([`TenantSource`], trying tenant CAs), applies fail mode
+//!   resolves a connection's tenant ([`TenantSource`]; by certificate through the operator's
+//!   [`TenantCas`]), applies fail mode
 //!   and the tenant topic prefix, holds the sessions, and answers typed [`Hello`] and
 //!   [`Check`] inputs with [`ConnectOutcome`] and [`CheckOutcome`].
 //!
@@ -32,6 +33,7 @@ pub mod events;
 mod gateway;
 mod notify;
 pub mod tenancy;
+pub mod trust;
 mod types;
 mod worker;
 
@@ -39,5 +41,6 @@ pub use config::{Config, EventTarget, FailMode, Monitor};
 pub use error::{Error, Result};
 pub use gateway::Gateway;
 pub use tenancy::TenantSource;
+pub use trust::TenantCas;
 pub use types::{Access, Check, CheckOutcome, ConnectOutcome, Hello};
 pub use worker::Worker;

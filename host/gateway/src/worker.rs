@@ -196,16 +196,8 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                 let Some(der) = &hello.certificate else {
                     return Err(refuse("a client certificate is required to find the tenant".into()));
                 };
-                let mut names: Vec<&String> = self.policies.keys().collect();
-                names.sort();
-                for name in names {
-                    if let Ok(c) = self.policies[name].module().verify_certificate(der) {
-                        if c.chain_verified_by.is_some() {
-                            return Ok(name.clone());
-                        }
-                    }
-                }
-                Err(refuse("client certificate was not issued by any tenant's CA".into()))
+                // The operator's map decides, never the CAs policies embed.
+                self.gateway.config().tenant_cas.tenant_of(der).map(str::to_owned).map_err(refuse)
             }
         }
     }

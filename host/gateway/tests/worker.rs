@@ -270,7 +270,13 @@ fn a_certificate_belongs_to_the_tenant_whose_ca_issued_it() {
     };
     dir.deploy("acme", &policy("acme-ca", &acme_ca));
     dir.deploy("globex", &policy("globex-ca", &globex_ca));
-    let (gateway, events) = start(&dir.0, TenantSource::Certificate, |_| {});
+    // Without the operator's CA map, a policy would decide which devices are its tenant's.
+    let refused = Gateway::with_sink(Config::new(&dir.0, TenantSource::Certificate), None).err().expect("refused");
+    assert!(refused.to_string().contains("operator's map of tenant CAs"), "{refused}");
+    let (gateway, events) = start(&dir.0, TenantSource::Certificate, |c| {
+        c.tenant_cas.add_pem("acme", &acme_ca.pem, Path::new("acme.pem")).unwrap();
+        c.tenant_cas.add_pem("globex", &globex_ca.pem, Path::new("globex.pem")).unwrap();
+    });
     assert_eq!(gateway.loaded_tenants(), ["acme", "globex"], "{:#?}", events.take());
     events.take();
     let mut w: Worker<u32> = Worker::new(gateway.clone());
@@ -284,6 +290,40 @@ fn a_certificate_belongs_to_the_tenant_whose_ca_issued_it() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(w.connect(3, &Hello::new("no-cert")), ConnectOutcome::Reject(_)));
+}
+
+#[test]
+fn a_policy_cannot_capture_another_tenants_devices_by_embedding_its_ca() {
+    let dir = Dir::new("capture");
+    let (acme_ca, evil_ca) = (Ca::new("acme CA"), Ca::new("evil CA"));
+    let policy = |cas: &[(&str, &Ca)]| {
+        let mut rules = RULES.replace("authentication = \"none\"", "from = \"certificate\"");
+        for (name, _) in cas {
+            rules.push_str(&format!("\n[[ca]]\nname = \"{name}\"\nfile = \"{name}.pem\"\n"));
+        }
+        let embedded: Vec<EmbeddedCa> =
+            cas.iter().map(|(name, ca)| EmbeddedCa { name: (*name).into(), pem: ca.pem.clone() }).collect();
+        hub_policy(&rules, &embedded)
+    };
+    dir.deploy("acme", &policy(&[("acme-ca", &acme_ca)]));
+    // The evil tenant's policy also trusts acme's (public) CA certificate, and sorts first.
+    dir.deploy("aaa-evil", &policy(&[("evil-ca", &evil_ca), ("stolen", &acme_ca)]));
+    let (gateway, events) = start(&dir.0, TenantSource::Certificate, |c| {
+        c.tenant_cas.add_pem("acme", &acme_ca.pem, Path::new("acme.pem")).unwrap();
+        c.tenant_cas.add_pem("aaa-evil", &evil_ca.pem, Path::new("evil.pem")).unwrap();
+    });
+    assert_eq!(gateway.loaded_tenants(), ["acme"], "the capturing policy is not loaded");
+    let refusal = events.take().into_iter().find(|e| e.tenant == "aaa-evil").expect("an event for the refused policy");
+    assert_eq!(refusal.outcome, "load-failed");
+    assert!(refusal.message.contains("embeds CA `stolen`"), "{}", refusal.message);
+    assert!(refusal.message.contains("assigned to tenant acme"), "{}", refusal.message);
+
+    let mut w: Worker<u32> = Worker::new(gateway.clone());
+    let hello = |der: Vec<u8>| Hello { certificate: Some(der), ..Hello::new("sensor-1") };
+    assert_eq!(accepted(w.connect(1, &hello(acme_ca.client_der("sensor-1")))).as_deref(), Some("sensor-1"));
+    assert_eq!(outcomes(&events), [("acme".to_owned(), "accept")], "acme's device stays acme's");
+    // The evil tenant's own devices find their tenant, which has no policy: refused, fail closed.
+    assert!(matches!(w.connect(2, &hello(evil_ca.client_der("sensor-1"))), ConnectOutcome::Reject(_)));
 }
 
 #[test]

@@ -38,6 +38,8 @@ pub struct TenantCa {
     subject: String,
     subject_raw: Vec<u8>,
     issuer_raw: Vec<u8>,
+    /// subjectPublicKeyInfo, DER: what makes two CA certificates the same signer.
+    public_key: Vec<u8>,
     not_before: i64,
     not_after: i64,
     /// `None` for an intermediate of its bundle.
@@ -122,6 +124,7 @@ impl TenantCa {
             subject,
             subject_raw: cert.subject().as_raw().to_vec(),
             issuer_raw: cert.issuer().as_raw().to_vec(),
+            public_key: cert.public_key().raw.to_vec(),
             not_before,
             not_after,
             anchor: Some(anchor),
@@ -141,6 +144,12 @@ impl TenantCa {
     /// The CA certificate as configured, in DER.
     pub fn der(&self) -> &[u8] {
         &self.der
+    }
+
+    /// The CA's subjectPublicKeyInfo in DER. Two CA certificates with the same key sign (and
+    /// so verify) the same certificates, whatever their names or validity say.
+    pub fn public_key(&self) -> &[u8] {
+        &self.public_key
     }
 
     /// Whether this certificate is a trust anchor, rather than an intermediate of its bundle.
