@@ -29,6 +29,9 @@ pub struct Policy {
     /// Bumped whenever `live` is replaced, so sessions know whether the current instance knows them.
     generation: u64,
     sessions: HashMap<u64, Session>,
+    /// (expires-at-ms, session id) of the sessions whose proof expires, so that the broker's
+    /// periodic [`Policy::expired_sessions`] looks at the expired ones only, not every session.
+    expiring: std::collections::BTreeSet<(u64, u64)>,
     next_session: u64,
     /// Whether decisions the policy marks cacheable are reused (on by default).
     caching: bool,
@@ -69,6 +72,7 @@ impl Policy {
             live: None,
             generation: 0,
             sessions: HashMap::default(),
+            expiring: std::collections::BTreeSet::new(),
             next_session: 1,
             caching: true,
         }
@@ -114,12 +118,7 @@ impl Policy {
     /// order, for the broker to disconnect (Mosquitto: `mosquitto_kick_client_by_clientid`).
     /// Each is reported once with an `expired` event; every check of it is denied from now on.
     pub fn expired_sessions(&mut self, now_ms: u64) -> Vec<SessionId> {
-        let mut ids: Vec<u64> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.info.expires_at_ms.is_some_and(|at| at <= now_ms))
-            .map(|(id, _)| *id)
-            .collect();
+        let mut ids: Vec<u64> = self.expiring.range(..=(now_ms, u64::MAX)).map(|&(_, id)| id).collect();
         ids.sort_unstable();
         for id in &ids {
             self.expiry(Action::Connect, SessionId(*id), now_ms);
@@ -191,6 +190,9 @@ impl Policy {
                         connected: true,
                     },
                 );
+                if let Some(at) = info.expires_at_ms {
+                    self.expiring.insert((at, id));
+                }
                 self.tenant.connected();
                 return ConnectDecision::Accept(SessionId(id), info);
             }
@@ -233,6 +235,9 @@ impl Policy {
     /// The client is gone: the policy forgets the session. Unknown ids are ignored.
     pub fn end_session(&mut self, session: SessionId) {
         let Some(s) = self.sessions.remove(&session.0) else { return };
+        if let Some(at) = s.info.expires_at_ms {
+            self.expiring.remove(&(at, session.0));
+        }
         if s.connected {
             self.tenant.disconnected();
         }
@@ -324,7 +329,16 @@ impl Policy {
         let session = self.sessions.get_mut(&id).expect("session checked by caller");
         match decision {
             wit::ConnectDecision::Accept(info) => {
-                session.info = convert::session_info(info);
+                let info = convert::session_info(info);
+                if session.info.expires_at_ms != info.expires_at_ms {
+                    if let Some(at) = session.info.expires_at_ms {
+                        self.expiring.remove(&(at, id));
+                    }
+                    if let Some(at) = info.expires_at_ms {
+                        self.expiring.insert((at, id));
+                    }
+                }
+                session.info = info;
                 session.generation = generation;
                 Ok(())
             }
