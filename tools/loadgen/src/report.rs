@@ -1,5 +1,6 @@
 //! Latency histogram and the run summary (human-readable and one-line JSON).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
@@ -234,6 +235,82 @@ impl fmt::Display for Summary {
         }
         if self.drain_timed_out {
             write!(f, "\n  note: the drain time ran out with deliveries still missing")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a connect storm (`--connect-storm`) counted. Serialised as its `--json` line; counts and
+/// rates cover the measured window (after the warm-up), except `all_attempts`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StormSummary {
+    /// Always `connect-storm`, so scripts can tell the two kinds of line apart.
+    pub mode: String,
+    /// Concurrent clients.
+    pub clients: u32,
+    /// Distinct identities (client ids) the clients cycled through.
+    pub identities: usize,
+    /// Attempts whose CONNACK or failure came inside the measured window.
+    pub attempts: u64,
+    /// Of those, accepted (CONNACK 0, then DISCONNECT and the broker's close).
+    pub accepted: u64,
+    /// Of those, refused by a non-zero CONNACK.
+    pub refused: u64,
+    /// Refusals by CONNACK return code (e.g. `"5"`: not authorized).
+    pub refused_by_code: BTreeMap<String, u64>,
+    /// Of those, failed: connection error, timeout, or no clean close.
+    pub errors: u64,
+    /// Accepted connects per second of the measured window.
+    pub connects_per_sec: f64,
+    /// All attempts per second of the measured window.
+    pub attempts_per_sec: f64,
+    /// From opening the TCP connection to CONNACK, accepted attempts.
+    pub latency: Latency,
+    /// The same for refused attempts.
+    pub refused_latency: Latency,
+    /// Attempts in all, warm-up and the end of the run included.
+    pub all_attempts: u64,
+    /// Warm-up left out of the counts, seconds.
+    pub warmup_secs: f64,
+    /// The measured window, seconds.
+    pub measured_secs: f64,
+    /// The whole run, seconds.
+    pub elapsed_secs: f64,
+    /// The first failure any client saw, if one did.
+    pub first_error: Option<String>,
+}
+
+impl StormSummary {
+    /// Whether every measured attempt was accepted (what `--verify` checks in a storm).
+    pub fn complete(&self) -> bool {
+        self.refused == 0 && self.errors == 0 && self.accepted > 0
+    }
+
+    /// The one-line JSON form printed by `--json`.
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).expect("a summary of numbers and strings always serialises")
+    }
+}
+
+impl fmt::Display for StormSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "mqtt-loadgen: connect storm, {} clients over {} identities, {:.1} s measured (+{:.1} s warm-up)",
+            self.clients, self.identities, self.measured_secs, self.warmup_secs
+        )?;
+        writeln!(f, "  accepted    {} = {:.0} connects/s", self.accepted, self.connects_per_sec)?;
+        let codes: Vec<String> = self.refused_by_code.iter().map(|(c, n)| format!("{n} x CONNACK {c}")).collect();
+        writeln!(f, "  refused     {}{}", self.refused, if codes.is_empty() { String::new() } else { format!(" ({})", codes.join(", ")) })?;
+        writeln!(f, "  errors      {}", self.errors)?;
+        let l = &self.latency;
+        write!(
+            f,
+            "  CONNACK µs  p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  mean {:.1}  ({} samples)",
+            l.p50_us, l.p90_us, l.p99_us, l.max_us, l.mean_us, l.samples
+        )?;
+        if let Some(e) = &self.first_error {
+            write!(f, "\n  first error: {e}")?;
         }
         Ok(())
     }

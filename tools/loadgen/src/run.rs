@@ -35,9 +35,9 @@ pub const HEADER_LEN: usize = 28;
 /// Largest accepted `--payload`.
 pub const MAX_PAYLOAD: usize = 1 << 20;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
-const KEEP_ALIVE_SECS: u16 = 60;
+pub(crate) const KEEP_ALIVE_SECS: u16 = 60;
 /// A client idle this long sends PINGREQ, well inside the keep-alive the broker enforces.
 const PING_AFTER: Duration = Duration::from_secs(20);
 /// Publishes encoded into one buffer before a `write`: fewer syscalls per message keeps the
@@ -112,6 +112,24 @@ pub struct Options {
     /// Tokio worker threads for the client (the broker needs the other core of a 2-core machine).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: u16,
+    /// A connect storm instead of publishing: --clients connections each repeat CONNECT → CONNACK →
+    /// DISCONNECT for --duration seconds (see `crate::storm`).
+    #[arg(
+        long,
+        requires = "duration",
+        conflicts_with_all = [
+            "publishers", "subscribers", "qos", "payload", "rate", "window", "topic_pattern",
+            "subscribe_filter", "client_id_prefix", "drain_ms",
+        ]
+    )]
+    pub connect_storm: bool,
+    /// Concurrent clients of a connect storm.
+    #[arg(long, default_value_t = 8, requires = "connect_storm", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub clients: u32,
+    /// Identities for a connect storm, one a line: `CLIENT-ID<TAB>USER-NAME<TAB>PASSWORD` (user name and
+    /// password optional; `#` starts a comment line). Default: ids "dev-N" for --devices N, no password.
+    #[arg(long, requires = "connect_storm")]
+    pub credentials: Option<std::path::PathBuf>,
 }
 
 /// Maps `--host` to a socket address, refusing anything that is not loopback: this tool is

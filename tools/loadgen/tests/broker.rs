@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use mqtt_loadgen::{Options, Summary, run_blocking};
+use mqtt_loadgen::{Options, Summary, run_blocking, storm};
 use mqtt_policy_testkit::Broker;
 
 /// A bare broker from the workspace harness. Mosquitto's default max_queued_messages (1000)
@@ -147,4 +147,71 @@ fn unreachable_broker_is_an_error_not_a_hang() {
     let err = run_blocking(&opts).unwrap_err();
     assert!(format!("{err:#}").contains("cannot connect"), "{err:#}");
     assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[test]
+fn connect_storm_counts_accepted_and_refused_connects() {
+    // Mosquitto's own password file, hashed ($7$) by Debian's mosquitto_passwd.
+    let dir = std::env::temp_dir().join(format!("loadgen-storm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let passwords = dir.join("passwords");
+    std::fs::write(&passwords, "dev-0:pw-0-7Qv!m2Xp\ndev-1:pw-1-7Qv!m2Xp\ndev-2:pw-2-7Qv!m2Xp\ndev-3:pw-3-7Qv!m2Xp\n").unwrap();
+    let (code, out) = mqtt_policy_testkit::run("mosquitto_passwd", &["-U", passwords.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(std::fs::read_to_string(&passwords).unwrap().contains("dev-0:$7$"));
+    // Client 3 connects only as dev-3, with a wrong password: every one of its attempts is refused.
+    let credentials = dir.join("credentials");
+    std::fs::write(&credentials, "dev-0\tdev-0\tpw-0-7Qv!m2Xp\ndev-1\tdev-1\tpw-1-7Qv!m2Xp\ndev-2\tdev-2\tpw-2-7Qv!m2Xp\ndev-3\tdev-3\twrong\n")
+        .unwrap();
+    let broker = start_with(&format!("allow_anonymous false\npassword_file {}\n", passwords.display()));
+    let port = broker.port.to_string();
+    let opts = Options::parse_from([
+        "mqtt-loadgen",
+        "--port",
+        &port,
+        "--connect-storm",
+        "--clients",
+        "4",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--credentials",
+        credentials.to_str().unwrap(),
+    ]);
+    let started = Instant::now();
+    let s = storm::run_blocking(&opts).unwrap_or_else(|e| panic!("{e:#}\n{}", broker.log()));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!((s.clients, s.identities, s.errors), (4, 4, 0), "{s}");
+    assert!(s.accepted > 0 && s.refused > 0, "{s}");
+    assert_eq!(s.attempts, s.accepted + s.refused);
+    assert_eq!(s.refused_by_code.keys().collect::<Vec<_>>(), ["5"], "Mosquitto refuses a bad password with 5: {s}");
+    assert_eq!((s.latency.samples, s.refused_latency.samples), (s.accepted, s.refused));
+    assert!(s.latency.p50_us > 0.0 && s.latency.p50_us <= s.latency.p99_us);
+    assert!(s.connects_per_sec > 0.0 && s.all_attempts >= s.attempts);
+    assert!(!s.complete());
+    assert!(broker.log().contains("dev-0"), "the broker saw the storm's clients");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn connect_storm_binary_prints_json_and_verifies() {
+    let broker = start();
+    let out = Command::new(env!("CARGO_BIN_EXE_mqtt-loadgen"))
+        .args(["--port", &broker.port.to_string(), "--connect-storm", "--clients", "2", "--duration", "0.5"])
+        .args(["--json", "--verify"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["mode"], "connect-storm");
+    assert!(v["accepted"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!((v["refused"].as_u64(), v["errors"].as_u64()), (Some(0), Some(0)), "{v}");
+    // Nobody listens: each client gives up after a bounded number of failed attempts.
+    let out = Command::new(env!("CARGO_BIN_EXE_mqtt-loadgen"))
+        .args(["--port", &mqtt_policy_testkit::free_port().to_string(), "--connect-storm", "--duration", "30"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failed attempts in a row"));
 }
