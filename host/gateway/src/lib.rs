@@ -39,5 +39,5 @@ pub use config::{Config, EventTarget, FailMode, Monitor};
 pub use error::{Error, Result};
 pub use gateway::Gateway;
 pub use tenancy::TenantSource;
-pub use types::{Access, Check, CheckOutcome, ConnectOutcome, Hello};
+pub use types::{Access, Check, CheckOutcome, ConnectOutcome, Hello, Restored};
 pub use worker::Worker;
