@@ -10,6 +10,7 @@ the clients. Every message the mix sends is allowed by its rules, so every one m
 - churn: one-shot clients connect, publish one QoS 1 message, disconnect; the watcher must get it.
 """
 
+import os
 import select
 import subprocess
 import threading
@@ -84,16 +85,18 @@ class Mix:
             cmd = self.base("mosquitto_sub", f"will-{k}") + [
                 "-q", "1", "-t", f"mix/will-{k}/cmd/#", "-d",
                 "--will-topic", f"mix/will-{k}/status", "--will-payload", payload, "--will-qos", "1"]
-            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            subscribed = False
+            # Line-buffered: mosquitto_sub buffers its debug output fully when stdout is a pipe.
+            p = subprocess.Popen(["stdbuf", "-oL", *cmd], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            seen, subscribed = b"", False
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and not subscribed:
                 ready, _, _ = select.select([p.stdout], [], [], 0.5)
                 if ready:
-                    line = p.stdout.readline()
-                    if not line:
+                    chunk = os.read(p.stdout.fileno(), 4096)
+                    if not chunk:
                         break
-                    subscribed = "SUBACK" in line
+                    seen += chunk
+                    subscribed = b"SUBACK" in seen
             p.kill()  # the process dies: no DISCONNECT, the broker sends the will
             p.wait()
             if subscribed:
