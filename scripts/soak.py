@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Soak: a real Mosquitto with the plugin under steady QoS 1 load while the policy file is replaced
-every second (two valid versions alternating, every fifth file corrupt). Driven by scripts/soak.sh.
+every second (two valid versions alternating, every fifth file corrupt), with a session mix beside it
+(scripts/soak_mix.py: Last Wills of killed clients, persistent sessions receiving what was queued
+while they were away, reconnect churn). Driven by scripts/soak.sh.
 
-Passes when every acknowledged (allowed) message reached every subscriber, no client was
-disconnected before the end, and the broker survived. Reports resident memory over time and the
-worst publish-to-delivery latency (an upper bound on any single check's time).
+Passes when every acknowledged (allowed) message reached every subscriber, every will and queued
+message of the mix arrived, no load client was disconnected before the end, and the broker
+survived. Reports resident memory and open files over time and the worst publish-to-delivery
+latency (an upper bound on any single check's time).
 """
 
 import argparse
@@ -16,7 +19,12 @@ import threading
 import time
 from pathlib import Path
 
+import soak_mix
 from harness import ROOT, Broker, rss_kib, rules, write_section
+
+
+def fd_count(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
 
 
 def deploy(dir: Path, tenant: str, data: bytes) -> None:
@@ -37,11 +45,12 @@ def main() -> int:
     ap.add_argument("--cli", default=str(ROOT / "target/release/mqtt-policy"))
     ap.add_argument("--plugin", default=str(ROOT / "target/release/libmqtt_policy_mosquitto.so"))
     ap.add_argument("--write", default=str(ROOT / "RELIABILITY.md"), help="file whose marked section gets the report ('' to skip)")
+    ap.add_argument("--no-mix", action="store_true", help="without the session mix (wills, persistent sessions, churn)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mqtt-policy-soak-"))
     devices = args.publishers
-    v1_rules = rules(devices)
+    v1_rules = rules(devices) + ("" if args.no_mix else soak_mix.rules())
     v2_rules = v1_rules.replace(
         '[[device]]', '[[rule]]\neffect = "allow"\nactions = ["publish"]\ntopics = ["devices/${device.id}/status"]\n\n[[device]]', 1)
     versions = []
@@ -68,6 +77,8 @@ def main() -> int:
     stop = threading.Event()
     replaced = {"valid": 0, "corrupt": 0}
     rss: list[tuple[float, int]] = []
+    fds: list[int] = []
+    mix = None if args.no_mix else soak_mix.Mix(broker.port)
 
     def replacer() -> None:
         i = 0
@@ -85,24 +96,29 @@ def main() -> int:
         while not stop.wait(10):
             if broker.alive():
                 rss.append((time.monotonic() - t0, rss_kib(broker.pid)))
+                fds.append(fd_count(broker.pid))
                 if len(rss) % 6 == 0:
-                    print(f"    {rss[-1][0]:.0f} s: broker RSS {rss[-1][1] / 1024:.1f} MiB, "
+                    print(f"    {rss[-1][0]:.0f} s: broker RSS {rss[-1][1] / 1024:.1f} MiB, {fds[-1]} open files, "
                           f"{replaced['valid']} valid and {replaced['corrupt']} corrupt files so far", flush=True)
 
     threads = [threading.Thread(target=replacer), threading.Thread(target=sampler)]
     for t in threads:
         t.start()
     out, err = load.communicate()
+    mixed = mix.stop() if mix else None
     stop.set()
     for t in threads:
         t.join()
     alive = broker.alive()
     end_rss = rss_kib(broker.pid) if alive else 0
+    end_fds = fd_count(broker.pid) if alive else 0
     time.sleep(0.5)  # the plugin writes the last disconnect events
     broker.stop()
 
     evs = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
     count = lambda outcome: sum(1 for e in evs if e.get("outcome") == outcome)
+    load_disconnects = sum(1 for e in evs if e.get("outcome") == "disconnect"
+                           and not soak_mix.is_mix_client(e.get("client_id", "")))
     clients = args.publishers + args.subscribers
     try:
         s = json.loads(out.strip().splitlines()[-1])
@@ -116,19 +132,31 @@ def main() -> int:
         "loadgen_exit": load.returncode,
         "valid_files": replaced["valid"], "corrupt_files": replaced["corrupt"],
         "loaded_events": count("loaded"), "load_failed_events": count("load-failed"),
-        "disconnect_events": count("disconnect"), "clients": clients,
+        "disconnect_events": load_disconnects, "clients": clients,
         "denials": sum(1 for e in evs if e.get("outcome") in ("deny", "reject", "revoke")),
         "faults": sum(1 for e in evs if e.get("severity") == "error" and e.get("outcome") != "load-failed"),
         "rss_start_mib": rss[0][1] / 1024 if rss else 0, "rss_end_mib": end_rss / 1024,
         "rss_max_mib": max((r for _, r in rss), default=0) / 1024,
-        "latency": s["latency"], "broker_alive": alive,
+        "fds_start": fds[0] if fds else 0, "fds_max": max(fds, default=0), "fds_end": end_fds,
+        "latency": s["latency"], "broker_alive": alive, "mix": mixed,
     }
     ok = (alive and load.returncode == 0 and s["missing"] == 0 and report["disconnect_events"] == clients
           and report["denials"] == 0 and report["faults"] == 0)
+    if mixed:
+        ok = ok and (mixed["wills_sent"] > 0 and mixed["wills_lost"] == 0 and mixed["churn_lost"] == 0
+                     and mixed["queued_cycles"] > 0 and mixed["queued_received"] == mixed["queued_expected"]
+                     and mixed["session_errors"] == 0 and not mixed["errors"])
     lat = s["latency"]
+    mix_rows = [] if not mixed else [
+        f"| mix: Last Wills of killed clients delivered | {mixed['wills_sent'] - mixed['wills_lost']:,} of {mixed['wills_sent']:,} |",
+        f"| mix: messages queued for offline persistent sessions, received on reconnect | "
+        f"{mixed['queued_received']:,} of {mixed['queued_expected']:,} ({mixed['queued_cycles']:,} offline/reconnect cycles) |",
+        f"| mix: one-shot connect-publish-disconnect clients delivered | {mixed['churn_sent'] - mixed['churn_lost']:,} of {mixed['churn_sent']:,} |",
+    ]
     text = "\n".join([
         f"Run {time.strftime('%Y-%m-%d')}: `scripts/soak.sh --minutes {args.minutes:g}` "
-        f"({args.publishers} publishers x {args.rate} msg/s, QoS 1, {args.subscribers} subscribers, one tenant).",
+        f"({args.publishers} publishers x {args.rate} msg/s, QoS 1, {args.subscribers} subscribers, one tenant"
+        f"{'' if not mixed else '; with the session mix of scripts/soak_mix.py'}).",
         "",
         "| measure | value |",
         "|---|---|",
@@ -137,11 +165,13 @@ def main() -> int:
         f"| `loaded` / `load-failed` events | {report['loaded_events']} / {report['load_failed_events']} |",
         f"| messages allowed (PUBACKed) | {s['acked']:,} |",
         f"| deliveries expected / received | {s['expected']:,} / {s['delivered']:,} (missing {s['missing']}, duplicates {s['duplicates']}) |",
-        f"| clients disconnected before the end | {report['disconnect_events'] - clients if report['disconnect_events'] >= clients else 'n/a'} "
+        f"| load clients disconnected before the end | {report['disconnect_events'] - clients if report['disconnect_events'] >= clients else 'n/a'} "
         f"({report['disconnect_events']} disconnect events for {clients} clients, all at the end) |",
+        *mix_rows,
         f"| denials / policy faults | {report['denials']} / {report['faults']} |",
         f"| broker resident memory | {report['rss_start_mib']:.1f} MiB after 10 s, {report['rss_max_mib']:.1f} MiB at most, "
         f"{report['rss_end_mib']:.1f} MiB at the end |",
+        f"| broker open files | {report['fds_start']} after 10 s, {report['fds_max']} at most, {report['fds_end']} at the end |",
         f"| publish→delivery latency | p50 {lat['p50_us'] / 1000:.2f} ms, p99 {lat['p99_us'] / 1000:.2f} ms, max {lat['max_us'] / 1000:.1f} ms |",
         f"| verdict | {'PASS' if ok else 'FAIL'} |",
     ])

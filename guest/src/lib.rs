@@ -66,7 +66,9 @@ pub trait Policy: Sized + 'static {
     fn new(settings: &str) -> Result<Self, String>;
 
     /// Decides a connection. `connect.resumed` is true when the host re-establishes a
-    /// client that is already connected (after a reload): do not count it again.
+    /// session it did not just see connect (after a reload, or a session the broker restored
+    /// after a restart, which comes without credentials and with an empty `peer`; see the
+    /// WIT's `connect.resumed`): do not count it again.
     fn authenticate(&self, connect: &Connect) -> Auth<Self::Session>;
 
     /// Checks a publish.

@@ -23,9 +23,9 @@ use std::ffi::{CStr, CString, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
-use mqtt_policy_gateway::{Access, Check, ConnectOutcome, Gateway, Hello, Worker};
+use mqtt_policy_gateway::{Access, Check, ConnectOutcome, Gateway, Hello, Restored, Worker};
 
-use ffi::{Broker, Callback, EvtAclCheck, EvtBasicAuth, EvtDisconnect, EvtMessage, Opt, PluginId, err, event};
+use ffi::{Broker, Callback, Client, EvtAclCheck, EvtBasicAuth, EvtDisconnect, EvtMessage, Opt, PluginId, err, event};
 use mapping::RetainRewrites;
 
 /// Everything one loaded plugin instance owns (one per `plugin` line, or per listener with
@@ -254,12 +254,42 @@ unsafe extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, userdata: *m
             retain: evt.retain,
             payload_size: evt.payloadlen,
         };
+        if !inst.worker.knows(&(evt.client as usize)) {
+            unsafe { restore_if_persisted(inst, evt.client) };
+        }
         let outcome = inst.worker.check(&(evt.client as usize), &check);
         if access == Access::Publish {
             inst.rewrites.checked(evt.client as usize, evt.topic as usize, &outcome);
         }
         mapping::check_rc(access, &outcome)
     })
+}
+
+/// A check about a client the worker has never seen. Mosquitto 2.0.11 restores the sessions
+/// of its persistence file at start as client objects without a socket
+/// (`persist__find_or_add_context` in `src/persist_read.c`: `context__init(INVALID_SOCKET)`,
+/// clean session 0, the persisted user name), so their address is NULL until the client
+/// connects on a new object. Every connected client has an address (`context__init` and the
+/// websockets accept refuse a socket without one), including one Mosquitto let in without
+/// BASIC_AUTH (`use_identity_as_username`): that one is not restored and stays denied.
+///
+/// # Safety
+/// `client` is the client of the current callback.
+unsafe fn restore_if_persisted(inst: &mut Instance, client: *mut Client) {
+    let b = inst.broker;
+    if !unsafe { (b.client_address)(client) }.is_null() || unsafe { (b.client_clean_session)(client) } {
+        return;
+    }
+    let Some(client_id) = (unsafe { ffi::str_or_none((b.client_id)(client)) }) else { return };
+    let restored = Restored {
+        client_id,
+        // The device id the plugin set with `mosquitto_set_username` before the restart.
+        username: unsafe { ffi::str_or_none((b.client_username)(client)) },
+        // Not persisted by 2.0.11 (0 for a restored client): mapped like any unknown level.
+        protocol: mapping::protocol_of(unsafe { (b.client_protocol_version)(client) }),
+        tenant: None,
+    };
+    inst.worker.restore(client as usize, &restored);
 }
 
 unsafe extern "C" fn on_message(_event: c_int, data: *mut c_void, userdata: *mut c_void) -> c_int {

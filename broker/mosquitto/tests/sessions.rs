@@ -205,3 +205,136 @@ fn a_monitor_subscriber_whose_deliveries_are_denied_cannot_hang_the_broker() {
     assert!(n < 500, "{n} events in 2 s: the monitor topic feeds itself");
     assert!(b.terminate(Duration::from_secs(5)), "SIGTERM stops the broker");
 }
+
+/// `rules(identity_from, true)` plus delivery rules: every device topic may be delivered except
+/// commands under `secret/`, and at most `max_connections` connections.
+fn restore_rules(identity_from: &str, max_connections: u32) -> String {
+    rules(identity_from, true).replace(
+        "service-level = \"dedicated\"\n",
+        &format!("service-level = \"dedicated\"\nmax-connections = {max_connections}\n"),
+    ) + "[[rule]]\neffect = \"allow\"\nactions = [\"delivery\"]\ntopics = [\"devices/#\", \"monitor/#\"]\n\n\
+           [[rule]]\neffect = \"deny\"\nactions = [\"delivery\"]\ntopics = [\"devices/+/cmd/secret/#\"]\n"
+}
+
+/// Waits (bounded) for `n` messages, or returns what came.
+fn receive(client: &mut Mqtt, n: usize, wait: Duration) -> Vec<String> {
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    while got.len() < n {
+        match client.recv(deadline.saturating_duration_since(Instant::now())) {
+            Some((_, payload, _)) => got.push(String::from_utf8_lossy(&payload).into_owned()),
+            None => break,
+        }
+    }
+    got
+}
+
+#[test]
+fn messages_published_after_a_restart_while_the_restored_session_is_offline_are_delivered() {
+    const N: usize = 20;
+    let setup = Setup::tenant("hub", support::hub_policy(&restore_rules("username", 2), &[])).persistent();
+    let mut b = Broker::start("restored", setup).unwrap();
+    let owner = Opts::new(b.port, Proto::V311, "station-1").user("s1", "").clean(false);
+    let mut s1 = Mqtt::connected(&owner);
+    assert_eq!(s1.subscribe("devices/s1/cmd/#", 1), 1);
+    s1.disconnect();
+    b.wait_event("s1 offline", |e| field(e, "outcome") == "disconnect" && field(e, "client_id") == "station-1");
+    assert!(b.terminate(Duration::from_secs(10)), "SIGTERM ends the broker:\n{}", b.log());
+    b.restart().unwrap();
+
+    // Mosquitto restored station-1's session from its file; the plugin has not seen it since.
+    let mut ops = Mqtt::connected(&Opts::new(b.port, Proto::V5, "ops").user("app", ""));
+    for i in 0..N {
+        assert_eq!(ops.publish("devices/s1/cmd/run", 1, false, format!("m{i}").as_bytes()), Some(0));
+    }
+    assert!(matches!(ops.publish("devices/s1/cmd/secret/key", 1, false, b"not-for-s1"), Some(0 | 0x10)));
+    let restored = b.wait_event("the restore", |e| field(e, "outcome") == "restore");
+    assert_eq!((field(&restored, "client_id"), field(&restored, "device_id")), ("station-1", "s1"), "{restored}");
+    b.wait_event("the secret refused to the restored session", |e| {
+        field(e, "action") == "delivery"
+            && field(e, "outcome") == "deny"
+            && field(e, "topic") == "devices/s1/cmd/secret/key"
+    });
+
+    // Another identity presenting the restored client id is refused before Mosquitto hands it the session.
+    let (_thief, code) = Mqtt::connect(&Opts::new(b.port, Proto::V5, "station-1").user("s2", "").clean(false));
+    assert_eq!(code, 0x87);
+    let refused = b.wait_event("the takeover refused", |e| {
+        field(e, "outcome") == "reject" && field(e, "client_id") == "station-1" && e["reason_code"] == 0x85
+    });
+    assert!(field(&refused, "message").contains("another device (s1)"), "{refused}");
+
+    // The owner proves itself again (the restored session counted no connection: ops + s1 fit in 2).
+    let mut back = Mqtt::connected(&owner);
+    assert!(back.session_present, "session_present = 1");
+    let got = receive(&mut back, N, Duration::from_secs(10));
+    let want: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want, "events: {:#?}\n{}", b.events(), b.log());
+    let late = back.drain(Duration::from_millis(1000));
+    assert!(late.is_empty(), "the refused message was delivered: {late:?}");
+}
+
+#[test]
+fn a_client_let_in_without_authentication_is_never_restored_and_stays_denied() {
+    // `use_identity_as_username`: Mosquitto skips BASIC_AUTH, the plugin never saw the client,
+    // and with persistence on it must not mistake it for a restored session.
+    let ca = support::pki::Ca::new("device CA");
+    let server = ca.server();
+    let setup = Setup {
+        tls: Some((ca.pem.clone(), server.cert, server.key)),
+        ..Setup::tenant("hub", hub("client-id", true)).persistent()
+    };
+    let b = Broker::start_with("identity-as-username", true, &setup, "use_identity_as_username true\n").unwrap();
+    let c = ca.client(Some("s1"));
+    let opts = Opts::new(0, Proto::V5, "s1").clean(false).tls(b.tls_port.unwrap(), &ca.pem, &c.cert, &c.key);
+    let mut s1 = Mqtt::connected(&opts);
+    assert_eq!(s1.subscribe("devices/s1/cmd/#", 1), 0x87);
+    assert_eq!(s1.publish("devices/s1/t", 1, false, b"x"), Some(0x87));
+    assert!(b.events().iter().all(|e| field(e, "outcome") != "restore"), "{:#?}", b.events());
+}
+
+/// Persistent subscriber offline, `n` QoS 1 messages queued, SIGKILL, restart, `n` more while
+/// it is still offline, then it reconnects: how many of the 2n it receives. The same
+/// configuration with (`plugin`) and without the plugin.
+fn delivered_after_sigkill(plugin: bool, n: usize) -> (usize, bool) {
+    let autosave = "autosave_on_changes true\nautosave_interval 10\n";
+    let setup =
+        if plugin { Setup::tenant("hub", hub("client-id", true)).persistent() } else { Setup::default().persistent() };
+    let mut b = Broker::start_with(if plugin { "kill-plugin" } else { "kill-bare" }, plugin, &setup, autosave).unwrap();
+    let sub = Opts::new(b.port, Proto::V311, "s1").clean(false);
+    let mut s1 = Mqtt::connected(&sub);
+    assert_eq!(s1.subscribe("devices/s1/cmd/#", 1), 1);
+    s1.disconnect();
+    std::thread::sleep(Duration::from_millis(300));
+    let publish = |b: &Broker, from: usize| {
+        let mut app = Mqtt::connected(&Opts::new(b.port, Proto::V5, "app"));
+        for i in from..from + n {
+            assert_eq!(app.publish("devices/s1/cmd/run", 1, false, format!("m{i}").as_bytes()), Some(0));
+        }
+        app.disconnect();
+        // Let the broker's loop run its autosave check after the last change.
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    publish(&b, 0);
+    b.kill();
+    b.restart().unwrap();
+    publish(&b, n);
+    let mut back = Mqtt::connected(&sub);
+    let got = receive(&mut back, 2 * n, Duration::from_secs(5));
+    let mut unique = got.clone();
+    unique.sort();
+    unique.dedup();
+    (unique.len(), back.session_present)
+}
+
+#[test]
+fn after_sigkill_the_plugin_delivers_no_fewer_messages_than_bare_mosquitto() {
+    const N: usize = 25;
+    let (bare, bare_session) = delivered_after_sigkill(false, N);
+    let (plugin, plugin_session) = delivered_after_sigkill(true, N);
+    println!(
+        "after SIGKILL, {N} QoS 1 messages queued before and {N} after the restart: bare Mosquitto delivered {bare} \
+         (session present: {bare_session}), with the plugin {plugin} (session present: {plugin_session})"
+    );
+    assert!(plugin >= bare, "plugin delivered {plugin}, bare Mosquitto {bare}");
+}

@@ -172,10 +172,31 @@ impl Policy {
     }
 
     /// Decides a connection. On accept, the returned session id is what later checks take.
+    /// A connection always has a peer (`unknown` stands in for an empty one): an empty peer
+    /// tells the policy the session has no connection (see [`Policy::restore`]).
     pub fn authenticate(&mut self, connect: &Connect) -> ConnectDecision {
+        if connect.peer.is_empty() {
+            let connect = Connect { peer: "unknown".to_owned(), ..connect.clone() };
+            return self.admit(&connect, false);
+        }
+        self.admit(connect, false)
+    }
+
+    /// Re-establishes a session the broker restored from its own persistence after a restart,
+    /// which this host never saw connect: `authenticate` with `resumed = true` and only what
+    /// the broker kept (the connect's password, certificate and peer are dropped, `tls` is
+    /// false). The session is not a connection: it does not count in the connection count, and
+    /// the policy decides what it may do (hub-rules: deliveries into its offline queue only).
+    pub fn restore(&mut self, connect: &Connect) -> ConnectDecision {
+        let connect = Connect { password: None, certificate: None, tls: false, peer: String::new(), ..connect.clone() };
+        self.admit(&connect, true)
+    }
+
+    /// `authenticate` for a connection, or (`restored`) for a session without one.
+    fn admit(&mut self, connect: &Connect, restored: bool) -> ConnectDecision {
         let id = self.next_session;
         self.next_session += 1;
-        let decision = match self.call(Action::Connect, None, |i| i.authenticate(id, connect, false)) {
+        let decision = match self.call(Action::Connect, None, |i| i.authenticate(id, connect, restored)) {
             Ok(Answer { value: wit::ConnectDecision::Accept(info), .. }) => {
                 let info = convert::session_info(info);
                 self.sessions.insert(
@@ -187,20 +208,23 @@ impl Policy {
                         revoked: None,
                         expiry_reported: false,
                         cache: DecisionCache::default(),
-                        connected: true,
+                        connected: !restored,
                     },
                 );
                 if let Some(at) = info.expires_at_ms {
                     self.expiring.insert((at, id));
                 }
-                self.tenant.connected();
+                if !restored {
+                    self.tenant.connected();
+                }
                 return ConnectDecision::Accept(SessionId(id), info);
             }
             Ok(Answer { value: wit::ConnectDecision::Reject(d), .. }) => convert::denial(d),
             Ok(Answer { value: wit::ConnectDecision::Defer, .. }) => return ConnectDecision::Defer,
             Err(fault) => fault,
         };
-        let mut event = Event::denial(self.tenant.name(), Action::Connect, "reject", &decision);
+        let outcome = if restored { "restore-refused" } else { "reject" };
+        let mut event = Event::denial(self.tenant.name(), Action::Connect, outcome, &decision);
         event.client_id = Some(connect.client_id.clone());
         self.emit(event);
         ConnectDecision::Reject(decision)

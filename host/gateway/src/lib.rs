@@ -42,5 +42,5 @@ pub use error::{Error, Result};
 pub use gateway::Gateway;
 pub use tenancy::TenantSource;
 pub use trust::TenantCas;
-pub use types::{Access, Check, CheckOutcome, ConnectOutcome, Hello};
+pub use types::{Access, Check, CheckOutcome, ConnectOutcome, Hello, Restored};
 pub use worker::Worker;

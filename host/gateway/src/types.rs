@@ -44,6 +44,24 @@ impl<'a> Hello<'a> {
     }
 }
 
+/// What a broker still knows about a session it restored from its own persistence after a
+/// restart (Mosquitto's `persistence true`) and that no client has connected on since: there
+/// is no connection and nothing to verify, only what the broker kept. Only the broker adapter
+/// makes one, and only for a session the broker itself says has no connection and was never
+/// seen connecting; see [`Worker::restore`](crate::Worker::restore).
+#[derive(Debug, Clone, Copy)]
+pub struct Restored<'a> {
+    /// Client identifier.
+    pub client_id: &'a str,
+    /// The user name the broker kept: the one the gateway set at the session's connect (the
+    /// admitted device id, [`ConnectOutcome::Accept`]).
+    pub username: Option<&'a str>,
+    /// Protocol version, as far as the broker kept it.
+    pub protocol: Protocol,
+    /// The tenant the broker itself places the session in, as [`Hello::tenant`].
+    pub tenant: Option<&'a str>,
+}
+
 /// The answer to a connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectOutcome {

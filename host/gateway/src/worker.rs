@@ -19,7 +19,7 @@ use crate::config::FailMode;
 use crate::directory::Latest;
 use crate::gateway::Gateway;
 use crate::tenancy::{TenantSource, check_name};
-use crate::types::{Access, Check, CheckOutcome, ConnectOutcome, Hello};
+use crate::types::{Access, Check, CheckOutcome, ConnectOutcome, Hello, Restored};
 
 /// What a worker holds for one broker session.
 struct Session {
@@ -71,6 +71,9 @@ pub struct Worker<K, S = FxBuildHasher> {
     ending: Vec<K>,
     /// Offline sessions, oldest first (entries of sessions that came back are skipped).
     offline: std::collections::VecDeque<K>,
+    /// Broker-restored sessions the policy (or tenancy) refused to re-establish, with the
+    /// refusal their checks get; retried after a reload.
+    unrestorable: HashMap<K, Denial, S>,
     /// The generation of `latest` this worker's policies are at.
     seen: u64,
 }
@@ -87,6 +90,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             by_client_id: HashMap::default(),
             ending: Vec::new(),
             offline: std::collections::VecDeque::new(),
+            unrestorable: HashMap::default(),
             seen: 0,
         };
         w.sync();
@@ -164,6 +168,8 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
     fn swap_in(&mut self) {
         let (generation, changed) = self.latest.since(self.seen);
         self.seen = generation;
+        // New rules may admit restored sessions the old ones refused.
+        self.unrestorable.clear();
         for (tenant, module) in changed {
             match self.policies.get_mut(&tenant) {
                 Some(p) => p.replace(module),
@@ -351,15 +357,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         if check.access == Access::Unsubscribe {
             return CheckOutcome::Allow;
         }
-        let Some(client) = self.sessions.get(key) else {
-            // The broker let a client in without asking (e.g. Mosquitto's
-            // `use_identity_as_username` skips authentication): fail closed.
-            return CheckOutcome::Deny(Denial {
-                reason: ReasonCode::NotAuthorized,
-                message: "the client was never authenticated by the gateway".into(),
-                disconnect: false,
-            });
-        };
+        let Some(client) = self.sessions.get(key) else { return self.unknown(key) };
         let Some(session) = client.policy_session else { return CheckOutcome::Defer };
         let Some(policy) = self.policies.get_mut(&client.tenant) else {
             return CheckOutcome::Deny(Denial {
@@ -445,6 +443,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
     /// connect or tick, after the broker has checked its Last Will.
     pub fn disconnect(&mut self, key: &K) {
         self.sync();
+        self.unrestorable.remove(key);
         let Some(c) = self.sessions.get_mut(key) else { return };
         if c.state != Lifetime::Online {
             return;
@@ -481,6 +480,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
 
     /// Ends the session of `key`, if any.
     fn forget(&mut self, key: &K) {
+        self.unrestorable.remove(key);
         if let Some(c) = self.sessions.remove(key) {
             if self.by_client_id.get(&c.client_id) == Some(key) {
                 self.by_client_id.remove(&c.client_id);
@@ -489,5 +489,161 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                 p.end_session(session);
             }
         }
+    }
+
+    /// Whether this worker holds anything for `key`: a session (connected, offline or ending)
+    /// or a refused restore. A broker adapter asks before [`Worker::restore`].
+    pub fn knows(&self, key: &K) -> bool {
+        self.sessions.contains_key(key) || self.unrestorable.contains_key(key)
+    }
+
+    /// Re-establishes, lazily, a session the broker restored from its own persistence after a
+    /// restart, at the first check the broker asks about it (a message published for it while
+    /// its client is away). Call it only for a key the broker says has no connection and that
+    /// was never seen connecting (Mosquitto: a restored context, which has no address), never
+    /// for a connected client the broker let in without asking: that one stays unknown and
+    /// denied. A key this worker knows is left as it is.
+    ///
+    /// The tenant is resolved as for a connect from what the broker kept (a certificate is not
+    /// kept: `tenant_from certificate` cannot restore), and the policy is asked with
+    /// `resumed = true` and no credentials ([`mqtt_policy_host::Policy::restore`]). An admitted
+    /// session is offline (no connection: connection quotas do not count it) and owns its
+    /// client id: a client connecting with that id must be admitted as the same identity, or
+    /// is refused with 0x85 before the broker hands it the session. A refusal is one
+    /// `restore-refused` event; the session's checks are then denied with it (until a reload).
+    /// Returns whether the session is now known.
+    pub fn restore(&mut self, key: K, restored: &Restored<'_>) -> bool {
+        self.sync();
+        if self.knows(&key) {
+            return self.sessions.contains_key(&key);
+        }
+        // No password, no certificate, no peer: only what the broker kept.
+        let hello = Hello {
+            username: restored.username,
+            clean_start: false,
+            protocol: restored.protocol,
+            tenant: restored.tenant,
+            ..Hello::new(restored.client_id)
+        };
+        let tenant = match self.resolve_tenant(&hello) {
+            Ok(t) => t,
+            Err(d) => return self.refuse_restore(key, "*", restored.client_id, d.message),
+        };
+        if self.by_client_id.get(restored.client_id).is_some_and(|k| self.sessions.contains_key(k)) {
+            // A broker holds one session per client id: the worker's is the one it knows.
+            let message = format!("client identifier {} already has a session here", restored.client_id);
+            return self.refuse_restore(key, &tenant, restored.client_id, message);
+        }
+        let prefix = self.gateway.config().prefix_for(&tenant);
+        let session = |tenant: String, policy_session, device_id: String| Session {
+            tenant,
+            prefix,
+            policy_session,
+            client_id: restored.client_id.to_owned(),
+            device_id,
+            persistent: true,
+            state: Lifetime::Offline,
+        };
+        let Some(policy) = self.policies.get_mut(&tenant) else {
+            return match self.gateway.config().fail_mode {
+                FailMode::Closed => {
+                    let message = format!("no policy is loaded for tenant {tenant}");
+                    self.refuse_restore(key, &tenant, restored.client_id, message)
+                }
+                // As for a connect: the broker's own rules decide.
+                FailMode::Open => {
+                    let s = session(tenant, None, String::new());
+                    self.keep_restored(key, s);
+                    true
+                }
+            };
+        };
+        let connect = Connect {
+            tenant: tenant.clone(),
+            client_id: restored.client_id.to_owned(),
+            username: restored.username.map(str::to_owned),
+            password: None,
+            clean_start: false,
+            keep_alive: hello.keep_alive,
+            protocol: restored.protocol,
+            tls: false,
+            certificate: None,
+            peer: String::new(),
+        };
+        match policy.restore(&connect) {
+            ConnectDecision::Accept(id, info) => {
+                let mut e = Event::new(
+                    &tenant,
+                    Action::Connect,
+                    Severity::Info,
+                    "restore",
+                    format!(
+                        "session of device {} restored from the broker's persistence, offline: messages for it are \
+                         checked against it until its client connects and proves itself again",
+                        info.device_id
+                    ),
+                );
+                e.client_id = Some(restored.client_id.to_owned());
+                e.device_id = Some(info.device_id.clone());
+                e.policy = Some(policy.module().short_digest().to_owned());
+                policy.tenant().events().emit(e);
+                let s = session(tenant, Some(id), info.device_id);
+                self.keep_restored(key, s);
+                true
+            }
+            // The policy emitted the `restore-refused` event.
+            ConnectDecision::Reject(d) => {
+                self.remember_unrestorable(key, d);
+                false
+            }
+            ConnectDecision::Defer => {
+                let message = "the policy deferred it, and a restored session has no broker authentication".to_owned();
+                self.refuse_restore(key, &tenant, restored.client_id, message)
+            }
+        }
+    }
+
+    /// Holds an admitted restored session: offline, owning its client id.
+    fn keep_restored(&mut self, key: K, session: Session) {
+        self.by_client_id.insert(session.client_id.clone(), key.clone());
+        self.sessions.insert(key.clone(), session);
+        self.offline.push_back(key);
+        self.bound_offline();
+    }
+
+    /// A restore the gateway refuses: one `restore-refused` event, then its checks are denied.
+    fn refuse_restore(&mut self, key: K, tenant: &str, client_id: &str, why: String) -> bool {
+        let denial = Denial {
+            reason: ReasonCode::NotAuthorized,
+            message: format!("session restored from the broker's persistence not re-established: {why}"),
+            disconnect: false,
+        };
+        let mut e = Event::denial(tenant, Action::Connect, "restore-refused", &denial);
+        e.client_id = Some(client_id.to_owned());
+        self.gateway.tenant(tenant).events().emit(e);
+        self.remember_unrestorable(key, denial);
+        false
+    }
+
+    /// Remembers a refused restore (bounded like offline sessions; past the bound it is simply
+    /// retried at its next check).
+    fn remember_unrestorable(&mut self, key: K, denial: Denial) {
+        if self.unrestorable.len() < MAX_OFFLINE_SESSIONS {
+            self.unrestorable.insert(key, denial);
+        }
+    }
+
+    /// The answer for a key without a session: a refused restore's denial, or (the broker let a
+    /// client in without asking, e.g. Mosquitto's `use_identity_as_username` skips
+    /// authentication) fail closed.
+    fn unknown(&self, key: &K) -> CheckOutcome {
+        if let Some(d) = self.unrestorable.get(key) {
+            return CheckOutcome::Deny(d.clone());
+        }
+        CheckOutcome::Deny(Denial {
+            reason: ReasonCode::NotAuthorized,
+            message: "the client was never authenticated by the gateway".into(),
+            disconnect: false,
+        })
     }
 }

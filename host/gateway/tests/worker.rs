@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mqtt_policy_gateway::{
-    Access, Check, CheckOutcome, Config, ConnectOutcome, FailMode, Gateway, Hello, Monitor, TenantSource, Worker,
+    Access, Check, CheckOutcome, Config, ConnectOutcome, FailMode, Gateway, Hello, Monitor, Restored, TenantSource,
+    Worker,
 };
-use mqtt_policy_host::ReasonCode;
 use mqtt_policy_host::embedded::{EmbeddedCa, embed_all};
 use mqtt_policy_host::events::{Event, MemorySink};
+use mqtt_policy_host::{Protocol, ReasonCode};
 
 /// Devices publish, subscribe and receive under their own id; retained publishes are
 /// rewritten without the flag.
@@ -466,4 +467,75 @@ fn a_persistent_session_stays_offline_for_its_queue_and_only_its_identity_takes_
     let seen = outcomes(&events);
     assert!(seen.iter().any(|(_, o)| *o == "takeover"), "{seen:?}");
     assert!(seen.iter().any(|(_, o)| *o == "reject"), "{seen:?}");
+}
+
+/// What Mosquitto kept of a session it restored from its persistence file after a restart.
+fn restored<'a>(client_id: &'a str, user: &'a str) -> Restored<'a> {
+    Restored { client_id, username: Some(user), protocol: Protocol::Mqtt311, tenant: None }
+}
+
+#[test]
+fn a_session_the_broker_restored_is_re_established_offline_and_owns_its_client_id() {
+    let dir = Dir::new("restore");
+    dir.deploy("acme", &hub_policy(BY_USERNAME, &[]));
+    let (gateway, events) = start(&dir.0, TenantSource::fixed("acme").unwrap(), |_| {});
+    let mut w: Worker<u32> = Worker::new(gateway.clone());
+    // The broker restarted: it holds the session of `station-1` (user name s1, set at its
+    // connect before the restart); the worker has never seen it.
+    assert!(!w.knows(&1));
+    assert!(w.restore(1, &restored("station-1", "s1")));
+    assert!(w.knows(&1));
+    assert_eq!((w.session_count(), w.offline_count()), (1, 1));
+    assert_eq!(gateway.tenant("acme").connection_count(), 0, "a restored session is not a connection");
+    assert_eq!(w.check(&1, &check(Access::Delivery, "devices/s1/cmd", 1)), CheckOutcome::Allow);
+    assert_eq!(denied(w.check(&1, &check(Access::Delivery, "devices/s2/cmd", 1))), ReasonCode::NotAuthorized);
+    // Nobody is connected on it.
+    assert_eq!(denied(w.check(&1, &check(Access::Publish, "devices/s1/t", 1))), ReasonCode::NotAuthorized);
+    let restore = events.take().into_iter().find(|e| e.outcome == "restore").expect("a restore event");
+    assert_eq!((restore.client_id.as_deref(), restore.device_id.as_deref()), (Some("station-1"), Some("s1")));
+
+    // A known key is never restored over, whatever the adapter says.
+    assert!(w.restore(1, &restored("station-1", "s2")));
+    assert_eq!(w.check(&1, &check(Access::Delivery, "devices/s1/cmd", 1)), CheckOutcome::Allow);
+    // A connected client let in without authentication stays unknown and denied.
+    assert_eq!(denied(w.check(&9, &check(Access::Delivery, "devices/s1/cmd", 1))), ReasonCode::NotAuthorized);
+
+    // Another identity presenting the client id is refused; the owner proves itself and takes it over.
+    match w.connect(2, &persistent("station-1", "s2")) {
+        ConnectOutcome::Reject(d) => assert_eq!(d.reason, ReasonCode::ClientIdentifierNotValid),
+        other => panic!("takeover of a restored session admitted: {other:?}"),
+    }
+    accepted(w.connect(3, &persistent("station-1", "s1")));
+    assert_eq!(gateway.tenant("acme").connection_count(), 1);
+    w.disconnect(&1); // Mosquitto drops the restored object once it moved its queue.
+    w.tick(Instant::now());
+    assert_eq!((w.session_count(), w.offline_count()), (1, 0));
+    assert_eq!(w.check(&3, &check(Access::Publish, "devices/s1/t", 1)), CheckOutcome::Allow, "connected again");
+}
+
+#[test]
+fn a_restore_the_rules_or_the_tenancy_refuse_denies_its_checks_with_one_event() {
+    let dir = Dir::new("restore-refused");
+    dir.deploy("acme", &hub_policy(BY_USERNAME, &[]));
+    let (gateway, events) = start(&dir.0, TenantSource::fixed("acme").unwrap(), |_| {});
+    let mut w: Worker<u32> = Worker::new(gateway.clone());
+    // Not in the registry (any more): refused by the policy.
+    assert!(!w.restore(1, &restored("station-9", "s9")));
+    assert!(w.knows(&1), "the refusal is remembered, not retried on every message");
+    for _ in 0..3 {
+        assert_eq!(denied(w.check(&1, &check(Access::Delivery, "devices/s9/cmd", 1))), ReasonCode::NotAuthorized);
+    }
+    let refused: Vec<Event> = events.take().into_iter().filter(|e| e.outcome == "restore-refused").collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    // The broker reuses the object for a new connection: that one is authenticated as usual.
+    accepted(w.connect(1, &persistent("station-2", "s2")));
+    assert_eq!(w.check(&1, &check(Access::Delivery, "devices/s2/cmd", 1)), CheckOutcome::Allow);
+
+    // A certificate is not kept by the broker: certificate tenancy cannot place a restored session.
+    let (gateway, events) = start(&dir.0, TenantSource::parse("certificate").unwrap(), |_| {});
+    let mut w: Worker<u32> = Worker::new(gateway);
+    assert!(!w.restore(1, &restored("station-1", "s1")));
+    let e = events.take().into_iter().find(|e| e.outcome == "restore-refused").expect("restore-refused");
+    assert!(e.message.contains("session restored from the broker's persistence not re-established"), "{}", e.message);
+    assert!(e.message.contains("certificate"), "{}", e.message);
 }

@@ -164,6 +164,9 @@ pub struct Session {
     cert_cn: Option<String>,
     org: Option<String>,
     rate_counter: String,
+    /// A session the broker restored from its persistence: nobody is connected on it, so it
+    /// only has messages checked into its offline queue (see [`restored`]).
+    restored: bool,
 }
 
 impl Vars for Session {
@@ -182,6 +185,23 @@ impl Vars for Session {
 
 fn deny(reason: ReasonCode, message: impl Into<String>) -> Denial {
     Denial::new(reason, message)
+}
+
+/// Whether the host re-establishes a session the broker restored from its persistence after a
+/// restart (`resumed` in the WIT): no network connection (empty peer), no password, no
+/// certificate, only what the broker kept. Such a session was proven when its client connected
+/// before the restart; it only decides which messages enter its offline queue, and a client
+/// that wants them must connect and prove the same identity again (the host refuses a takeover
+/// by another identity). So it is admitted without a proof, but it may neither publish nor
+/// subscribe. Only the host sets `resumed`, and it keeps `peer` non-empty for connections.
+pub fn restored(c: &Connect) -> bool {
+    c.resumed && c.peer.is_empty() && !c.tls && c.password.is_none() && c.certificate.is_none()
+}
+
+/// The refusal of a publish or subscribe on a restored session (which Mosquitto never asks for).
+fn not_connected() -> Denial {
+    deny(ReasonCode::NotAuthorized, "session restored from the broker's persistence: no client is connected on it")
+        .and_disconnect()
 }
 
 impl Hub {
@@ -461,7 +481,15 @@ impl Hub {
             .as_ref()
             .and_then(|cert| cert.chain_verified_by.as_deref())
             .filter(|ca| self.cas.iter().any(|n| n == ca));
-        if self.require_mtls {
+        let restored = restored(c);
+        if restored && self.source == IdentitySource::Certificate {
+            return Err(deny(
+                ReasonCode::NotAuthorized,
+                "a session restored from the broker's persistence cannot be re-established: its identity comes from \
+                 a certificate, which the broker does not keep; the device gets its queued messages when it reconnects",
+            ));
+        }
+        if self.require_mtls && !restored {
             let ok = c.tls && verified_ca.is_some();
             if !ok {
                 let message = if c.certificate.is_some() && c.tls {
@@ -536,6 +564,7 @@ impl Hub {
             username: c.username.clone(),
             cert_cn: c.certificate.as_ref().and_then(|c| c.subject_cn.clone()),
             org: self.org.clone(),
+            restored,
         };
         Ok((info, session))
     }
@@ -624,6 +653,15 @@ impl Hub {
 
     /// An application: a registered API key (the user name) and its token (the password).
     fn admit_application(&self, c: &Connect, claim: &Claim<'_>) -> Result<Admitted, Denial> {
+        if restored(c) {
+            // The broker keeps the application id (the user name the host set), not its API key,
+            // and the key decides the application's groups.
+            return Err(deny(
+                ReasonCode::NotAuthorized,
+                "an application's session restored from the broker's persistence cannot be re-established: \
+                 the broker keeps its id, not its API key",
+            ));
+        }
         if self.devices.contains_key(claim.id) {
             return Err(deny(
                 ReasonCode::ClientIdentifierNotValid,
@@ -756,6 +794,10 @@ impl Hub {
         host: &impl HostApi,
     ) -> Result<(&'static str, Option<u64>), Denial> {
         let bad = |message: String| deny(ReasonCode::BadUserNameOrPassword, message);
+        if restored(c) {
+            // Proven before the broker's restart; the proof itself is not kept (see `restored`).
+            return Ok(("restored", None));
+        }
         if let (Some(sas), Some(password)) = (&self.sas, c.password.as_deref())
             && sas::is_token(password)
         {
@@ -898,6 +940,9 @@ impl Hub {
         if let Some(d) = self.state_denial() {
             return Err(d);
         }
+        if s.restored {
+            return Err(not_connected());
+        }
         check_topic_name(&p.topic)?;
         check_qos(p.qos)?;
         if self.shared && p.qos == 2 {
@@ -961,6 +1006,9 @@ impl Hub {
     pub fn authorize_subscribe(&self, s: &Session, sub: &Subscribe) -> SubscribeDecision {
         if let Some(d) = self.state_denial() {
             return SubscribeDecision::Deny(d);
+        }
+        if s.restored {
+            return SubscribeDecision::Deny(not_connected());
         }
         if sub.filter.is_empty() {
             return SubscribeDecision::Deny(deny(ReasonCode::TopicFilterInvalid, "empty topics are not authorized"));

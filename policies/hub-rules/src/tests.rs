@@ -665,3 +665,79 @@ fn sas_tokens_signed_by_the_device_or_a_hub_policy() {
     let shown = format!("{hub:?}");
     assert!(!shown.contains(&format!("{:?}", policy.as_slice())) && shown.contains("<redacted>"), "{shown}");
 }
+
+// ---- sessions the broker restored from its persistence ----
+
+/// What the host passes to re-establish a session the broker restored after a restart: the
+/// client id and the user name the host set to the device id, nothing proven.
+fn restored(client_id: &str, username: &str) -> Connect {
+    Connect {
+        username: Some(username.into()),
+        clean_start: false,
+        peer: String::new(),
+        resumed: true,
+        ..connect(client_id)
+    }
+}
+
+#[test]
+fn a_restored_session_is_admitted_as_the_registered_identity_for_deliveries_only() {
+    let hub = ibm();
+    let s = accept(&hub, &restored("d:acme:sensor:s1", "s1"));
+    assert_eq!(crate::hub::tests_support::device(&s), ("s1", "sensor"), "kind and type from the registry");
+    let (info, _) = hub.authenticate(&restored("d:acme:sensor:s1", "s1"), &FakeHost::default()).unwrap();
+    assert!(info.attributes.contains(&("auth".into(), "restored".into())), "{:?}", info.attributes);
+    let delivery = |topic: &str| Delivery { topic: topic.into(), qos: 1, retain: false, payload_size: 3 };
+    assert!(matches!(
+        hub.authorize_delivery(&s, &delivery("iot-2/type/sensor/id/s1/cmd/reboot/fmt/json")),
+        DeliveryDecision::Allow
+    ));
+    assert!(
+        matches!(
+            hub.authorize_delivery(&s, &delivery("iot-2/type/sensor/id/s2/cmd/x/fmt/json")),
+            DeliveryDecision::Deny(_)
+        ),
+        "the restored identity's rules still apply"
+    );
+    // Nobody is connected on it: it neither publishes nor subscribes.
+    let (code, message) =
+        denied(hub.authorize_publish(&s, &publish("iot-2/type/sensor/id/s1/evt/t/fmt/json"), &FakeHost::default()));
+    assert_eq!(code, ReasonCode::NotAuthorized);
+    assert!(message.contains("no client is connected"), "{message}");
+    assert!(!sub(&hub, &s, "iot-2/type/sensor/id/s1/cmd/reboot/fmt/json"));
+
+    // The registry still decides: unknown, disabled and mistyped identities are refused.
+    assert_eq!(reject(&hub, &restored("d:acme:sensor:s9", "s9")).1, "could not identify device");
+    assert_eq!(reject(&hub, &restored("d:acme:gauge:m-009", "m-009")).0, ReasonCode::ClientIdentifierNotValid);
+    // Applications are known by their API key, which the broker does not keep.
+    assert!(reject(&hub, &restored("a:acme:dash", "dash")).1.contains("keeps its id, not its API key"));
+}
+
+#[test]
+fn only_a_restore_skips_the_proof() {
+    let hub = ibm();
+    // A client cannot look restored: `resumed` is the host's, and a connection has a peer.
+    let mut fresh = restored("d:acme:sensor:s1", "s1");
+    fresh.resumed = false;
+    assert_eq!(reject(&hub, &fresh).0, ReasonCode::BadUserNameOrPassword);
+    // After a reload, a connected client is resumed with what it presented: the proof is checked.
+    let mut connected = restored("d:acme:sensor:s1", "use-token-auth");
+    connected.peer = "127.0.0.1:5000".into();
+    assert_eq!(reject(&hub, &connected).0, ReasonCode::BadUserNameOrPassword);
+    let mut wrong = with_user("d:acme:sensor:s1", "use-token-auth", "s1-tokeN");
+    wrong.resumed = true;
+    wrong.peer = String::new();
+    assert_eq!(reject(&hub, &wrong).1, "bad user name or password", "a presented proof is always checked");
+
+    // Identity from a certificate, which the broker does not keep: refused, with the reason.
+    let certs = Hub::compile(&format!(
+        "[identity]\nfrom = \"certificate\"\n[[ca]]\nname = \"acme-ca\"\npem = \"-\"\n[[device]]\nid = \"d1\"\n{DEVICES}"
+    ))
+    .unwrap();
+    assert!(reject(&certs, &restored("d1", "d1")).1.contains("certificate, which the broker does not keep"));
+    // A locked hub and a shared hub (clean sessions only) refuse restores as they refuse connects.
+    let locked = open(&format!("[hub]\nstate = \"locked\"\n{DEVICES}")).unwrap();
+    assert_eq!(reject(&locked, &restored("d1", "d1")).1, "hub is locked");
+    let shared = open(&format!("[hub]\nservice-level = \"shared\"\n{DEVICES}")).unwrap();
+    assert!(reject(&shared, &restored("d1", "d1")).1.contains("clean session"));
+}

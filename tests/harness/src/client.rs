@@ -21,6 +21,8 @@ pub enum Proto {
 pub enum Seen {
     /// CONNACK with its code, or a refused connection's code.
     ConnAck(u8),
+    /// The session-present flag of the CONNACK that follows.
+    SessionPresent(bool),
     /// PUBACK (or PUBREC) of a packet id, with its reason code (none on v3.1.1).
     PubAck {
         /// The packet id.
@@ -100,6 +102,8 @@ pub struct Mqtt {
     backlog: Vec<Seen>,
     /// The protocol version it speaks.
     pub proto: Proto,
+    /// The CONNACK's session-present flag: the broker kept a session for this client id.
+    pub session_present: bool,
 }
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -158,7 +162,10 @@ impl Mqtt {
                     use rumqttc::v5::{ConnectionError, Event, mqttbytes::v5::Packet};
                     for n in conn.iter() {
                         let seen = match n {
-                            Ok(Event::Incoming(Packet::ConnAck(c))) => Seen::ConnAck(v5_code(&format!("{:?}", c.code))),
+                            Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                                let _ = tx.send(Seen::SessionPresent(c.session_present));
+                                Seen::ConnAck(v5_code(&format!("{:?}", c.code)))
+                            }
                             Ok(Event::Incoming(Packet::PubAck(a))) => {
                                 Seen::PubAck { pkid: a.pkid, code: Some(v5_code(&format!("{:?}", a.reason))) }
                             }
@@ -221,7 +228,10 @@ impl Mqtt {
                     use rumqttc::{ConnectionError, Event, Packet, SubscribeReasonCode};
                     for n in conn.iter() {
                         let seen = match n {
-                            Ok(Event::Incoming(Packet::ConnAck(c))) => Seen::ConnAck(c.code as u8),
+                            Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                                let _ = tx.send(Seen::SessionPresent(c.session_present));
+                                Seen::ConnAck(c.code as u8)
+                            }
                             Ok(Event::Incoming(Packet::PubAck(a))) => Seen::PubAck { pkid: a.pkid, code: None },
                             Ok(Event::Incoming(Packet::PubRec(a))) => Seen::PubAck { pkid: a.pkid, code: None },
                             Ok(Event::Incoming(Packet::SubAck(s))) => Seen::SubAck(
@@ -257,12 +267,14 @@ impl Mqtt {
                 Handle::V311(client)
             }
         };
-        let mut m = Mqtt { handle, rx, backlog: Vec::new(), proto: o.proto };
+        let mut m = Mqtt { handle, rx, backlog: Vec::new(), proto: o.proto, session_present: false };
         let code = match m.next_matching(WAIT, |s| matches!(s, Seen::ConnAck(_) | Seen::Closed(_))) {
             Some(Seen::ConnAck(c)) => c,
             Some(Seen::Closed(e)) => panic!("connection closed before CONNACK: {e}"),
             _ => panic!("no CONNACK within {WAIT:?}"),
         };
+        m.session_present = m.backlog.iter().any(|s| *s == Seen::SessionPresent(true));
+        m.backlog.retain(|s| !matches!(s, Seen::SessionPresent(_)));
         (m, code)
     }
 

@@ -161,6 +161,15 @@ impl Broker {
         Broker::start_in(temp_dir(tag), false, &mosquitto_bin(), None, &Setup::default(), extra_conf)
     }
 
+    /// Starts Mosquitto with `setup`, with the plugin when `plugin` (else bare, anonymous clients
+    /// allowed: `setup` then only adds persistence), and `extra_conf` lines at the end of its
+    /// configuration; waits until it accepts connections. For side-by-side comparisons of the
+    /// same configuration with and without the plugin.
+    pub fn start_with(tag: &str, plugin: bool, setup: &Setup, extra_conf: &str) -> Result<Broker> {
+        let path = plugin.then(plugin_path);
+        Broker::start_in(temp_dir(tag), false, &mosquitto_bin(), path.as_deref(), setup, extra_conf)
+    }
+
     /// Starts `mosquitto` in `dir` (created; kept afterwards when `keep`): with `plugin`, as
     /// [`Broker::start`] does; without, as [`Broker::start_bare`] does. `extra_conf` lines end
     /// the configuration.
@@ -364,8 +373,14 @@ impl Broker {
         false
     }
 
+    /// Kills the broker with SIGKILL (no chance to save anything) and reaps it.
+    pub fn kill(&mut self) {
+        self.signal(9);
+        let _ = self.child.wait();
+    }
+
     /// Starts the broker again with the same configuration, directory and ports (after
-    /// [`Broker::terminate`] or a kill), and waits until it listens.
+    /// [`Broker::terminate`] or [`Broker::kill`]), and waits until it listens.
     pub fn restart(&mut self) -> Result<()> {
         let _ = self.child.kill();
         let _ = self.child.wait();
