@@ -173,7 +173,14 @@ fn a_policy_growing_counters_and_flooding_logs_leaves_the_broker_small() {
     });
     let events = b.events();
     let of = |outcome: &str| events.iter().filter(|ev| field(ev, "tenant") == "evil" && field(ev, "outcome") == outcome).count();
-    assert_eq!(of("limit-exceeded"), 2 * rounds, "one event per refused check");
+    let long_names = events
+        .iter()
+        .filter(|ev| field(ev, "outcome") == "limit-exceeded" && field(ev, "message").contains("counter name of 262157"))
+        .count();
+    assert_eq!(long_names, rounds, "one event per refused check");
+    // Filling the tenant's 4 MiB of counters takes the first `boom/counters` calls thousands of
+    // host calls, which may run past the deadline (denied too, as `timeout`).
+    assert_eq!(of("limit-exceeded") + of("timeout"), 2 * rounds, "one event per refused check");
     let seconds = took.as_secs() + 4;
     assert!(of("log") as u64 <= seconds * 100, "{} log lines in under {seconds} s", of("log"));
     assert_eq!(of("trap"), 0, "stdout and stderr never fill: no panic in the guest");
@@ -182,8 +189,11 @@ fn a_policy_growing_counters_and_flooding_logs_leaves_the_broker_small() {
     // The figure is for SECURITY.md and the reader of the test log; the bound is generous.
     eprintln!(
         "broker VmRSS: {start} KiB at start, {warm} KiB after 30 publishes, {end} KiB after {} publishes \
-         in {took:?} (+{growth} KiB)",
-        3 * rounds
+         in {took:?} (+{growth} KiB); {} limit-exceeded, {} timeout, {} log events",
+        3 * rounds,
+        of("limit-exceeded"),
+        of("timeout"),
+        of("log")
     );
     assert!(growth < 16 << 10, "the broker grew by {growth} KiB");
     assert!(e.is_alive(), "the attacker's connection survives");
