@@ -6,7 +6,9 @@ use crate::bindings::mqtt_policy::policy::host as h;
 
 pub use h::Level;
 
-/// Writes a line into the host's event stream (at most a few lines per call are kept).
+/// Writes a line into the host's event stream. Lines past 1 KiB are cut; at most 8 lines
+/// per call and 100 per tenant per second are written, the rest are counted in one
+/// `suppressed` event.
 pub fn log(level: Level, message: &str) {
     h::log(level, message);
 }
@@ -18,6 +20,10 @@ pub fn now_millis() -> u64 {
 
 /// Adds `delta` to the tenant's counter `name` in the current fixed window of
 /// `window_ms` milliseconds (0: no window) and returns the new value.
+///
+/// The host bounds what a tenant's counters take (`mqtt_policy_host::Limits::MAX_COUNTER_NAME`,
+/// `MAX_COUNTERS`, `MAX_COUNTER_BYTES`): past a bound the call traps, so the check is denied
+/// with 0x83 and a `limit-exceeded` event. Keep names short and windows finite.
 pub fn counter_add(name: &str, delta: i64, window_ms: u64) -> i64 {
     h::counter_add(name, delta, window_ms)
 }

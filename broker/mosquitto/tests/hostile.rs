@@ -1,6 +1,7 @@
 //! Hostile and broken policies inside a real Mosquitto: a loop, a memory bomb, a panic and
 //! inadmissible decisions are denied (fail closed) with an event while another tenant's clients
-//! keep publishing; bad files on reload leave the last good policy answering.
+//! keep publishing; counters and logs that would grow the broker are refused and cut; bad files
+//! on reload leave the last good policy answering.
 
 use mqtt_policy_testkit as support;
 use support::proofs;
@@ -127,6 +128,76 @@ fn hostile_policy_is_fenced_while_another_tenant_keeps_flowing() {
     let faults =
         b.events().iter().filter(|ev| field(ev, "tenant") == "good" && field(ev, "severity") == "error").count();
     assert_eq!(faults, 0, "no fault is attributed to the good tenant");
+}
+
+/// A hostile policy grows what the host keeps and writes: a new 256 KiB counter name per
+/// publish, 1 KiB counter names until its tenant's bound, and 1,000 log lines of 4 KiB plus
+/// 64 KiB of stdout and stderr per publish. Its counter checks are denied with
+/// `limit-exceeded` events, its log lines are cut with a `suppressed` summary, and the
+/// broker's resident memory stays within a few MiB of where it started.
+#[test]
+fn a_policy_growing_counters_and_flooding_logs_leaves_the_broker_small() {
+    let mut b = two_tenants("bounds");
+    let mut e = Mqtt::connected(&Opts::new(b.ports[0], Proto::V5, "e1"));
+    assert!(accepted(e.publish("fine", 1, false, b"ok")));
+    let start = b.rss_kib();
+    let started = Instant::now();
+    let mut warm = 0;
+    let rounds = 100;
+    for round in 0..rounds {
+        assert_eq!(e.publish("boom/counter-name", 1, false, b"x"), Some(0x87), "round {round}");
+        assert_eq!(e.publish("boom/counters", 1, false, b"x"), Some(0x87), "round {round}");
+        assert!(accepted(e.publish("boom/log", 1, false, b"x")), "logging is no fault, round {round}");
+        if round == 9 {
+            warm = b.rss_kib();
+        }
+    }
+    let took = started.elapsed();
+    let end = b.rss_kib();
+    // A log line in a later second brings the summary of the lines dropped before it.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(accepted(e.publish("boom/log", 1, false, b"x")));
+    let summary = b.wait_event("log summary", |ev| {
+        field(ev, "outcome") == "suppressed" && field(ev, "message").contains("policy log lines suppressed")
+    });
+    assert_eq!(field(&summary, "tenant"), "evil");
+
+    let name = b.wait_event("long counter name", |ev| {
+        field(ev, "outcome") == "limit-exceeded" && field(ev, "message").contains("counter name of 262157 bytes")
+    });
+    assert_eq!(field(&name, "client_id"), "e1", "{name}");
+    assert_eq!(name["reason_code"], 0x83, "{name}");
+    assert!(field(&name, "message").contains("longer than the limit of 1024 bytes"), "{name}");
+    b.wait_event("counter bytes", |ev| {
+        field(ev, "outcome") == "limit-exceeded" && field(ev, "message").contains("or 4194304 bytes")
+    });
+    let events = b.events();
+    let of = |outcome: &str| events.iter().filter(|ev| field(ev, "tenant") == "evil" && field(ev, "outcome") == outcome).count();
+    let long_names = events
+        .iter()
+        .filter(|ev| field(ev, "outcome") == "limit-exceeded" && field(ev, "message").contains("counter name of 262157"))
+        .count();
+    assert_eq!(long_names, rounds, "one event per refused check");
+    // Filling the tenant's 4 MiB of counters takes the first `boom/counters` calls thousands of
+    // host calls, which may run past the deadline (denied too, as `timeout`).
+    assert_eq!(of("limit-exceeded") + of("timeout"), 2 * rounds, "one event per refused check");
+    let seconds = took.as_secs() + 4;
+    assert!(of("log") as u64 <= seconds * 100, "{} log lines in under {seconds} s", of("log"));
+    assert_eq!(of("trap"), 0, "stdout and stderr never fill: no panic in the guest");
+
+    let growth = end.saturating_sub(start);
+    // The figure is for SECURITY.md and the reader of the test log; the bound is generous.
+    eprintln!(
+        "broker VmRSS: {start} KiB at start, {warm} KiB after 30 publishes, {end} KiB after {} publishes \
+         in {took:?} (+{growth} KiB); {} limit-exceeded, {} timeout, {} log events",
+        3 * rounds,
+        of("limit-exceeded"),
+        of("timeout"),
+        of("log")
+    );
+    assert!(growth < 16 << 10, "the broker grew by {growth} KiB");
+    assert!(e.is_alive(), "the attacker's connection survives");
+    assert!(b.alive(), "the broker survived:\n{}", b.log());
 }
 
 /// Replaces `good.wasm` with `bytes` and waits for the `load-failed` event that names the

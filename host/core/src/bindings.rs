@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use wasmtime::component::{HasData, HasSelf, Linker, ResourceTable};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::events::{Action, Event, Severity, now_ms};
-use crate::limits::StoreLimiter;
-use crate::tenant::Tenant;
+use crate::limits::{Limits, StoreLimiter};
+use crate::output::OutputRing;
+use crate::tenant::{LogAdmit, Tenant};
 
 /// The WIT package and version this host speaks.
 pub const WORLD: &str = "mqtt-policy:policy@0.2.0";
@@ -19,16 +19,12 @@ wasmtime::component::bindgen!({
     world: "policy",
     // Export parameters borrow (`&str` topics): no string copies per check.
     ownership: Borrowing { duplicate_if_necessary: true },
+    // A counter past a bound of `Limits` traps the call (the WIT's `s64` has no error case,
+    // and answering any number would let a policy skip the rate limit built on it).
+    imports: { "mqtt-policy:policy/host.counter-add": trappable },
 });
 
 pub(crate) use mqtt_policy::policy::types as wit;
-
-/// How much of a policy's stderr is kept (a panic message fits; a chatty policy is cut).
-const STDERR_CAPACITY: usize = 16 * 1024;
-/// Longest log line a policy may write; longer lines are cut.
-const MAX_LOG_LINE: usize = 1024;
-/// Most log lines one call may write; the rest are dropped so a policy cannot flood the broker's log.
-const MAX_LOGS_PER_CALL: u32 = 8;
 
 /// Everything a policy's store holds.
 pub(crate) struct HostState {
@@ -37,7 +33,11 @@ pub(crate) struct HostState {
     pub(crate) limiter: StoreLimiter,
     pub(crate) tenant: Tenant,
     pub(crate) policy_digest: Arc<str>,
-    pub(crate) stderr: MemoryOutputPipe,
+    /// The guest's stdout and stderr: their newest bytes (e.g. a panic message).
+    pub(crate) output: OutputRing,
+    /// Set when a host call refused to go past a bound of [`Limits`] during the current
+    /// call (and trapped it): what the bound was.
+    pub(crate) limit_exceeded: Option<String>,
     logs_this_call: u32,
     /// Set by `cache-decision` during the current call: the payload bound it allows caching for.
     pub(crate) cache_grant: Option<u32>,
@@ -45,17 +45,18 @@ pub(crate) struct HostState {
 
 impl HostState {
     pub(crate) fn new(tenant: Tenant, policy_digest: Arc<str>, memory_limit: usize) -> HostState {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        // No preopens, no environment, no arguments, empty stdin, stdout discarded:
-        // std's plumbing links, but reaches nothing.
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        let output = OutputRing::new(Limits::OUTPUT_RING);
+        // No preopens, no environment, no arguments, empty stdin, stdout and stderr into a
+        // ring that never fills: std's plumbing links, but reaches nothing.
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new().stdout(output.clone()).stderr(output.clone()).build();
         HostState {
             wasi,
             table: ResourceTable::new(),
             limiter: StoreLimiter::new(memory_limit),
             tenant,
             policy_digest,
-            stderr,
+            output,
+            limit_exceeded: None,
             logs_this_call: 0,
             cache_grant: None,
         }
@@ -64,12 +65,13 @@ impl HostState {
     pub(crate) fn begin_call(&mut self) {
         self.logs_this_call = 0;
         self.cache_grant = None;
+        self.limit_exceeded = None;
         self.limiter.reset();
     }
 
-    /// What the policy wrote to stderr (e.g. its panic message), trimmed.
+    /// The newest of what the policy wrote to stdout and stderr (e.g. its panic message), trimmed.
     pub(crate) fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents()).trim().to_owned()
+        String::from_utf8_lossy(&self.output.contents()).trim().to_owned()
     }
 }
 
@@ -85,11 +87,28 @@ impl mqtt_policy::policy::host::Host for HostState {
     fn log(&mut self, level: mqtt_policy::policy::host::Level, mut message: String) {
         use mqtt_policy::policy::host::Level;
         self.logs_this_call += 1;
-        if self.logs_this_call > MAX_LOGS_PER_CALL {
+        if self.logs_this_call > Limits::MAX_LOGS_PER_CALL {
+            self.tenant.log_dropped();
             return;
         }
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
+        let LogAdmit::Write { suppressed } = self.tenant.admit_log(now_ms()) else { return };
+        if suppressed > 0 {
+            let mut summary = Event::new(
+                self.tenant.name(),
+                Action::Log,
+                Severity::Warn,
+                "suppressed",
+                format!(
+                    "{suppressed} policy log lines suppressed: more than {} in one call or {} a second",
+                    Limits::MAX_LOGS_PER_CALL,
+                    Limits::MAX_LOGS_PER_SECOND
+                ),
+            );
+            summary.policy = Some(self.policy_digest.to_string());
+            self.tenant.events().emit(summary);
+        }
+        if message.len() > Limits::MAX_LOG_LINE {
+            let mut cut = Limits::MAX_LOG_LINE;
             while !message.is_char_boundary(cut) {
                 cut -= 1;
             }
@@ -110,8 +129,12 @@ impl mqtt_policy::policy::host::Host for HostState {
         now_ms()
     }
 
-    fn counter_add(&mut self, name: String, delta: i64, window_ms: u64) -> i64 {
-        self.tenant.counter_add(&name, delta, window_ms, now_ms())
+    fn counter_add(&mut self, name: String, delta: i64, window_ms: u64) -> wasmtime::Result<i64> {
+        self.tenant.counter_add(&name, delta, window_ms, now_ms()).map_err(|refused| {
+            let error = wasmtime::format_err!("{refused}");
+            self.limit_exceeded = Some(refused.0);
+            error
+        })
     }
 
     fn connection_count(&mut self) -> u32 {

@@ -77,6 +77,10 @@ pub enum Error {
     /// the one asked for, a rewrite that adds the retain flag).
     #[error("policy returned an invalid decision: {0}")]
     InvalidDecision(String),
+    /// The policy asked the host to keep more than a bound of [`Limits`](crate::Limits)
+    /// allows (a counter name too long, too many counter bytes); the call trapped.
+    #[error("policy exceeded a host limit: {0}")]
+    LimitExceeded(String),
     /// A certificate could not be parsed.
     #[error(transparent)]
     Certificate(#[from] crate::cert::CertError),

@@ -8,9 +8,12 @@ use crate::limits::Limits;
 use crate::types::{Denial, ReasonCode};
 
 /// The stage a wasmtime error from a call into a policy stands for. `state` is the store's,
-/// read after the call: its limiter says whether memory was refused, its stderr holds a
-/// guest panic's message.
+/// read after the call: its limiter says whether memory was refused, its own record whether
+/// a host call refused a bound, its output ring holds a guest panic's message.
 pub(crate) fn classify(limits: &Limits, state: &HostState, e: &wasmtime::Error) -> Error {
+    if let Some(bound) = &state.limit_exceeded {
+        return Error::LimitExceeded(bound.clone());
+    }
     let trap = e.downcast_ref::<wasmtime::Trap>();
     if let Some(wasmtime::Trap::Interrupt) = trap {
         return Error::Timeout(limits.deadline);
@@ -37,6 +40,7 @@ pub(crate) fn event(tenant: &str, action: Action, e: &Error, denial: &Denial) ->
         Error::OutOfMemory(_) => "out-of-memory",
         Error::Trap(_) => "trap",
         Error::InvalidDecision(_) => "invalid-decision",
+        Error::LimitExceeded(_) => "limit-exceeded",
         _ => "instantiate-failed",
     };
     Event::new(tenant, action, Severity::Error, outcome, denial.message.clone()).with_reason(denial.reason)

@@ -18,6 +18,7 @@
 
 // Each module uses only modules of the lines before its own (no cycle):
 //   hex, limits, wasm        leaves
+//   output                   the ring behind a guest's stdout and stderr
 //   cert, types, events, tenant, error, embedded, cache
 //   bindings                 the WIT world and the store state
 //   engine                   wasmtime, the linker, compilation (knows no policy)
@@ -40,6 +41,7 @@ mod hex;
 mod instance;
 mod limits;
 mod module;
+mod output;
 mod policy;
 mod tenant;
 mod types;
@@ -51,5 +53,5 @@ pub use error::{Error, Result};
 pub use limits::Limits;
 pub use module::PolicyModule;
 pub use policy::Policy;
-pub use tenant::Tenant;
+pub use tenant::{CounterRefused, Tenant};
 pub use types::*;

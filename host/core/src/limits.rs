@@ -33,6 +33,31 @@ impl Default for Limits {
     }
 }
 
+/// Bounds on what a policy can make the host keep or write, fixed for every policy. A policy
+/// that goes past a bound on what the host keeps (a counter) traps: its check is denied with
+/// 0x83 and a `limit-exceeded` event says which bound. Output past a bound is dropped.
+impl Limits {
+    /// Longest counter name (`host.counter-add`), in bytes.
+    pub const MAX_COUNTER_NAME: usize = 1024;
+    /// Most counters one tenant holds (over all its policies and reloads). Counters whose
+    /// window has ended are dropped first.
+    pub const MAX_COUNTERS: usize = 100_000;
+    /// Most bytes of counter names one tenant holds; with [`Limits::MAX_COUNTERS`] this caps a
+    /// tenant's counters at about 10 MiB.
+    pub const MAX_COUNTER_BYTES: usize = 4 << 20;
+    /// Longest `host.log` line, in bytes; longer lines are cut.
+    pub const MAX_LOG_LINE: usize = 1024;
+    /// Most `host.log` lines one call writes; the rest are dropped.
+    pub const MAX_LOGS_PER_CALL: u32 = 8;
+    /// Most `host.log` lines one tenant writes per second (all its instances together); the
+    /// rest are dropped and counted in one `suppressed` event written before the next line.
+    pub const MAX_LOGS_PER_SECOND: u32 = 100;
+    /// Bytes of a policy's stdout and stderr kept (one ring per instance, newest bytes kept):
+    /// the guest can write any amount without blocking or failing, and a panic message, the
+    /// last thing it writes, names the fault in its event.
+    pub const OUTPUT_RING: usize = 16 * 1024;
+}
+
 /// Most instances, tables and memories one store may hold: a component built by
 /// `wasm32-wasip2` needs a few of each; more would only serve to exhaust the host.
 const INSTANCES: usize = 4;

@@ -22,21 +22,49 @@ use crate::trust::TenantCas;
 
 /// The tenants known to one gateway, shared by its workers and its watcher thread.
 /// A tenant's counters and connection count live here, so they survive reloads.
+///
+/// Only tenants with a file in the policy directory are kept (the operator bounds them).
+/// A tenant a client names (a client-id or user-name pattern) that has no file gets a
+/// short-lived [`Tenant`] whose events go to one sink shared by all such tenants, so clients
+/// inventing tenant names grow nothing and share one event budget.
 pub struct Tenants {
     by_name: Mutex<HashMap<String, Tenant>>,
     sink: Arc<dyn Fn(&str) -> Arc<dyn EventSink> + Send + Sync>,
+    unknown: Arc<dyn EventSink>,
 }
 
 impl Tenants {
-    /// `sink` makes the event sink of a tenant by name.
-    pub fn new(sink: Arc<dyn Fn(&str) -> Arc<dyn EventSink> + Send + Sync>) -> Tenants {
-        Tenants { by_name: Mutex::new(HashMap::new()), sink }
+    /// `sink` makes the event sink of a tenant by name; `unknown` takes the events of every
+    /// tenant without a policy file.
+    pub fn new(sink: Arc<dyn Fn(&str) -> Arc<dyn EventSink> + Send + Sync>, unknown: Arc<dyn EventSink>) -> Tenants {
+        Tenants { by_name: Mutex::new(HashMap::new()), sink, unknown }
     }
 
-    /// The tenant called `name`, created on first use.
+    /// The tenant called `name`, kept from now on: for the watcher, which creates the tenant
+    /// of each policy file it finds.
     pub fn get(&self, name: &str) -> Tenant {
         let mut map = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(name.to_owned()).or_insert_with(|| Tenant::with_events(name, (self.sink)(name))).clone()
+    }
+
+    /// The tenant called `name` if it has a policy file (or had one), else a short-lived
+    /// tenant with the shared sink, which nothing keeps.
+    pub fn lookup(&self, name: &str) -> Tenant {
+        let map = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(name) {
+            Some(t) => t.clone(),
+            None => Tenant::with_events(name, self.unknown.clone()),
+        }
+    }
+
+    /// Number of tenants kept.
+    pub fn len(&self) -> usize {
+        self.by_name.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no tenant is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

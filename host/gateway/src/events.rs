@@ -2,8 +2,9 @@
 //! topic, whose messages wait in a [`MonitorQueue`] until the broker publishes them on its
 //! own thread.
 //!
-//! Events are bounded: at most [`MAX_EVENTS_PER_SECOND`] per tenant (the rest are counted and
-//! reported by one `suppressed` event), at most [`MAX_MONITOR_QUEUE`] monitoring messages
+//! Events are bounded: at most [`MAX_EVENTS_PER_SECOND`] and [`MAX_EVENT_BYTES_PER_SECOND`]
+//! per tenant (the rest are counted and reported by one `suppressed` event; tenants without a
+//! policy file share one budget), at most [`MAX_MONITOR_QUEUE`] monitoring messages
 //! waiting, and a refused delivery of a monitoring message never becomes a monitoring message
 //! itself (it would be delivered, refused and reported again, without end).
 
@@ -16,6 +17,15 @@ use crate::config::Monitor;
 
 /// Most events one tenant emits per second; the rest are counted in a `suppressed` event.
 pub const MAX_EVENTS_PER_SECOND: u32 = 1000;
+
+/// Most bytes of events one tenant emits per second, counted as the length of an event's text
+/// fields plus [`EVENT_OVERHEAD`] (before JSON escaping): a client id, topic or policy message
+/// can be 64 KiB, so a count alone would not bound the events file.
+pub const MAX_EVENT_BYTES_PER_SECOND: usize = 1 << 20;
+
+/// What an event's fixed fields (time, action, severity, outcome, codes, names, JSON syntax)
+/// are counted as, in bytes, against [`MAX_EVENT_BYTES_PER_SECOND`].
+pub const EVENT_OVERHEAD: usize = 200;
 
 /// Most monitoring messages waiting for the broker to publish them; later ones are dropped.
 pub const MAX_MONITOR_QUEUE: usize = 10_000;
@@ -68,8 +78,28 @@ pub struct TenantSink {
     monitor: Option<(String, Arc<MonitorQueue>)>,
     /// Which topics are monitoring topics (of any tenant).
     monitors: Option<Monitor>,
-    /// (second of the current window, events emitted in it, events suppressed since the last report)
-    window: Mutex<(u64, u32, u64)>,
+    window: Mutex<Budget>,
+}
+
+/// One tenant's events in the current second, and those suppressed since the last report.
+#[derive(Debug, Default)]
+struct Budget {
+    second: u64,
+    events: u32,
+    bytes: usize,
+    suppressed: u64,
+}
+
+/// What `event` counts as against [`MAX_EVENT_BYTES_PER_SECOND`].
+fn size(event: &Event) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    EVENT_OVERHEAD
+        + event.tenant.len()
+        + event.message.len()
+        + text(&event.client_id)
+        + text(&event.device_id)
+        + text(&event.topic)
+        + text(&event.policy)
 }
 
 impl TenantSink {
@@ -80,23 +110,25 @@ impl TenantSink {
         monitor: Option<(String, Arc<MonitorQueue>)>,
         monitors: Option<Monitor>,
     ) -> TenantSink {
-        TenantSink { lines, monitor, monitors, window: Mutex::new((0, 0, 0)) }
+        TenantSink { lines, monitor, monitors, window: Mutex::new(Budget::default()) }
     }
 
-    /// Counts `event` against the per-second budget; returns whether it may be emitted, and
-    /// the number suppressed before it to report first.
+    /// Counts `event` against the per-second budgets; returns whether it may be emitted, and
+    /// the number suppressed before it to report first. The summary itself is not counted.
     fn admit(&self, event: &Event) -> (bool, u64) {
         let second = event.time_ms / 1000;
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        if w.0 != second {
-            *w = (second, 0, w.2);
+        if w.second != second {
+            *w = Budget { second, suppressed: w.suppressed, ..Budget::default() };
         }
-        if w.1 >= MAX_EVENTS_PER_SECOND {
-            w.2 += 1;
+        let bytes = size(event);
+        if w.events >= MAX_EVENTS_PER_SECOND || w.bytes + bytes > MAX_EVENT_BYTES_PER_SECOND {
+            w.suppressed += 1;
             return (false, 0);
         }
-        w.1 += 1;
-        (true, std::mem::take(&mut w.2))
+        w.events += 1;
+        w.bytes += bytes;
+        (true, std::mem::take(&mut w.suppressed))
     }
 
     fn write(&self, event: Event) {
@@ -122,7 +154,10 @@ impl EventSink for TenantSink {
                 Action::Log,
                 Severity::Warn,
                 "suppressed",
-                format!("{suppressed} events suppressed: more than {MAX_EVENTS_PER_SECOND} a second"),
+                format!(
+                    "{suppressed} events suppressed: more than {MAX_EVENTS_PER_SECOND} or \
+                     {MAX_EVENT_BYTES_PER_SECOND} bytes a second"
+                ),
             );
             summary.time_ms = event.time_ms;
             self.write(summary);
@@ -174,6 +209,28 @@ mod tests {
         assert_eq!(next.len(), 2, "the summary, then the event");
         assert_eq!(next[0].outcome, "suppressed");
         assert!(next[0].message.starts_with("500 events suppressed"), "{}", next[0].message);
+    }
+
+    #[test]
+    fn large_events_are_cut_at_the_byte_budget() {
+        let lines = Arc::new(MemorySink::new());
+        let sink = TenantSink::new(Some(lines.clone()), None, None);
+        let big = |ms: u64| {
+            let mut e = Event::new("acme", Action::Publish, Severity::Warn, "deny", "unauthorized topic");
+            e.topic = Some("t".repeat(64 << 10));
+            e.time_ms = ms;
+            e
+        };
+        for i in 0..100 {
+            sink.emit(big(9_000 + i));
+        }
+        let written = lines.take();
+        let fit = MAX_EVENT_BYTES_PER_SECOND / size(&big(0));
+        assert_eq!(written.len(), fit, "{fit} events of 64 KiB fit in the second");
+        sink.emit(Event::new("acme", Action::Publish, Severity::Warn, "deny", "small"));
+        let next = lines.take();
+        assert_eq!(next[0].outcome, "suppressed");
+        assert!(next[0].message.starts_with(&format!("{} events suppressed", 100 - fit)), "{}", next[0].message);
     }
 
     #[test]

@@ -54,10 +54,14 @@ impl Gateway {
         let monitor = Arc::new(MonitorQueue::default());
         let monitor_config = config.monitor.clone();
         let queue = monitor.clone();
-        let tenants = Arc::new(Tenants::new(Arc::new(move |name: &str| -> Arc<dyn EventSink> {
+        // Tenants without a policy file publish no monitoring messages: their name comes from
+        // a client, which must not choose what the broker publishes.
+        let unknown = Arc::new(TenantSink::new(lines.clone(), None, monitor_config.clone()));
+        let sink = Arc::new(move |name: &str| -> Arc<dyn EventSink> {
             let monitor = monitor_config.as_ref().and_then(|m| m.topic_for(name)).map(|t| (t, queue.clone()));
             Arc::new(TenantSink::new(lines.clone(), monitor, monitor_config.clone()))
-        })));
+        });
+        let tenants = Arc::new(Tenants::new(sink, unknown));
         let only = match &config.tenant {
             TenantSource::Fixed(t) => Some(t.clone()),
             _ => None,
@@ -82,9 +86,18 @@ impl Gateway {
         &self.engine
     }
 
-    /// The tenant called `name` (counters, connection count, events), created on first use.
+    /// The tenant called `name` (counters, connection count, events). A tenant with a file in
+    /// the policy directory is kept for the gateway's life; any other name (one a client made
+    /// up) gets a short-lived tenant whose events share one sink and one budget with every
+    /// such name, so clients cannot grow the gateway by naming tenants.
     pub fn tenant(&self, name: &str) -> Tenant {
-        self.tenants.get(name)
+        self.tenants.lookup(name)
+    }
+
+    /// Number of tenants the gateway keeps: those with a policy file (or that had one), and
+    /// `*` once an event concerned no tenant in particular.
+    pub fn tenant_count(&self) -> usize {
+        self.tenants.len()
     }
 
     /// Tenants with a policy loaded, sorted.

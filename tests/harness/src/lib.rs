@@ -340,6 +340,13 @@ impl Broker {
         self.child.id()
     }
 
+    /// The broker's resident memory (`VmRSS` of `/proc/PID/status`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc/PID/status");
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+        line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmRSS in kB")
+    }
+
     /// Stops the broker as an operator would (SIGTERM), killing it if it has not exited within
     /// 10 s; returns how it exited.
     pub fn stop(mut self) -> Result<ExitStatus> {
