@@ -1,6 +1,7 @@
 //! Hostile and broken policies inside a real Mosquitto: a loop, a memory bomb, a panic and
 //! inadmissible decisions are denied (fail closed) with an event while another tenant's clients
-//! keep publishing; bad files on reload leave the last good policy answering.
+//! keep publishing; a policy that keeps looping trips its tenant's circuit breaker; bad files on
+//! reload leave the last good policy answering.
 
 use mqtt_policy_testkit as support;
 use support::proofs;
@@ -24,15 +25,15 @@ fn misbehave() -> Vec<u8> {
 }
 
 /// Two listeners, each bound to one tenant: `evil` (the misbehaving guest, 200 ms deadline,
-/// 16 MiB memory) and `good` (the shared-hub example).
-fn two_tenants(tag: &str) -> Broker {
+/// 16 MiB memory) and `good` (the shared-hub example); `extra` lines end each plugin's options.
+fn two_tenants(tag: &str, extra: &str) -> Broker {
     let policies = [("evil", misbehave()), ("good", support::hub_policy(SHARED, &[]))];
     Broker::start_conf(tag, &policies, 2, |plugin, dir, events, ports| {
         let mut conf = String::from("per_listener_settings true\n");
         for (port, tenant) in [(ports[0], "evil"), (ports[1], "good")] {
             conf += &format!(
                 "listener {port} 127.0.0.1\nallow_anonymous false\nplugin {}\nplugin_opt_policy_dir {}\n\
-                 plugin_opt_events {}\nplugin_opt_tenant {tenant}\nplugin_opt_deadline_ms 200\nplugin_opt_memory_mib 16\n",
+                 plugin_opt_events {}\nplugin_opt_tenant {tenant}\nplugin_opt_deadline_ms 200\nplugin_opt_memory_mib 16\n{extra}",
                 plugin.display(),
                 dir.display(),
                 events.display()
@@ -70,7 +71,7 @@ fn steady_publisher(
 
 #[test]
 fn hostile_policy_is_fenced_while_another_tenant_keeps_flowing() {
-    let mut b = two_tenants("hostile");
+    let mut b = two_tenants("hostile", "");
     let (evil_port, good_port) = (b.ports[0], b.ports[1]);
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));
@@ -129,6 +130,66 @@ fn hostile_policy_is_fenced_while_another_tenant_keeps_flowing() {
     assert_eq!(faults, 0, "no fault is attributed to the good tenant");
 }
 
+#[test]
+fn a_looping_policy_trips_its_tenants_breaker_while_the_other_tenant_keeps_flowing() {
+    // The defaults but for a shorter open period, so the trial comes soon.
+    let mut b = two_tenants("breaker", "plugin_opt_breaker_open_ms 500\n");
+    let (evil_port, good_port) = (b.ports[0], b.ports[1]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let good = steady_publisher(good_port, stop.clone(), done.clone());
+
+    let mut e = Mqtt::connected(&Opts::new(evil_port, Proto::V5, "e1"));
+    // Three timeouts within the window (the default) open the circuit.
+    for _ in 0..3 {
+        assert_eq!(e.publish("boom/loop", 1, false, b"x"), Some(0x87));
+    }
+    let open = b.wait_event("circuit-open", |ev| field(ev, "outcome") == "circuit-open");
+    assert_eq!(field(&open, "tenant"), "evil");
+    assert_eq!(field(&open, "client_id"), "e1", "{open}");
+    assert!(field(&open, "message").contains("timed out 3 times"), "{open}");
+    assert_eq!(open["reason_code"], 0x83, "{open}");
+    let timeouts = |b: &Broker| b.events().iter().filter(|ev| field(ev, "outcome") == "timeout").count();
+    assert_eq!(timeouts(&b), 3);
+
+    // Open: every check of the tenant is denied without calling the policy, even one it allows,
+    // and a new client of the tenant is refused; nothing times out any more.
+    for _ in 0..20 {
+        assert_eq!(e.publish("boom/loop", 1, false, b"x"), Some(0x87));
+    }
+    assert_eq!(e.publish("fine", 1, false, b"ok"), Some(0x87), "denied while open, never allowed");
+    let (_c, code) = Mqtt::connect(&Opts::new(evil_port, Proto::V5, "e2"));
+    assert_eq!(code, 0x87, "a connect while open is refused");
+    let denied = b.wait_event("an open-circuit denial", |ev| {
+        field(ev, "outcome") == "deny" && field(ev, "topic") == "fine" && field(ev, "message").contains("circuit open")
+    });
+    assert_eq!(field(&denied, "tenant"), "evil");
+    assert_eq!(timeouts(&b), 3, "no check reached the looping policy while the circuit was open");
+    let seen = done.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while done.load(Ordering::Relaxed) < seen + 2 {
+        assert!(Instant::now() < deadline, "the good tenant stalled while the other's circuit was open");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // After the open period one check tries the policy: it answers, and the circuit closes.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(accepted(e.publish("fine", 1, false, b"ok")), "the trial check reaches the policy");
+    let closed = b.wait_event("circuit-closed", |ev| field(ev, "outcome") == "circuit-closed");
+    assert_eq!(field(&closed, "tenant"), "evil");
+    assert!(accepted(e.publish("fine", 1, false, b"ok")));
+
+    stop.store(true, Ordering::Relaxed);
+    let (codes, slowest) = good.join().unwrap();
+    assert!(codes.iter().all(|c| accepted(*c)), "every good publish accepted: {codes:?}");
+    eprintln!("good tenant: {} publishes accepted, slowest PUBACK {slowest:?}", codes.len());
+    assert!(e.is_alive(), "a denial by the breaker does not disconnect");
+    assert!(b.alive(), "the broker survived:\n{}", b.log());
+    let good_faults =
+        b.events().iter().filter(|ev| field(ev, "tenant") == "good" && field(ev, "severity") == "error").count();
+    assert_eq!(good_faults, 0, "nothing is attributed to the good tenant");
+}
+
 /// Replaces `good.wasm` with `bytes` and waits for the `load-failed` event that names the
 /// file and contains `cause`; returns how many load-failed events the file caused.
 fn bad_file(b: &Broker, bytes: &[u8], cause: &str) -> usize {
@@ -148,7 +209,7 @@ fn load_failures(b: &Broker) -> usize {
 
 #[test]
 fn bad_files_leave_the_last_good_policy_answering() {
-    let mut b = two_tenants("badfiles");
+    let mut b = two_tenants("badfiles", "");
     let good_port = b.ports[1];
     let mut d = Mqtt::connected(&proofs::sas(good_port, Proto::V5, "thermo-1"));
     let mut v311 = Mqtt::connected(&proofs::sas(good_port, Proto::V311, "thermo-2"));

@@ -47,7 +47,11 @@ impl Gateway {
 
     /// As [`Gateway::start`], with events going to `lines` instead of `config.events`.
     pub fn with_sink(config: Config, lines: Option<Arc<dyn EventSink>>) -> Result<Arc<Gateway>> {
-        let engine = Engine::new(config.limits).map_err(Error::Engine)?;
+        let engine = match &config.compiler {
+            Some(compiler) => Engine::with_compiler(config.limits, compiler),
+            None => Engine::new(config.limits),
+        }
+        .map_err(Error::Engine)?;
         let monitor = Arc::new(MonitorQueue::default());
         let monitor_config = config.monitor.clone();
         let queue = monitor.clone();
