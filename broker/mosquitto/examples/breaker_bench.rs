@@ -92,11 +92,14 @@ fn main() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicUsize::new(0));
-    let loopers: Vec<_> = (0..a.loopers)
-        .map(|i| {
+    // Every looper connects before any loops: once the circuit is open, connects are refused too.
+    let clients: Vec<Mqtt> =
+        (0..a.loopers).map(|i| Mqtt::connected(&Opts::new(evil_port, Proto::V5, &format!("looper-{i}")))).collect();
+    let loopers: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
             let (stop, answered) = (stop.clone(), answered.clone());
             std::thread::spawn(move || {
-                let mut c = Mqtt::connected(&Opts::new(evil_port, Proto::V5, &format!("looper-{i}")));
                 while !stop.load(Ordering::Relaxed) {
                     c.publish("boom/loop", 1, false, b"x");
                     answered.fetch_add(1, Ordering::Relaxed);

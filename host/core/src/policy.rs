@@ -47,6 +47,12 @@ pub struct Policy {
     backoff: Backoff,
     /// Why the last instantiation failed, while attempts back off.
     instantiate_error: Option<String>,
+    /// Checks denied by the open circuit since its last event: counted, not reported one by
+    /// one (a looping tenant's clients would otherwise flood the events), and given in the
+    /// next `circuit-open` or `circuit-closed` event.
+    denied_open: u64,
+    /// Set when the latest call was denied by the open circuit: its check emits no event.
+    quiet: bool,
 }
 
 struct Session {
@@ -90,6 +96,8 @@ impl Policy {
             breaker: Breaker::new(&limits),
             backoff: Backoff::new(&limits),
             instantiate_error: None,
+            denied_open: 0,
+            quiet: false,
         }
     }
 
@@ -183,12 +191,13 @@ impl Policy {
         self.backoff.succeeded();
         self.instantiate_error = None;
         if self.breaker.reset() {
+            let denied = self.denied_while_open();
             let event = Event::new(
                 self.tenant.name(),
                 Action::Load,
                 Severity::Info,
                 "circuit-closed",
-                "a new policy was loaded: circuit closed, checks call the policy again",
+                format!("a new policy was loaded: circuit closed, checks call the policy again{denied}"),
             );
             self.emit(event);
         }
@@ -243,6 +252,9 @@ impl Policy {
             Ok(Answer { value: wit::ConnectDecision::Defer, .. }) => return ConnectDecision::Defer,
             Err(fault) => fault,
         };
+        if std::mem::take(&mut self.quiet) {
+            return ConnectDecision::Reject(decision);
+        }
         let mut event = Event::denial(self.tenant.name(), Action::Connect, "reject", &decision);
         event.client_id = Some(connect.client_id.clone());
         self.emit(event);
@@ -303,6 +315,9 @@ impl Policy {
             Some(d) => d,
             None => self.decide(session, input),
         };
+        if std::mem::take(&mut self.quiet) {
+            return decision;
+        }
         if let Some(event) = C::event(self.tenant.name(), &decision) {
             self.emit_for(session, event, key.topic);
         }
@@ -447,6 +462,8 @@ impl Policy {
         f: impl FnOnce(&mut Instance) -> Result<Answer<R>, Error>,
     ) -> Result<Answer<R>, Fault> {
         if let Err(wait) = self.breaker.admit(Instant::now) {
+            self.denied_open += 1;
+            self.quiet = true;
             return Err(Denial {
                 reason: ReasonCode::ImplementationSpecificError,
                 message: format!(
@@ -483,8 +500,17 @@ impl Policy {
         }
     }
 
+    /// The checks denied by the open circuit since the last report, for an event's message.
+    fn denied_while_open(&mut self) -> String {
+        match std::mem::take(&mut self.denied_open) {
+            0 => String::new(),
+            1 => " (1 check denied while it was open)".to_owned(),
+            n => format!(" ({n} checks denied while it was open)"),
+        }
+    }
+
     /// The event of a circuit breaker transition: `circuit-open` or `circuit-closed`.
-    fn report_transition(&self, action: Action, session: Option<u64>, transition: Transition) {
+    fn report_transition(&mut self, action: Action, session: Option<u64>, transition: Transition) {
         let (severity, outcome, message) = match transition {
             Transition::Opened { timeouts, window, open_for } => (
                 Severity::Error,
@@ -500,14 +526,18 @@ impl Policy {
                 Severity::Error,
                 "circuit-open",
                 format!(
-                    "the trial check timed out too: circuit open again, checks are denied for {}",
-                    millis(open_for)
+                    "the trial check timed out too: circuit open again, checks are denied for {}{}",
+                    millis(open_for),
+                    self.denied_while_open()
                 ),
             ),
             Transition::Closed => (
                 Severity::Info,
                 "circuit-closed",
-                "the trial check ended within its deadline: circuit closed, checks call the policy again".to_owned(),
+                format!(
+                    "the trial check ended within its deadline: circuit closed, checks call the policy again{}",
+                    self.denied_while_open()
+                ),
             ),
         };
         let mut event = Event::new(self.tenant.name(), action, severity, outcome, message);
