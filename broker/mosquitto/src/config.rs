@@ -6,6 +6,7 @@
 //! plugin_opt_policy_dir /etc/mosquitto/policies     # one TENANT.wasm per tenant
 //! plugin_opt_tenant acme                            # or: plugin_opt_tenant_from client-id:d:{tenant}:*
 //! plugin_opt_events /var/log/mosquitto/policy.jsonl # or stderr, or none
+//! plugin_opt_compiler /usr/lib/mqtt-policy/mqtt-policy-compile  # compile in a bounded child
 //! ```
 //!
 //! With `plugin_opt_tenant_from certificate`, the operator says which CA belongs to which
@@ -52,6 +53,11 @@ pub const OPTIONS: &[&str] = &[
     "reload_poll_ms",
     "tenant_prefix",
     "decision_cache",
+    "compiler",
+    "compile_time_ms",
+    "compile_memory_mib",
+    "breaker_timeouts",
+    "breaker_open_ms",
 ];
 
 /// Validates `(key, value)` pairs (keys without the `plugin_opt_` prefix).
@@ -69,6 +75,7 @@ pub fn parse<'a>(options: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
     let mut tenant_prefix = defaults.tenant_prefix;
     let mut decision_cache = defaults.decision_cache;
     let mut tenant_cas = TenantCas::new();
+    let mut compiler = defaults.compiler;
     let mut seen = Vec::new();
     for (key, value) in options {
         let value = value.trim();
@@ -115,6 +122,16 @@ pub fn parse<'a>(options: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
             "connect_deadline_ms" => limits.connect_deadline = Duration::from_millis(number(key, value, 1, 10_000)?),
             "memory_mib" => limits.memory = (number(key, value, 1, 4096)? as usize) << 20,
             "setup_deadline_ms" => limits.setup_deadline = Duration::from_millis(number(key, value, 10, 600_000)?),
+            "compile_time_ms" => limits.compile_time = Duration::from_millis(number(key, value, 10, 600_000)?),
+            "compile_memory_mib" => limits.compile_memory = (number(key, value, 16, 65_536)? as usize) << 20,
+            "breaker_timeouts" => limits.breaker_timeouts = number(key, value, 0, 1_000_000)? as u32,
+            "breaker_open_ms" => limits.breaker_open = Duration::from_millis(number(key, value, 1, 3_600_000)?),
+            "compiler" => {
+                if value.is_empty() {
+                    return Err(bad(key, "must name the mqtt-policy-compile binary"));
+                }
+                compiler = Some(PathBuf::from(value));
+            }
             "reload_poll_ms" => reload_poll = Duration::from_millis(number(key, value, 10, 60_000)?),
             "tenant_prefix" => {
                 check_prefix(value).map_err(|e| bad(key, e.to_string()))?;
@@ -171,6 +188,7 @@ pub fn parse<'a>(options: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
         events,
         monitor,
         limits,
+        compiler,
         fail_mode,
         reload_poll,
         tenant_prefix,
@@ -203,6 +221,8 @@ mod tests {
         assert_eq!(c.limits, mqtt_policy_host::Limits::default());
         assert_eq!(c.fail_mode, FailMode::Closed);
         assert_eq!(c.monitor, None);
+        assert_eq!(c.compiler, None);
+        assert_eq!(c.limits.breaker_timeouts, 3);
         assert!(c.decision_cache);
         let c = parse(&[("policy_dir", "/p"), ("tenant", "acme"), ("decision_cache", "off")]).unwrap();
         assert!(!c.decision_cache);
@@ -234,6 +254,27 @@ mod tests {
         assert_eq!(c.tenant_prefix.as_deref(), Some("tenants/{tenant}/"));
         let e = parse(&[("policy_dir", "/p"), ("tenant", "a"), ("tenant", "b")]).unwrap_err();
         assert_eq!(e.to_string(), "plugin_opt_tenant: given twice");
+    }
+
+    #[test]
+    fn compile_bounds_and_breaker_options() {
+        let c = parse(&[
+            ("policy_dir", "/p"),
+            ("tenant", "a"),
+            ("compiler", "/usr/lib/mqtt-policy/mqtt-policy-compile"),
+            ("compile_time_ms", "5000"),
+            ("compile_memory_mib", "256"),
+            ("breaker_timeouts", "0"),
+            ("breaker_open_ms", "250"),
+        ])
+        .unwrap();
+        assert_eq!(c.compiler, Some(PathBuf::from("/usr/lib/mqtt-policy/mqtt-policy-compile")));
+        assert_eq!(c.limits.compile_time, Duration::from_secs(5));
+        assert_eq!(c.limits.compile_memory, 256 << 20);
+        assert_eq!(c.limits.breaker_timeouts, 0, "0 turns the breaker off");
+        assert_eq!(c.limits.breaker_open, Duration::from_millis(250));
+        let e = parse(&[("policy_dir", "/p"), ("tenant", "a"), ("compile_memory_mib", "1")]).unwrap_err();
+        assert_eq!(e.to_string(), "plugin_opt_compile_memory_mib: 1 is outside 16..=65536");
     }
 
     #[test]

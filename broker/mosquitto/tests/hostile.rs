@@ -1,7 +1,8 @@
 //! Hostile and broken policies inside a real Mosquitto: a loop, a memory bomb, a panic and
 //! inadmissible decisions are denied (fail closed) with an event while another tenant's clients
-//! keep publishing; counters and logs that would grow the broker are refused and cut; bad files
-//! on reload leave the last good policy answering.
+//! keep publishing; counters and logs that would grow the broker are refused and cut; a policy
+//! that keeps looping trips its tenant's circuit breaker; bad files on reload leave the last good
+//! policy answering.
 
 use mqtt_policy_testkit as support;
 use support::proofs;
@@ -25,15 +26,15 @@ fn misbehave() -> Vec<u8> {
 }
 
 /// Two listeners, each bound to one tenant: `evil` (the misbehaving guest, 200 ms deadline,
-/// 16 MiB memory) and `good` (the shared-hub example).
-fn two_tenants(tag: &str) -> Broker {
+/// 16 MiB memory) and `good` (the shared-hub example); `extra` lines end each plugin's options.
+fn two_tenants(tag: &str, extra: &str) -> Broker {
     let policies = [("evil", misbehave()), ("good", support::hub_policy(SHARED, &[]))];
     Broker::start_conf(tag, &policies, 2, |plugin, dir, events, ports| {
         let mut conf = String::from("per_listener_settings true\n");
         for (port, tenant) in [(ports[0], "evil"), (ports[1], "good")] {
             conf += &format!(
                 "listener {port} 127.0.0.1\nallow_anonymous false\nplugin {}\nplugin_opt_policy_dir {}\n\
-                 plugin_opt_events {}\nplugin_opt_tenant {tenant}\nplugin_opt_deadline_ms 200\nplugin_opt_memory_mib 16\n",
+                 plugin_opt_events {}\nplugin_opt_tenant {tenant}\nplugin_opt_deadline_ms 200\nplugin_opt_memory_mib 16\n{extra}",
                 plugin.display(),
                 dir.display(),
                 events.display()
@@ -71,7 +72,7 @@ fn steady_publisher(
 
 #[test]
 fn hostile_policy_is_fenced_while_another_tenant_keeps_flowing() {
-    let mut b = two_tenants("hostile");
+    let mut b = two_tenants("hostile", "");
     let (evil_port, good_port) = (b.ports[0], b.ports[1]);
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));
@@ -130,6 +131,69 @@ fn hostile_policy_is_fenced_while_another_tenant_keeps_flowing() {
     assert_eq!(faults, 0, "no fault is attributed to the good tenant");
 }
 
+#[test]
+fn a_looping_policy_trips_its_tenants_breaker_while_the_other_tenant_keeps_flowing() {
+    // The defaults but for a shorter open period, so the trial comes soon.
+    let mut b = two_tenants("breaker", "plugin_opt_breaker_open_ms 500\n");
+    let (evil_port, good_port) = (b.ports[0], b.ports[1]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let good = steady_publisher(good_port, stop.clone(), done.clone());
+
+    let mut e = Mqtt::connected(&Opts::new(evil_port, Proto::V5, "e1"));
+    // Three timeouts within the window (the default) open the circuit.
+    for _ in 0..3 {
+        assert_eq!(e.publish("boom/loop", 1, false, b"x"), Some(0x87));
+    }
+    let open = b.wait_event("circuit-open", |ev| field(ev, "outcome") == "circuit-open");
+    assert_eq!(field(&open, "tenant"), "evil");
+    assert_eq!(field(&open, "client_id"), "e1", "{open}");
+    assert!(field(&open, "message").contains("timed out 3 times"), "{open}");
+    assert_eq!(open["reason_code"], 0x83, "{open}");
+    let timeouts = |b: &Broker| b.events().iter().filter(|ev| field(ev, "outcome") == "timeout").count();
+    assert_eq!(timeouts(&b), 3);
+
+    // Open: every check of the tenant is denied without calling the policy, even one it allows,
+    // and a new client of the tenant is refused; nothing times out any more. The denials are
+    // counted in the next circuit event rather than reported one by one.
+    for _ in 0..20 {
+        assert_eq!(e.publish("boom/loop", 1, false, b"x"), Some(0x87));
+    }
+    assert_eq!(e.publish("fine", 1, false, b"ok"), Some(0x87), "denied while open, never allowed");
+    let (_c, code) = Mqtt::connect(&Opts::new(evil_port, Proto::V5, "e2"));
+    assert_eq!(code, 0x87, "a connect while open is refused");
+    assert_eq!(timeouts(&b), 3, "no check reached the looping policy while the circuit was open");
+    let seen = done.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while done.load(Ordering::Relaxed) < seen + 2 {
+        assert!(Instant::now() < deadline, "the good tenant stalled while the other's circuit was open");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // After the open period one check tries the policy: it answers, and the circuit closes.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(accepted(e.publish("fine", 1, false, b"ok")), "the trial check reaches the policy");
+    let closed = b.wait_event("circuit-closed", |ev| field(ev, "outcome") == "circuit-closed");
+    assert_eq!(field(&closed, "tenant"), "evil");
+    let message = field(&closed, "message");
+    let denied: usize = message
+        .rsplit_once(" (")
+        .and_then(|(_, n)| n.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no count of denials in {closed}"));
+    assert!(denied >= 22, "21 publishes and a connect were denied while open: {closed}");
+    assert!(accepted(e.publish("fine", 1, false, b"ok")));
+
+    stop.store(true, Ordering::Relaxed);
+    let (codes, slowest) = good.join().unwrap();
+    assert!(codes.iter().all(|c| accepted(*c)), "every good publish accepted: {codes:?}");
+    eprintln!("good tenant: {} publishes accepted, slowest PUBACK {slowest:?}", codes.len());
+    assert!(e.is_alive(), "a denial by the breaker does not disconnect");
+    assert!(b.alive(), "the broker survived:\n{}", b.log());
+    let good_faults =
+        b.events().iter().filter(|ev| field(ev, "tenant") == "good" && field(ev, "severity") == "error").count();
+    assert_eq!(good_faults, 0, "nothing is attributed to the good tenant");
+}
+
 /// A hostile policy grows what the host keeps and writes: a new 256 KiB counter name per
 /// publish, 1 KiB counter names until its tenant's bound, and 1,000 log lines of 4 KiB plus
 /// 64 KiB of stdout and stderr per publish. Its counter checks are denied with
@@ -137,7 +201,7 @@ fn hostile_policy_is_fenced_while_another_tenant_keeps_flowing() {
 /// broker's resident memory stays within a few MiB of where it started.
 #[test]
 fn a_policy_growing_counters_and_flooding_logs_leaves_the_broker_small() {
-    let mut b = two_tenants("bounds");
+    let mut b = two_tenants("bounds", "");
     let mut e = Mqtt::connected(&Opts::new(b.ports[0], Proto::V5, "e1"));
     assert!(accepted(e.publish("fine", 1, false, b"ok")));
     let start = b.rss_kib();
@@ -172,10 +236,14 @@ fn a_policy_growing_counters_and_flooding_logs_leaves_the_broker_small() {
         field(ev, "outcome") == "limit-exceeded" && field(ev, "message").contains("or 4194304 bytes")
     });
     let events = b.events();
-    let of = |outcome: &str| events.iter().filter(|ev| field(ev, "tenant") == "evil" && field(ev, "outcome") == outcome).count();
+    let of = |outcome: &str| {
+        events.iter().filter(|ev| field(ev, "tenant") == "evil" && field(ev, "outcome") == outcome).count()
+    };
     let long_names = events
         .iter()
-        .filter(|ev| field(ev, "outcome") == "limit-exceeded" && field(ev, "message").contains("counter name of 262157"))
+        .filter(|ev| {
+            field(ev, "outcome") == "limit-exceeded" && field(ev, "message").contains("counter name of 262157")
+        })
         .count();
     assert_eq!(long_names, rounds, "one event per refused check");
     // Filling the tenant's 4 MiB of counters takes the first `boom/counters` calls thousands of
@@ -219,7 +287,7 @@ fn load_failures(b: &Broker) -> usize {
 
 #[test]
 fn bad_files_leave_the_last_good_policy_answering() {
-    let mut b = two_tenants("badfiles");
+    let mut b = two_tenants("badfiles", "");
     let good_port = b.ports[1];
     let mut d = Mqtt::connected(&proofs::sas(good_port, Proto::V5, "thermo-1"));
     let mut v311 = Mqtt::connected(&proofs::sas(good_port, Proto::V311, "thermo-2"));

@@ -18,7 +18,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use hub_rules::hub::{HostApi, Hub};
 use mqtt_policy_host::embedded::{self, EmbeddedCa};
 use mqtt_policy_host::*;
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
 
 const KEY: &[u8] = b"device key of d1: thirty-two b..";
 const KEY_B64: &str = "ZGV2aWNlIGtleSBvZiBkMTogdGhpcnR5LXR3byBiLi4=";

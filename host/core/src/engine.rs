@@ -1,16 +1,19 @@
 //! The wasmtime engine shared by every policy: configuration, limits, the epoch
-//! ticker that enforces deadlines, the linker, and compilation with its cache.
+//! ticker that enforces deadlines, the linker, and compilation with its cache (in this
+//! process, or in a bounded child process, see [`crate::compiler`]).
 //!
 //! The engine knows components, not policies: loading a policy (settings, CAs, validation)
 //! is [`crate::module`]'s, which also provides the `Engine::load_*` shorthands.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
 
 use crate::bindings::{self, HostState, WORLD};
+use crate::compiler::{self, Failure};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 
@@ -30,6 +33,8 @@ struct EngineInner {
     /// Compiled components by SHA-256 of their bytes: a tenant reloading the same file,
     /// or many tenants running one policy, compile it once.
     cache: Mutex<HashMap<[u8; 32], Component>>,
+    /// The `mqtt-policy-compile` binary to compile in, if compiling is bounded.
+    compiler: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -41,18 +46,41 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Creates an engine enforcing `limits`, and starts its deadline ticker thread
     /// (which ends by itself when the last clone of the engine is dropped).
+    ///
+    /// Policies are compiled in this process, unbounded: for tools and tests. A broker should
+    /// use [`Engine::with_compiler`].
     pub fn new(limits: Limits) -> Result<Engine> {
-        let mut config = wasmtime::Config::new();
-        config
-            .epoch_interruption(true)
-            // No async component calls are used: turning the machinery off makes each call cheaper.
-            .concurrency_support(false)
-            // Compiling on every core stalls the broker thread that calls policies.
-            .parallel_compilation(false);
-        let wasm = wasmtime::Engine::new(&config).map_err(|e| Error::Engine(e.to_string()))?;
+        Engine::build(limits, None)
+    }
+
+    /// Like [`Engine::new`], compiling every policy in a child process, `compiler` (the
+    /// `mqtt-policy-compile` binary of this crate's build), bounded by
+    /// [`Limits::compile_time`] and [`Limits::compile_memory`]; see [`crate::compiler`].
+    /// Checks at once that `compiler` runs and that this engine loads what it writes.
+    pub fn with_compiler(limits: Limits, compiler: &Path) -> Result<Engine> {
+        let engine = Engine::build(limits, Some(compiler.to_owned()))?;
+        // The smallest component (the preamble alone): proves the child runs, speaks the
+        // protocol and is built from the same wasmtime with the same configuration.
+        // Its own time bound: a busy machine may start processes slowly, and this is no policy.
+        let empty = b"\0asm\x0d\x00\x01\x00";
+        let check = Limits { compile_time: limits.compile_time.max(Duration::from_secs(10)), ..limits };
+        engine.compile_uncached("(compiler self-check)", empty, &check).map_err(|e| {
+            Error::Engine(format!("the policy compiler {} does not work for this engine: {e}", compiler.display()))
+        })?;
+        Ok(engine)
+    }
+
+    fn build(limits: Limits, compiler: Option<PathBuf>) -> Result<Engine> {
+        let wasm = wasmtime::Engine::new(&config()).map_err(|e| Error::Engine(e.to_string()))?;
         let linker = bindings::linker(&wasm).map_err(|e| Error::Engine(e.to_string()))?;
         spawn_ticker(&wasm);
-        Ok(Engine { inner: Arc::new(EngineInner { wasm, linker, limits, cache: Mutex::new(HashMap::new()) }) })
+        let cache = Mutex::new(HashMap::new());
+        Ok(Engine { inner: Arc::new(EngineInner { wasm, linker, limits, cache, compiler }) })
+    }
+
+    /// The child process policies are compiled in, if any.
+    pub fn compiler(&self) -> Option<&Path> {
+        self.inner.compiler.as_deref()
     }
 
     /// The limits every policy of this engine runs under.
@@ -86,16 +114,39 @@ impl Engine {
         let component = match cached {
             Some(c) => c,
             None => {
-                let component = Component::new(self.wasm(), bytes).map_err(|e| Error::Compile {
-                    source_name: source_name.to_owned(),
-                    message: describe_compile_error(bytes, &e),
-                })?;
+                let component = self.compile_uncached(source_name, bytes, &self.inner.limits)?;
                 self.inner.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, component.clone());
                 component
             }
         };
         check_imports(self.wasm(), &component, source_name)?;
         Ok(component)
+    }
+
+    fn compile_uncached(&self, source_name: &str, bytes: &[u8], limits: &Limits) -> Result<Component> {
+        let compile_error = |message: String| Error::Compile { source_name: source_name.to_owned(), message };
+        let Some(compiler) = &self.inner.compiler else {
+            return Component::new(self.wasm(), bytes).map_err(|e| compile_error(describe_compile_error(bytes, &e)));
+        };
+        let bound = |message: String| Error::CompileLimit { source_name: source_name.to_owned(), message };
+        let artifact = compiler::compile_in_child(compiler, limits, bytes).map_err(|f| match f {
+            Failure::Time => {
+                bound(format!("compiling took longer than {} ms (compile_time)", limits.compile_time.as_millis()))
+            }
+            Failure::Memory => bound(format!(
+                "compiling needed more than {} MiB of memory (compile_memory)",
+                limits.compile_memory >> 20
+            )),
+            Failure::Refused(message) => compile_error(message),
+            Failure::Broken(message) => Error::Compiler { source_name: source_name.to_owned(), message },
+        })?;
+        // SAFETY: `artifact` is what `Engine::precompile_component` wrote in the child, read
+        // unmodified from the child's stdout pipe, which nothing else can write to. The child is
+        // the binary the operator configured, as trusted as this library (whoever can point the
+        // broker at another binary controls the broker). wasmtime checks that the artifact
+        // comes from its own version and this engine's configuration, and refuses it otherwise.
+        unsafe { Component::deserialize(self.wasm(), &artifact) }
+            .map_err(|e| compile_error(format!("the compiler's artifact cannot be loaded: {e:#}")))
     }
 
     /// Links a compiled component against the host: ready to instantiate cheaply, many times.
@@ -105,6 +156,19 @@ impl Engine {
         let pre = self.inner.linker.instantiate_pre(component).map_err(link_error)?;
         bindings::PolicyPre::new(pre).map_err(link_error)
     }
+}
+
+/// The wasmtime configuration of every engine, and of the compiling child: an artifact loads
+/// only into an engine configured the same way.
+pub(crate) fn config() -> wasmtime::Config {
+    let mut config = wasmtime::Config::new();
+    config
+        .epoch_interruption(true)
+        // No async component calls are used: turning the machinery off makes each call cheaper.
+        .concurrency_support(false)
+        // Compiling on every core stalls the broker thread that calls policies.
+        .parallel_compilation(false);
+    config
 }
 
 fn ticks(d: Duration) -> u64 {
@@ -159,7 +223,8 @@ fn check_imports(engine: &wasmtime::Engine, component: &Component, source_name: 
     })
 }
 
-fn describe_compile_error(bytes: &[u8], e: &wasmtime::Error) -> String {
+/// Why `bytes` did not compile, in the words an operator needs.
+pub(crate) fn describe_compile_error(bytes: &[u8], e: &wasmtime::Error) -> String {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return "not a WebAssembly file (no \\0asm header)".to_owned();
     }

@@ -21,6 +21,23 @@ pub enum Error {
         /// wasmtime's explanation.
         message: String,
     },
+    /// Compiling the policy went past a bound of [`crate::Limits`] (`compile_time` or
+    /// `compile_memory`) in the compiling child process.
+    #[error("{source_name} cannot be compiled within its bounds: {message}")]
+    CompileLimit {
+        /// File name or other label of the policy.
+        source_name: String,
+        /// Which bound, and its value.
+        message: String,
+    },
+    /// The compiling child process could not be started, or ended without an answer.
+    #[error("{source_name} could not be compiled: {message}")]
+    Compiler {
+        /// File name or other label of the policy.
+        source_name: String,
+        /// What happened to the child.
+        message: String,
+    },
     /// The component speaks another version of the policy world.
     #[error("{source_name} was built for {found}; this host speaks {expected}")]
     WorldVersion {

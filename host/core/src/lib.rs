@@ -19,8 +19,10 @@
 // Each module uses only modules of the lines before its own (no cycle):
 //   hex, limits, wasm        leaves
 //   output                   the ring behind a guest's stdout and stderr
+//   breaker                  when to stop calling a failing policy (knows only the limits)
 //   cert, types, events, tenant, error, embedded, cache
 //   bindings                 the WIT world and the store state
+//   compiler                 compiling in a bounded child process, and that child's main
 //   engine                   wasmtime, the linker, compilation (knows no policy)
 //   convert, fault           WIT <-> domain types; what a failed call was
 //   module                   a loaded, validated policy (and the `Engine::load_*` shorthands)
@@ -28,9 +30,11 @@
 //   check                    publish, subscribe and delivery described once each
 //   policy                   sessions, the one check path, faults as denials, hot replacement
 mod bindings;
+mod breaker;
 mod cache;
 pub mod cert;
 mod check;
+pub mod compiler;
 mod convert;
 pub mod embedded;
 mod engine;

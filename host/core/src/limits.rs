@@ -1,12 +1,15 @@
 //! The bounds every policy runs under, and the store limiter that enforces the memory bound
 //! and records that it did, so a fault is classified from that record rather than from the
-//! wording of wasmtime's error.
+//! wording of wasmtime's error. The circuit breaker and the instantiation backoff that use the
+//! retry figures are [`crate::breaker`]'s; the compile bounds, [`crate::compiler`]'s.
 
 use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
 
-/// Bounds every policy call runs under.
+/// Bounds every policy runs under: per call, per instance, per compilation, and how long a
+/// tenant whose policy keeps failing is left alone before it is tried again. The one place
+/// these figures live; [`Limits::default`] documents the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Longest a single check (publish, subscribe, delivery, end of session) may run.
@@ -19,16 +22,44 @@ pub struct Limits {
     pub setup_deadline: Duration,
     /// Most linear memory one policy instance may grow to, in bytes.
     pub memory: usize,
+    /// Longest compiling one policy may take (wall clock, and the child's CPU time) when the
+    /// engine compiles in a child process (see [`crate::Engine::with_compiler`]).
+    pub compile_time: Duration,
+    /// Most memory (address space, `RLIMIT_AS`) the compiling child process may map, in bytes.
+    pub compile_memory: usize,
+    /// Timeouts of one tenant's policy within [`Limits::breaker_window`] that open its circuit
+    /// breaker: its checks are then denied at once, without calling the policy. 0: never open.
+    pub breaker_timeouts: u32,
+    /// The window [`Limits::breaker_timeouts`] are counted in.
+    pub breaker_window: Duration,
+    /// How long an open circuit denies before one check tries the policy again (half-open).
+    /// Doubles each time that try times out, or the circuit opens again within
+    /// [`Limits::breaker_window`] of closing, up to [`Limits::retry_max`].
+    pub breaker_open: Duration,
+    /// How long checks are denied after an instantiation failed before the next attempt;
+    /// doubles after each failed attempt, up to [`Limits::retry_max`].
+    pub instantiate_backoff: Duration,
+    /// The longest an open circuit or a failed instantiation waits before the next try.
+    pub retry_max: Duration,
 }
 
 impl Default for Limits {
-    /// 10 ms per check, 50 ms per connect, 5 s for setup, 64 MiB of memory.
+    /// 10 ms per check, 50 ms per connect, 5 s for setup, 64 MiB of memory; compilation (in a child) 30 s and
+    /// 1 GiB; the circuit opens after 3 timeouts within 10 s, for 1 s at first; a failed
+    /// instantiation is retried after 1 s at first; both back off to at most 60 s.
     fn default() -> Self {
         Limits {
             deadline: Duration::from_millis(10),
             connect_deadline: Duration::from_millis(50),
             setup_deadline: Duration::from_secs(5),
             memory: 64 << 20,
+            compile_time: Duration::from_secs(30),
+            compile_memory: 1 << 30,
+            breaker_timeouts: 3,
+            breaker_window: Duration::from_secs(10),
+            breaker_open: Duration::from_secs(1),
+            instantiate_backoff: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
         }
     }
 }

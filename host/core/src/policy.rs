@@ -1,14 +1,17 @@
-//! A live policy for one tenant on one thread: sessions, deadlines, fail-closed faults,
-//! and hot replacement.
+//! A live policy for one tenant on one thread: sessions, deadlines, fail-closed faults, the
+//! circuit breaker, and hot replacement.
+
+use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::bindings::wit;
+use crate::breaker::{Backoff, Breaker, Transition};
 use crate::cache::DecisionCache;
 use crate::check::Check;
 use crate::convert;
 use crate::error::Error;
-use crate::events::{Action, Event, now_ms};
+use crate::events::{Action, Event, Severity, now_ms};
 use crate::fault;
 use crate::instance::{Answer, Instance};
 use crate::module::PolicyModule;
@@ -22,6 +25,12 @@ use crate::types::*;
 /// the next check runs on a fresh one. Connected clients are re-established on a new
 /// instance (after a fault or [`Policy::replace`]) by re-running `authenticate` with
 /// `resumed = true`.
+///
+/// A policy that keeps timing out, or cannot be instantiated, costs a bounded share of the
+/// calling thread: after [`crate::Limits::breaker_timeouts`] timeouts its circuit opens and its
+/// checks are denied (0x83, never allowed) without calling it until a trial check succeeds, and
+/// failed instantiations are retried only after a doubling wait (see [`crate::breaker`]).
+/// Decisions the policy let the host cache are still reused meanwhile.
 pub struct Policy {
     module: PolicyModule,
     tenant: Tenant,
@@ -35,6 +44,18 @@ pub struct Policy {
     next_session: u64,
     /// Whether decisions the policy marks cacheable are reused (on by default).
     caching: bool,
+    /// Stops calling a policy that keeps timing out (see [`crate::breaker`]).
+    breaker: Breaker,
+    /// Spaces out attempts to instantiate a policy that failed to instantiate.
+    backoff: Backoff,
+    /// Why the last instantiation failed, while attempts back off.
+    instantiate_error: Option<String>,
+    /// Checks denied by the open circuit since its last event: counted, not reported one by
+    /// one (a looping tenant's clients would otherwise flood the events), and given in the
+    /// next `circuit-open` or `circuit-closed` event.
+    denied_open: u64,
+    /// Set when the latest call was denied by the open circuit: its check emits no event.
+    quiet: bool,
 }
 
 struct Session {
@@ -66,6 +87,7 @@ impl PolicyModule {
 
 impl Policy {
     fn new(module: PolicyModule, tenant: Tenant) -> Policy {
+        let limits = module.engine().limits();
         Policy {
             module,
             tenant,
@@ -75,6 +97,11 @@ impl Policy {
             expiring: std::collections::BTreeSet::new(),
             next_session: 1,
             caching: true,
+            breaker: Breaker::new(&limits),
+            backoff: Backoff::new(&limits),
+            instantiate_error: None,
+            denied_open: 0,
+            quiet: false,
         }
     }
 
@@ -151,7 +178,8 @@ impl Policy {
     }
 
     /// Swaps in another module (a reload). Connected sessions stay; the new policy
-    /// re-establishes each one (`resumed = true`) on its next check and may refuse it.
+    /// re-establishes each one (`resumed = true`) on its next check and may refuse it. The new
+    /// policy starts with a closed circuit and no instantiation backoff.
     pub fn replace(&mut self, module: PolicyModule) {
         self.module = module;
         self.drop_instance();
@@ -159,14 +187,40 @@ impl Policy {
             s.revoked = None;
             s.cache.clear();
         }
+        self.backoff.succeeded();
+        self.instantiate_error = None;
+        if self.breaker.reset() {
+            let denied = self.denied_while_open();
+            let event = Event::new(
+                self.tenant.name(),
+                Action::Load,
+                Severity::Info,
+                "circuit-closed",
+                format!("a new policy was loaded: circuit closed, checks call the policy again{denied}"),
+            );
+            self.emit(event);
+        }
     }
 
     /// Creates the wasm instance now (instantiation and `validate-settings`), so the first
-    /// check does not pay for it. Checks do this themselves when needed.
+    /// check does not pay for it. Checks do this themselves when needed, no sooner than
+    /// [`crate::Limits::instantiate_backoff`] (doubling) after a failed attempt; this call
+    /// tries at once.
     pub fn prepare(&mut self) -> Result<(), Error> {
         if self.live.is_none() {
-            self.live = Some(Instance::start(&self.module, self.tenant.clone())?);
-            self.generation += 1;
+            match Instance::start(&self.module, self.tenant.clone()) {
+                Ok(instance) => {
+                    self.live = Some(instance);
+                    self.generation += 1;
+                    self.backoff.succeeded();
+                    self.instantiate_error = None;
+                }
+                Err(e) => {
+                    self.backoff.failed(Instant::now());
+                    self.instantiate_error = Some(e.to_string());
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }
@@ -223,6 +277,9 @@ impl Policy {
             Ok(Answer { value: wit::ConnectDecision::Defer, .. }) => return ConnectDecision::Defer,
             Err(fault) => fault,
         };
+        if std::mem::take(&mut self.quiet) {
+            return ConnectDecision::Reject(decision);
+        }
         let outcome = if restored { "restore-refused" } else { "reject" };
         let mut event = Event::denial(self.tenant.name(), Action::Connect, outcome, &decision);
         event.client_id = Some(connect.client_id.clone());
@@ -287,6 +344,9 @@ impl Policy {
             Some(d) => d,
             None => self.decide(session, input),
         };
+        if std::mem::take(&mut self.quiet) {
+            return decision;
+        }
         if let Some(event) = C::event(self.tenant.name(), &decision) {
             self.emit_for(session, event, key.topic);
         }
@@ -311,14 +371,22 @@ impl Policy {
     /// The denial a fault stands for, after emitting its event (naming the session's client,
     /// if the fault happened in a check of one).
     fn report_fault(&self, action: Action, session: Option<u64>, error: &Error) -> Denial {
-        let denial = fault::denial(error);
+        self.report(action, session, error, fault::denial(error))
+    }
+
+    /// Emits the event of a fault answered with `denial`; returns the denial.
+    fn report(&self, action: Action, session: Option<u64>, error: &Error, denial: Denial) -> Denial {
         let mut event = fault::event(self.tenant.name(), action, error, &denial);
+        self.name_client(&mut event, session);
+        self.emit(event);
+        denial
+    }
+
+    fn name_client(&self, event: &mut Event, session: Option<u64>) {
         if let Some(s) = session.and_then(|id| self.sessions.get(&id)) {
             event.client_id = Some(s.connect.client_id.clone());
             event.device_id = Some(s.info.device_id.clone());
         }
-        self.emit(event);
-        denial
     }
 
     /// Runs `f` on the live instance of the session, re-establishing the session first
@@ -346,10 +414,11 @@ impl Policy {
     }
 
     fn resume(&mut self, action: Action, id: u64) -> Result<(), Fault> {
-        self.ensure_live(action)?;
         let connect = self.sessions[&id].connect.clone();
+        // Not the end of a trial: the check this resumption is for is.
+        let decision = self.call_with(action, Some(id), false, |i| i.authenticate(id, &connect, true))?.value;
+        // The instance that answered is the live one (a fault would have discarded it).
         let generation = self.generation;
-        let decision = self.call(action, Some(id), |i| i.authenticate(id, &connect, true))?.value;
         let session = self.sessions.get_mut(&id).expect("session checked by caller");
         match decision {
             wit::ConnectDecision::Accept(info) => {
@@ -384,28 +453,137 @@ impl Policy {
         }
     }
 
+    /// A live instance, instantiated now if there is none, unless a failed instantiation is
+    /// still backing off: then the check is denied without trying (its denial carries the
+    /// event). A failed attempt is an `instantiate-failed` event naming the next attempt.
     fn ensure_live(&mut self, action: Action) -> Result<(), Fault> {
-        self.prepare().map_err(|e| self.report_fault(action, None, &e))
+        if self.live.is_some() {
+            return Ok(());
+        }
+        if let Some(wait) = self.backoff.wait(Instant::now()) {
+            let why = self.instantiate_error.as_deref().unwrap_or("the policy could not be instantiated");
+            return Err(Denial {
+                reason: ReasonCode::ImplementationSpecificError,
+                message: format!("{why}; not retried for another {}", millis(wait)),
+                disconnect: false,
+            });
+        }
+        let error = match self.prepare() {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let wait = self.backoff.last_wait();
+        let mut denial = fault::denial(&error);
+        denial.message = format!("{}; next attempt in {}", denial.message, millis(wait));
+        Err(self.report(action, None, &error, denial))
     }
 
     /// Calls into the live instance, for `session`'s check if it is one (its client is named
-    /// in a fault's event). Any error poisons the instance and becomes a denial with an event.
+    /// in a fault's event). Any error poisons the instance and becomes a denial with an event;
+    /// while the circuit breaker is open, the call is denied without reaching the policy.
     fn call<R>(
         &mut self,
         action: Action,
         session: Option<u64>,
         f: impl FnOnce(&mut Instance) -> Result<Answer<R>, Error>,
     ) -> Result<Answer<R>, Fault> {
+        self.call_with(action, session, true, f)
+    }
+
+    /// [`Policy::call`]; `settles` says whether this call ending within its deadline ends a
+    /// circuit breaker trial (a session's resumption does not: the check after it does).
+    fn call_with<R>(
+        &mut self,
+        action: Action,
+        session: Option<u64>,
+        settles: bool,
+        f: impl FnOnce(&mut Instance) -> Result<Answer<R>, Error>,
+    ) -> Result<Answer<R>, Fault> {
+        if let Err(wait) = self.breaker.admit(Instant::now) {
+            self.denied_open += 1;
+            self.quiet = true;
+            return Err(Denial {
+                reason: ReasonCode::ImplementationSpecificError,
+                message: format!(
+                    "the policy of tenant {} is suspended after repeated timeouts (circuit open): denied \
+                     without calling it; one check tries it again in {}",
+                    self.tenant.name(),
+                    millis(wait)
+                ),
+                disconnect: false,
+            });
+        }
         self.ensure_live(action)?;
         let live = self.live.as_mut().expect("ensured above");
         match f(live) {
-            Ok(answer) => Ok(answer),
+            Ok(answer) => {
+                if settles && let Some(t) = self.breaker.answered(Instant::now) {
+                    self.report_transition(action, session, t);
+                }
+                Ok(answer)
+            }
             Err(error) => {
                 let denial = self.report_fault(action, session, &error);
                 self.drop_instance();
+                let transition = match error {
+                    Error::Timeout(_) => self.breaker.timed_out(Instant::now()),
+                    // Any other fault ends within the deadline: a trial that traps closes the circuit.
+                    _ => self.breaker.answered(Instant::now),
+                };
+                if let Some(t) = transition {
+                    self.report_transition(action, session, t);
+                }
                 Err(denial)
             }
         }
+    }
+
+    /// The checks denied by the open circuit since the last report, for an event's message.
+    fn denied_while_open(&mut self) -> String {
+        match std::mem::take(&mut self.denied_open) {
+            0 => String::new(),
+            1 => " (1 check denied while it was open)".to_owned(),
+            n => format!(" ({n} checks denied while it was open)"),
+        }
+    }
+
+    /// The event of a circuit breaker transition: `circuit-open` or `circuit-closed`.
+    fn report_transition(&mut self, action: Action, session: Option<u64>, transition: Transition) {
+        let (severity, outcome, message) = match transition {
+            Transition::Opened { timeouts, window, open_for } => (
+                Severity::Error,
+                "circuit-open",
+                format!(
+                    "the policy timed out {timeouts} times within {}: circuit open, its checks are denied \
+                     without calling it for {}, then one check tries it again",
+                    millis(window),
+                    millis(open_for)
+                ),
+            ),
+            Transition::Reopened { open_for } => (
+                Severity::Error,
+                "circuit-open",
+                format!(
+                    "the trial check timed out too: circuit open again, checks are denied for {}{}",
+                    millis(open_for),
+                    self.denied_while_open()
+                ),
+            ),
+            Transition::Closed => (
+                Severity::Info,
+                "circuit-closed",
+                format!(
+                    "the trial check ended within its deadline: circuit closed, checks call the policy again{}",
+                    self.denied_while_open()
+                ),
+            ),
+        };
+        let mut event = Event::new(self.tenant.name(), action, severity, outcome, message);
+        if transition != Transition::Closed {
+            event = event.with_reason(ReasonCode::ImplementationSpecificError);
+        }
+        self.name_client(&mut event, session);
+        self.emit(event);
     }
 
     fn drop_instance(&mut self) {
@@ -427,4 +605,9 @@ impl Policy {
         event.topic = Some(topic.to_owned());
         self.emit(event);
     }
+}
+
+/// A duration as whole milliseconds, for messages.
+fn millis(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
 }

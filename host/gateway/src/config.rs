@@ -80,8 +80,12 @@ pub struct Config {
     pub events: EventTarget,
     /// Monitoring messages published through the broker, if configured.
     pub monitor: Option<Monitor>,
-    /// Deadlines and memory every policy call runs under.
+    /// Deadlines and memory every policy call runs under, the compile bounds, and when a
+    /// failing tenant's policy is left alone (circuit breaker, instantiation backoff).
     pub limits: Limits,
+    /// The `mqtt-policy-compile` binary policies are compiled in, bounded by the limits'
+    /// `compile_time` and `compile_memory`; `None` compiles on the watcher thread, unbounded.
+    pub compiler: Option<PathBuf>,
     /// What to do when a tenant has no policy.
     pub fail_mode: FailMode,
     /// How often the policy directory is scanned for changes in any case.
@@ -97,7 +101,8 @@ pub struct Config {
 
 impl Config {
     /// The defaults for a policy directory and tenant source: no tenant CAs, JSON lines on
-    /// stderr, no monitor, [`Limits::default`], fail closed, a scan every 100 ms, no prefix, cache on.
+    /// stderr, no monitor, [`Limits::default`], compiled in-process, fail closed, a scan every
+    /// 100 ms, no prefix, cache on.
     pub fn new(policy_dir: impl Into<PathBuf>, tenant: TenantSource) -> Config {
         Config {
             policy_dir: policy_dir.into(),
@@ -106,6 +111,7 @@ impl Config {
             events: EventTarget::Stderr,
             monitor: None,
             limits: Limits::default(),
+            compiler: None,
             fail_mode: FailMode::Closed,
             reload_poll: Duration::from_millis(100),
             tenant_prefix: None,

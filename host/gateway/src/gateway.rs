@@ -50,7 +50,11 @@ impl Gateway {
         if config.tenant == TenantSource::Certificate && config.tenant_cas.is_empty() {
             return Err(Error::NoTenantCas);
         }
-        let engine = Engine::new(config.limits).map_err(Error::Engine)?;
+        let engine = match &config.compiler {
+            Some(compiler) => Engine::with_compiler(config.limits, compiler),
+            None => Engine::new(config.limits),
+        }
+        .map_err(Error::Engine)?;
         let monitor = Arc::new(MonitorQueue::default());
         let monitor_config = config.monitor.clone();
         let queue = monitor.clone();

@@ -47,6 +47,17 @@ pub fn plugin_path() -> PathBuf {
     panic!("libmqtt_policy_mosquitto.so not found next to {}", exe.display());
 }
 
+/// The `mqtt-policy-compile` binary (of `mqtt-policy-host`) cargo built next to the plugin, for
+/// `plugin_opt_compiler`. `cargo test --workspace --all-targets` builds it; a run of one test
+/// file may not, hence the message.
+pub fn compiler_path() -> PathBuf {
+    let plugin = plugin_path();
+    let profile = plugin.parent().map(|d| if d.ends_with("deps") { d.parent().unwrap_or(d) } else { d });
+    let p = profile.expect("profile dir").join("mqtt-policy-compile");
+    assert!(p.exists(), "{} not found: build it with `cargo build --workspace --bins --locked`", p.display());
+    p
+}
+
 /// The broker binary: `$MOSQUITTO`, else Debian's.
 pub fn mosquitto_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("MOSQUITTO") {

@@ -301,7 +301,12 @@ impl fmt::Display for StormSummary {
         )?;
         writeln!(f, "  accepted    {} = {:.0} connects/s", self.accepted, self.connects_per_sec)?;
         let codes: Vec<String> = self.refused_by_code.iter().map(|(c, n)| format!("{n} x CONNACK {c}")).collect();
-        writeln!(f, "  refused     {}{}", self.refused, if codes.is_empty() { String::new() } else { format!(" ({})", codes.join(", ")) })?;
+        writeln!(
+            f,
+            "  refused     {}{}",
+            self.refused,
+            if codes.is_empty() { String::new() } else { format!(" ({})", codes.join(", ")) }
+        )?;
         writeln!(f, "  errors      {}", self.errors)?;
         let l = &self.latency;
         write!(

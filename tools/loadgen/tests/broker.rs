@@ -155,14 +155,18 @@ fn connect_storm_counts_accepted_and_refused_connects() {
     let dir = std::env::temp_dir().join(format!("loadgen-storm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let passwords = dir.join("passwords");
-    std::fs::write(&passwords, "dev-0:pw-0-7Qv!m2Xp\ndev-1:pw-1-7Qv!m2Xp\ndev-2:pw-2-7Qv!m2Xp\ndev-3:pw-3-7Qv!m2Xp\n").unwrap();
+    std::fs::write(&passwords, "dev-0:pw-0-7Qv!m2Xp\ndev-1:pw-1-7Qv!m2Xp\ndev-2:pw-2-7Qv!m2Xp\ndev-3:pw-3-7Qv!m2Xp\n")
+        .unwrap();
     let (code, out) = mqtt_policy_testkit::run("mosquitto_passwd", &["-U", passwords.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert!(std::fs::read_to_string(&passwords).unwrap().contains("dev-0:$7$"));
     // Client 3 connects only as dev-3, with a wrong password: every one of its attempts is refused.
     let credentials = dir.join("credentials");
-    std::fs::write(&credentials, "dev-0\tdev-0\tpw-0-7Qv!m2Xp\ndev-1\tdev-1\tpw-1-7Qv!m2Xp\ndev-2\tdev-2\tpw-2-7Qv!m2Xp\ndev-3\tdev-3\twrong\n")
-        .unwrap();
+    std::fs::write(
+        &credentials,
+        "dev-0\tdev-0\tpw-0-7Qv!m2Xp\ndev-1\tdev-1\tpw-1-7Qv!m2Xp\ndev-2\tdev-2\tpw-2-7Qv!m2Xp\ndev-3\tdev-3\twrong\n",
+    )
+    .unwrap();
     let broker = start_with(&format!("allow_anonymous false\npassword_file {}\n", passwords.display()));
     let port = broker.port.to_string();
     let opts = Options::parse_from([
