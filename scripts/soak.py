@@ -11,6 +11,7 @@ latency (an upper bound on any single check's time).
 """
 
 import argparse
+import collections
 import os
 import json
 import subprocess
@@ -138,6 +139,9 @@ def main() -> int:
         "disconnect_events": load_disconnects, "clients": clients,
         "denials": sum(1 for e in evs if e.get("outcome") in ("deny", "reject", "revoke")),
         "faults": sum(1 for e in evs if e.get("severity") == "error" and e.get("outcome") != "load-failed"),
+        "faults_by": sorted(collections.Counter(
+            f"{e.get('outcome')} ({e.get('action')})" for e in evs
+            if e.get("severity") == "error" and e.get("outcome") != "load-failed").items()),
         "rss_start_mib": rss[0][1] / 1024 if rss else 0, "rss_end_mib": end_rss / 1024,
         "rss_max_mib": max((r for _, r in rss), default=0) / 1024,
         "load_max": max(loads, default=0.0), "cpus": os.cpu_count(),
@@ -172,7 +176,8 @@ def main() -> int:
         f"| load clients disconnected before the end | {report['disconnect_events'] - clients if report['disconnect_events'] >= clients else 'n/a'} "
         f"({report['disconnect_events']} disconnect events for {clients} clients, all at the end) |",
         *mix_rows,
-        f"| denials / policy faults | {report['denials']} / {report['faults']} |",
+        f"| denials / policy faults | {report['denials']} / {report['faults']}"
+        f"{'' if not report['faults'] else ' (' + ', '.join(f'{n} {k}' for k, n in report['faults_by']) + ')'} |",
         f"| broker resident memory | {report['rss_start_mib']:.1f} MiB after 10 s, {report['rss_max_mib']:.1f} MiB at most, "
         f"{report['rss_end_mib']:.1f} MiB at the end |",
         f"| machine load average (1 min) | {report['load_max']:.1f} at most on {report['cpus']} CPUs (shared with other work) |",
