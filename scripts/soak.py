@@ -11,6 +11,8 @@ latency (an upper bound on any single check's time).
 """
 
 import argparse
+import collections
+import os
 import json
 import subprocess
 import sys
@@ -78,6 +80,7 @@ def main() -> int:
     replaced = {"valid": 0, "corrupt": 0}
     rss: list[tuple[float, int]] = []
     fds: list[int] = []
+    loads: list[float] = []  # the machine's 1-minute load average: other work slows every figure
     mix = None if args.no_mix else soak_mix.Mix(broker.port)
 
     def replacer() -> None:
@@ -97,6 +100,7 @@ def main() -> int:
             if broker.alive():
                 rss.append((time.monotonic() - t0, rss_kib(broker.pid)))
                 fds.append(fd_count(broker.pid))
+                loads.append(os.getloadavg()[0])
                 if len(rss) % 6 == 0:
                     print(f"    {rss[-1][0]:.0f} s: broker RSS {rss[-1][1] / 1024:.1f} MiB, {fds[-1]} open files, "
                           f"{replaced['valid']} valid and {replaced['corrupt']} corrupt files so far", flush=True)
@@ -135,8 +139,12 @@ def main() -> int:
         "disconnect_events": load_disconnects, "clients": clients,
         "denials": sum(1 for e in evs if e.get("outcome") in ("deny", "reject", "revoke")),
         "faults": sum(1 for e in evs if e.get("severity") == "error" and e.get("outcome") != "load-failed"),
+        "faults_by": sorted(collections.Counter(
+            f"{e.get('outcome')} ({e.get('action')})" for e in evs
+            if e.get("severity") == "error" and e.get("outcome") != "load-failed").items()),
         "rss_start_mib": rss[0][1] / 1024 if rss else 0, "rss_end_mib": end_rss / 1024,
         "rss_max_mib": max((r for _, r in rss), default=0) / 1024,
+        "load_max": max(loads, default=0.0), "cpus": os.cpu_count(),
         "fds_start": fds[0] if fds else 0, "fds_max": max(fds, default=0), "fds_end": end_fds,
         "latency": s["latency"], "broker_alive": alive, "mix": mixed,
     }
@@ -168,9 +176,11 @@ def main() -> int:
         f"| load clients disconnected before the end | {report['disconnect_events'] - clients if report['disconnect_events'] >= clients else 'n/a'} "
         f"({report['disconnect_events']} disconnect events for {clients} clients, all at the end) |",
         *mix_rows,
-        f"| denials / policy faults | {report['denials']} / {report['faults']} |",
+        f"| denials / policy faults | {report['denials']} / {report['faults']}"
+        f"{'' if not report['faults'] else ' (' + ', '.join(f'{n} {k}' for k, n in report['faults_by']) + ')'} |",
         f"| broker resident memory | {report['rss_start_mib']:.1f} MiB after 10 s, {report['rss_max_mib']:.1f} MiB at most, "
         f"{report['rss_end_mib']:.1f} MiB at the end |",
+        f"| machine load average (1 min) | {report['load_max']:.1f} at most on {report['cpus']} CPUs (shared with other work) |",
         f"| broker open files | {report['fds_start']} after 10 s, {report['fds_max']} at most, {report['fds_end']} at the end |",
         f"| publish→delivery latency | p50 {lat['p50_us'] / 1000:.2f} ms, p99 {lat['p99_us'] / 1000:.2f} ms, max {lat['max_us'] / 1000:.1f} ms |",
         f"| verdict | {'PASS' if ok else 'FAIL'} |",
