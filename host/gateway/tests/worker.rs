@@ -532,7 +532,10 @@ fn a_restore_the_rules_or_the_tenancy_refuse_denies_its_checks_with_one_event() 
     assert_eq!(w.check(&1, &check(Access::Delivery, "devices/s2/cmd", 1)), CheckOutcome::Allow);
 
     // A certificate is not kept by the broker: certificate tenancy cannot place a restored session.
-    let (gateway, events) = start(&dir.0, TenantSource::parse("certificate").unwrap(), |_| {});
+    let ca = Ca::new("acme CA");
+    let (gateway, events) = start(&dir.0, TenantSource::parse("certificate").unwrap(), |c| {
+        c.tenant_cas.add_pem("acme", &ca.pem, Path::new("acme.pem")).unwrap();
+    });
     let mut w: Worker<u32> = Worker::new(gateway);
     assert!(!w.restore(1, &restored("station-1", "s1")));
     let e = events.take().into_iter().find(|e| e.outcome == "restore-refused").expect("restore-refused");
