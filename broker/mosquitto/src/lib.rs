@@ -170,14 +170,13 @@ fn guarded(userdata: *mut c_void, on_panic: c_int, f: impl FnOnce(&mut Instance)
     // Safety: userdata is the Instance registered with this callback; the broker calls
     // callbacks on its one thread only, so this is the only reference.
     let instance = unsafe { &mut *userdata.cast::<Instance>() };
-    let rc = match catch_unwind(AssertUnwindSafe(|| f(instance))) {
+    match catch_unwind(AssertUnwindSafe(|| f(instance))) {
         Ok(rc) => rc,
         Err(_) => {
             instance.broker.log(ffi::log::ERR, "a check panicked; answered with a denial");
             on_panic
         }
-    };
-    rc
+    }
 }
 
 /// Publishes the queued monitoring messages. Never called from an ACL check: Mosquitto
@@ -228,11 +227,11 @@ unsafe extern "C" fn on_basic_auth(_event: c_int, data: *mut c_void, userdata: *
         };
         inst.rewrites.forget(client as usize);
         let outcome = inst.worker.connect(client as usize, &hello);
-        if let ConnectOutcome::Accept { username: Some(name) } = &outcome {
-            if let Ok(name) = CString::new(name.as_str()) {
-                // The device id becomes the broker's user name, so its logs and later checks show it.
-                unsafe { (b.set_username)(client, name.as_ptr()) };
-            }
+        if let ConnectOutcome::Accept { username: Some(name) } = &outcome
+            && let Ok(name) = CString::new(name.as_str())
+        {
+            // The device id becomes the broker's user name, so its logs and later checks show it.
+            unsafe { (b.set_username)(client, name.as_ptr()) };
         }
         mapping::connect_rc(&outcome)
     });

@@ -20,6 +20,9 @@ use crate::notify::DirNotify;
 use crate::tenancy::check_name;
 use crate::trust::TenantCas;
 
+/// Makes the event sink of a tenant from its name.
+pub type SinkFactory = Arc<dyn Fn(&str) -> Arc<dyn EventSink> + Send + Sync>;
+
 /// The tenants known to one gateway, shared by its workers and its watcher thread.
 /// A tenant's counters and connection count live here, so they survive reloads.
 ///
@@ -29,14 +32,14 @@ use crate::trust::TenantCas;
 /// inventing tenant names grow nothing and share one event budget.
 pub struct Tenants {
     by_name: Mutex<HashMap<String, Tenant>>,
-    sink: Arc<dyn Fn(&str) -> Arc<dyn EventSink> + Send + Sync>,
+    sink: SinkFactory,
     unknown: Arc<dyn EventSink>,
 }
 
 impl Tenants {
     /// `sink` makes the event sink of a tenant by name; `unknown` takes the events of every
     /// tenant without a policy file.
-    pub fn new(sink: Arc<dyn Fn(&str) -> Arc<dyn EventSink> + Send + Sync>, unknown: Arc<dyn EventSink>) -> Tenants {
+    pub fn new(sink: SinkFactory, unknown: Arc<dyn EventSink>) -> Tenants {
         Tenants { by_name: Mutex::new(HashMap::new()), sink, unknown }
     }
 

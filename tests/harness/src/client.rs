@@ -273,7 +273,7 @@ impl Mqtt {
             Some(Seen::Closed(e)) => panic!("connection closed before CONNACK: {e}"),
             _ => panic!("no CONNACK within {WAIT:?}"),
         };
-        m.session_present = m.backlog.iter().any(|s| *s == Seen::SessionPresent(true));
+        m.session_present = m.backlog.contains(&Seen::SessionPresent(true));
         m.backlog.retain(|s| !matches!(s, Seen::SessionPresent(_)));
         (m, code)
     }

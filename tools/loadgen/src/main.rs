@@ -12,32 +12,41 @@ use mqtt_loadgen::{Options, run_blocking, storm};
 fn main() -> ExitCode {
     let opts = Options::parse();
     if opts.connect_storm {
-        return run_storm(&opts);
-    }
-    let summary = match run_blocking(&opts) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("mqtt-loadgen: error: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    if opts.json {
-        println!("{}", summary.to_json_line());
+        report(
+            &opts,
+            storm::run_blocking(&opts),
+            |s| s.to_json_line(),
+            |s| {
+                (!s.complete())
+                    .then(|| format!("{} of {} connects refused, {} failed", s.refused, s.attempts, s.errors))
+            },
+        )
     } else {
-        println!("{summary}");
+        report(
+            &opts,
+            run_blocking(&opts),
+            |s| s.to_json_line(),
+            |s| {
+                (!s.complete()).then(|| {
+                    format!(
+                        "{} of {} deliveries missing, {} of {} messages acknowledged",
+                        s.missing, s.expected, s.acked, s.sent
+                    )
+                })
+            },
+        )
     }
-    if opts.verify && !summary.complete() {
-        eprintln!(
-            "mqtt-loadgen: verify failed: {} of {} deliveries missing, {} of {} messages acknowledged",
-            summary.missing, summary.expected, summary.acked, summary.sent
-        );
-        return ExitCode::from(1);
-    }
-    ExitCode::SUCCESS
 }
 
-fn run_storm(opts: &Options) -> ExitCode {
-    let summary = match storm::run_blocking(opts) {
+/// Prints a run's summary (as a JSON line with `--json`) and turns it into the exit status:
+/// `failure` says what `--verify` found missing, if anything.
+fn report<S: std::fmt::Display>(
+    opts: &Options,
+    result: anyhow::Result<S>,
+    json: impl FnOnce(&S) -> String,
+    failure: impl FnOnce(&S) -> Option<String>,
+) -> ExitCode {
+    let summary = match result {
         Ok(s) => s,
         Err(e) => {
             eprintln!("mqtt-loadgen: error: {e:#}");
@@ -45,16 +54,15 @@ fn run_storm(opts: &Options) -> ExitCode {
         }
     };
     if opts.json {
-        println!("{}", summary.to_json_line());
+        println!("{}", json(&summary));
     } else {
         println!("{summary}");
     }
-    if opts.verify && !summary.complete() {
-        eprintln!(
-            "mqtt-loadgen: verify failed: {} of {} connects refused, {} failed",
-            summary.refused, summary.attempts, summary.errors
-        );
-        return ExitCode::from(1);
+    match failure(&summary).filter(|_| opts.verify) {
+        Some(missing) => {
+            eprintln!("mqtt-loadgen: verify failed: {missing}");
+            ExitCode::from(1)
+        }
+        None => ExitCode::SUCCESS,
     }
-    ExitCode::SUCCESS
 }

@@ -721,9 +721,14 @@ async fn join<T>(handle: JoinHandle<Result<T>>) -> Result<T> {
 
 /// Runs one load test on a fresh multi-threaded Tokio runtime with `--threads` workers.
 pub fn run_blocking(opts: &Options) -> Result<Summary> {
+    block_on(opts, run(opts))
+}
+
+/// Runs `work` on a fresh multi-threaded Tokio runtime with `--threads` workers.
+pub(crate) fn block_on<T>(opts: &Options, work: impl Future<Output = Result<T>>) -> Result<T> {
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(usize::from(opts.threads)).enable_all().build()?;
-    rt.block_on(run(opts))
+    rt.block_on(work)
 }
 
 /// Runs one load test and returns what it measured. Fails on setup errors (refused host,

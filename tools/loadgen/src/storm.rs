@@ -58,17 +58,20 @@ struct StormPlan {
     duration: Duration,
 }
 
+/// One client's client id, user name and password.
+type Credential = (String, Option<String>, Option<String>);
+
 /// Reads `--credentials`: `CLIENT-ID<TAB>USER-NAME<TAB>PASSWORD` a line, the last two optional
 /// (an empty user name sends none). Client ids must be distinct, or two clients could connect
 /// as the same one and knock each other off.
-fn read_credentials(path: &Path) -> Result<Vec<(String, Option<String>, Option<String>)>> {
+fn read_credentials(path: &Path) -> Result<Vec<Credential>> {
     let len = std::fs::metadata(path).with_context(|| format!("--credentials {}", path.display()))?.len();
     ensure!(len <= MAX_CREDENTIALS_BYTES, "--credentials {}: larger than 64 MiB", path.display());
     let text = std::fs::read_to_string(path).with_context(|| format!("--credentials {}", path.display()))?;
     parse_credentials(&text).with_context(|| format!("--credentials {}", path.display()))
 }
 
-fn parse_credentials(text: &str) -> Result<Vec<(String, Option<String>, Option<String>)>> {
+fn parse_credentials(text: &str) -> Result<Vec<Credential>> {
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (n, line) in text.lines().enumerate() {
@@ -242,9 +245,7 @@ async fn client(plan: Arc<StormPlan>, k: usize, start: Instant) -> Result<Tally>
 
 /// Runs a connect storm on a fresh Tokio runtime with `--threads` workers.
 pub fn run_blocking(opts: &Options) -> Result<StormSummary> {
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(usize::from(opts.threads)).enable_all().build()?;
-    rt.block_on(run(opts))
+    crate::run::block_on(opts, run(opts))
 }
 
 /// Runs a connect storm and returns what it counted. Refusals and failed attempts are counted,
