@@ -172,10 +172,14 @@ fn a_policy_growing_counters_and_flooding_logs_leaves_the_broker_small() {
         field(ev, "outcome") == "limit-exceeded" && field(ev, "message").contains("or 4194304 bytes")
     });
     let events = b.events();
-    let of = |outcome: &str| events.iter().filter(|ev| field(ev, "tenant") == "evil" && field(ev, "outcome") == outcome).count();
+    let of = |outcome: &str| {
+        events.iter().filter(|ev| field(ev, "tenant") == "evil" && field(ev, "outcome") == outcome).count()
+    };
     let long_names = events
         .iter()
-        .filter(|ev| field(ev, "outcome") == "limit-exceeded" && field(ev, "message").contains("counter name of 262157"))
+        .filter(|ev| {
+            field(ev, "outcome") == "limit-exceeded" && field(ev, "message").contains("counter name of 262157")
+        })
         .count();
     assert_eq!(long_names, rounds, "one event per refused check");
     // Filling the tenant's 4 MiB of counters takes the first `boom/counters` calls thousands of

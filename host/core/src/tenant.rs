@@ -263,8 +263,7 @@ mod tests {
     #[test]
     fn log_lines_are_bounded_per_second_and_the_dropped_ones_reported_once() {
         let t = Tenant::new("t");
-        let written =
-            (0..Limits::MAX_LOGS_PER_SECOND + 50).filter(|_| t.admit_log(7_000) != LogAdmit::Drop).count();
+        let written = (0..Limits::MAX_LOGS_PER_SECOND + 50).filter(|_| t.admit_log(7_000) != LogAdmit::Drop).count();
         assert_eq!(written, Limits::MAX_LOGS_PER_SECOND as usize);
         t.log_dropped();
         assert_eq!(t.admit_log(8_000), LogAdmit::Write { suppressed: 51 }, "the next second reports them");

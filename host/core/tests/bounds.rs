@@ -40,10 +40,7 @@ fn a_256_kib_counter_name_is_refused_with_a_limit_event_and_nothing_kept() {
     for _ in 0..3 {
         let d = policy.authorize_publish(s, &publish("boom/counter-name"));
         assert_eq!(denial(&d).reason, ReasonCode::ImplementationSpecificError);
-        assert!(
-            denial(&d).message.starts_with("policy exceeded a host limit: counter name of 262157 bytes"),
-            "{d:?}"
-        );
+        assert!(denial(&d).message.starts_with("policy exceeded a host limit: counter name of 262157 bytes"), "{d:?}");
     }
     let events = sink.take();
     let limits = with_outcome(&events, "limit-exceeded");

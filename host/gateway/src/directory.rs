@@ -19,6 +19,9 @@ use mqtt_policy_host::{Engine, PolicyModule, Tenant};
 use crate::notify::DirNotify;
 use crate::tenancy::check_name;
 
+/// Makes the event sink of a tenant, by name.
+pub type SinkFactory = Arc<dyn Fn(&str) -> Arc<dyn EventSink> + Send + Sync>;
+
 /// The tenants known to one gateway, shared by its workers and its watcher thread.
 /// A tenant's counters and connection count live here, so they survive reloads.
 ///
@@ -28,14 +31,14 @@ use crate::tenancy::check_name;
 /// inventing tenant names grow nothing and share one event budget.
 pub struct Tenants {
     by_name: Mutex<HashMap<String, Tenant>>,
-    sink: Arc<dyn Fn(&str) -> Arc<dyn EventSink> + Send + Sync>,
+    sink: SinkFactory,
     unknown: Arc<dyn EventSink>,
 }
 
 impl Tenants {
     /// `sink` makes the event sink of a tenant by name; `unknown` takes the events of every
     /// tenant without a policy file.
-    pub fn new(sink: Arc<dyn Fn(&str) -> Arc<dyn EventSink> + Send + Sync>, unknown: Arc<dyn EventSink>) -> Tenants {
+    pub fn new(sink: SinkFactory, unknown: Arc<dyn EventSink>) -> Tenants {
         Tenants { by_name: Mutex::new(HashMap::new()), sink, unknown }
     }
 

@@ -301,9 +301,9 @@ mod tests {
         let tail = &value[at..];
         match first {
             Token::Literal(l) => tail.starts_with(l.as_str()) && backtracking(rest, value, at + l.len(), found),
-            Token::Star => (at..=value.len())
-                .filter(|&i| value.is_char_boundary(i))
-                .any(|i| backtracking(rest, value, i, found)),
+            Token::Star => {
+                (at..=value.len()).filter(|&i| value.is_char_boundary(i)).any(|i| backtracking(rest, value, i, found))
+            }
             Token::Tenant => {
                 let run = tail.bytes().take_while(|&b| is_name_byte(b)).count();
                 for len in (1..=run.min(64)).rev() {
@@ -363,7 +363,8 @@ mod tests {
             let tokens = tokenize(text);
             for v in &values {
                 let mut found = None;
-                let expected = if backtracking(&tokens, v, 0, &mut found) { found.map(|(a, b)| &v[a..b]) } else { None };
+                let expected =
+                    if backtracking(&tokens, v, 0, &mut found) { found.map(|(a, b)| &v[a..b]) } else { None };
                 assert_eq!(p.extract(v), expected, "{text} against {v:?}");
             }
         }
