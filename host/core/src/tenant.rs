@@ -124,9 +124,10 @@ impl Tenant {
         let start_ms = if window_ms == 0 { 0 } else { now_ms - now_ms % window_ms };
         let mut counters = self.inner.counters.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(w) = counters.by_name.get_mut(name) {
-            if w.start_ms != start_ms || w.window_ms != window_ms {
+            if w.start_ms != start_ms {
                 *w = Window { start_ms, window_ms, value: 0 };
             }
+            w.window_ms = window_ms;
             w.value = w.value.saturating_add(delta);
             return Ok(w.value);
         }
