@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import json
 import os
+import resource
 import secrets
 import shutil
 import statistics
@@ -141,7 +142,10 @@ def run_once(args, run_dir: Path, setup: Setup) -> dict:
                "--json"]
         if pinning(args):
             cmd = ["taskset", "-c", str(LOADGEN_CPU), *cmd]
+        # The load generator is the only child reaped in between: the broker is still running.
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + args.warmup + 120)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu1 = cpu_seconds(broker.pid)
         load1 = os.getloadavg()[0]
     finally:
@@ -153,6 +157,7 @@ def run_once(args, run_dir: Path, setup: Setup) -> dict:
         raise SystemExit(f"mqtt-loadgen failed on {setup.name}:\n{out.stderr}")
     s = json.loads(out.stdout.strip().splitlines()[-1])
     s["broker_cpu_s"] = cpu1 - cpu0
+    s["loadgen_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     s["load"] = [load0, load1]
     return s
 
@@ -191,10 +196,11 @@ def render(args, setups, results, elapsed, loads) -> str:
         "Accepted connects per second (median of the rounds; in brackets, over bare Mosquitto with its "
         "password_file), the spread of the rounds, CONNACK latency from opening the TCP connection "
         "(medians of the rounds' p50 and p99), the broker's CPU time (user+system) per connect, and "
-        "refused or failed connects over all rounds.",
+        "refused or failed connects over all rounds. \"Busy\": the broker's and the load generator's CPU time "
+        "over the run's length (100 % = one core's worth): a broker well below 100 % was not the bottleneck.",
         "",
-        "| configuration | connects/s | spread | CONNACK p50 | CONNACK p99 | broker CPU per connect | refused / failed |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| configuration | connects/s | spread | CONNACK p50 | CONNACK p99 | broker CPU per connect | busy: broker / load generator | refused / failed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in setups:
         rates = [x["connects_per_sec"] for x in results[s.name]]
@@ -203,10 +209,12 @@ def render(args, setups, results, elapsed, loads) -> str:
         p50 = med(s.name, lambda x: x["latency"]["p50_us"])
         p99 = med(s.name, lambda x: x["latency"]["p99_us"])
         per = med(s.name, lambda x: x["broker_cpu_s"] / max(x["all_attempts"], 1) * 1e6)
+        busy = med(s.name, lambda x: x["broker_cpu_s"] / x["elapsed_secs"])
+        gen = med(s.name, lambda x: x["loadgen_cpu_s"] / x["elapsed_secs"])
         refused = sum(x["refused"] for x in results[s.name])
         errors = sum(x["errors"] for x in results[s.name])
         lines.append(f"| {s.name} | {fmt_k(rate)}/s{ratio} | {fmt_k(min(rates))}-{fmt_k(max(rates))} | "
-                     f"{p50:,.0f} µs | {p99:,.0f} µs | {per:,.0f} µs | {refused} / {errors} |")
+                     f"{p50:,.0f} µs | {p99:,.0f} µs | {per:,.0f} µs | {busy:.0%} / {gen:.0%} | {refused} / {errors} |")
     lines += ["", f"Every run's summary: the JSON lines in `{Path(args.raw).relative_to(ROOT) if Path(args.raw).is_relative_to(ROOT) else args.raw}`."]
     return "\n".join(lines)
 

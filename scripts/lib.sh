@@ -13,8 +13,10 @@ have_mosquitto() {
   command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]
 }
 
-# What the measuring scripts (bench-broker.sh, soak.sh) need: Mosquitto, then release builds of the
-# plugin, the mqtt-policy CLI, mqtt-loadgen and the broker harness's mqtt-testbroker.
+# What the measuring scripts (bench-broker.sh, bench-connect.sh, soak.sh) need: Mosquitto, then release
+# builds of the plugin, the mqtt-policy CLI, mqtt-loadgen and the broker harness's mqtt-testbroker.
+# Built as one workspace build: `-p` selections resolve features differently, and each different
+# set rebuilds wasmtime.
 prepare_release_tools() {
   if ! have_mosquitto; then
     echo "==> installing Mosquitto from Debian's packages"
@@ -22,6 +24,5 @@ prepare_release_tools() {
   fi
   rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
   echo "==> building the plugin, the mqtt-policy CLI, mqtt-loadgen and mqtt-testbroker (release)"
-  cargo build --locked --quiet --release -p mqtt-policy-mosquitto --lib
-  cargo build --locked --quiet --release -p mqtt-policy-cli -p mqtt-loadgen -p mqtt-policy-testkit --bins
+  cargo build --locked --quiet --release --workspace
 }
