@@ -281,9 +281,14 @@ impl Broker {
                 Ok(p)
             }
         }
+        // The target type of each transmute is the field's declared signature above, stated once.
         macro_rules! get {
             ($name:literal) => {
-                unsafe { std::mem::transmute::<*mut c_void, _>(sym($name)?) }
+                {
+                    #[allow(clippy::missing_transmute_annotations)]
+                    let f = unsafe { std::mem::transmute::<*mut c_void, _>(sym($name)?) };
+                    f
+                }
             };
         }
         Ok(Broker {
@@ -313,7 +318,10 @@ impl Broker {
     }
 
     /// The client's certificate as DER, if it presented one.
-    pub fn certificate_der(&self, client: *const Client) -> Option<Vec<u8>> {
+    ///
+    /// # Safety
+    /// `client` must be a client the broker handed to the running callback.
+    pub unsafe fn certificate_der(&self, client: *const Client) -> Option<Vec<u8>> {
         let x509 = unsafe { (self.client_certificate)(client) };
         if x509.is_null() {
             return None;

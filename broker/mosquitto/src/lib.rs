@@ -220,7 +220,7 @@ unsafe extern "C" fn on_basic_auth(_event: c_int, data: *mut c_void, userdata: *
             clean_start: unsafe { (b.client_clean_session)(client) },
             keep_alive: u16::try_from(unsafe { (b.client_keepalive)(client) }).unwrap_or(u16::MAX),
             protocol: mapping::protocol_of(unsafe { (b.client_protocol_version)(client) }),
-            certificate: b.certificate_der(client),
+            certificate: unsafe { b.certificate_der(client) },
             peer,
             // A listener's fixed tenant is the gateway's configured source.
             tenant: None,

@@ -57,7 +57,7 @@ fn policy_replaced_while_ten_clients_publish() {
                 // v3.1.1 has no PUBACK code: every QoS 1 publish to a/ is allowed in both versions.
                 assert!(matches!(code, None | Some(0 | 0x10)), "a/ refused: {code:?}");
                 allowed.lock().unwrap().insert(payload);
-                if proto == Proto::V5 && !saw_b && seq % 5 == 0 {
+                if proto == Proto::V5 && !saw_b && seq.is_multiple_of(5) {
                     let code = c.publish(&format!("devices/d{i}/b/n"), 1, false, format!("d{i}/b{seq}").as_bytes());
                     if matches!(code, Some(0 | 0x10)) {
                         saw_b = true;

@@ -23,9 +23,6 @@ use crate::trust::TenantCas;
 /// Makes the event sink of a tenant from its name.
 pub type SinkFactory = Arc<dyn Fn(&str) -> Arc<dyn EventSink> + Send + Sync>;
 
-/// Makes the event sink of a tenant, by name.
-pub type SinkFactory = Arc<dyn Fn(&str) -> Arc<dyn EventSink> + Send + Sync>;
-
 /// The tenants known to one gateway, shared by its workers and its watcher thread.
 /// A tenant's counters and connection count live here, so they survive reloads.
 ///
