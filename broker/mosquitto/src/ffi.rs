@@ -283,13 +283,11 @@ impl Broker {
         }
         // The target type of each transmute is the field's declared signature above, stated once.
         macro_rules! get {
-            ($name:literal) => {
-                {
-                    #[allow(clippy::missing_transmute_annotations)]
-                    let f = unsafe { std::mem::transmute::<*mut c_void, _>(sym($name)?) };
-                    f
-                }
-            };
+            ($name:literal) => {{
+                #[allow(clippy::missing_transmute_annotations)]
+                let f = unsafe { std::mem::transmute::<*mut c_void, _>(sym($name)?) };
+                f
+            }};
         }
         Ok(Broker {
             callback_register: get!(c"mosquitto_callback_register"),

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use wasmtime::component::{HasData, HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::deadline::Deadline;
+
 use crate::events::{Action, Event, Severity, now_ms};
 use crate::limits::{Limits, StoreLimiter};
 use crate::output::OutputRing;
@@ -41,6 +43,8 @@ pub(crate) struct HostState {
     logs_this_call: u32,
     /// Set by `cache-decision` during the current call: the payload bound it allows caching for.
     pub(crate) cache_grant: Option<u32>,
+    /// The current call's deadline.
+    pub(crate) deadline: Deadline,
 }
 
 impl HostState {
@@ -59,6 +63,7 @@ impl HostState {
             limit_exceeded: None,
             logs_this_call: 0,
             cache_grant: None,
+            deadline: Deadline::default(),
         }
     }
 
