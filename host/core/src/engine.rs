@@ -50,6 +50,13 @@ impl Engine {
         Engine::build(limits, None)
     }
 
+    /// The `main` of the `mqtt-policy-compile` binary: the child [`Engine::with_compiler`]
+    /// compiles each policy in, with this engine's wasmtime configuration (see
+    /// [`crate::compiler`] for its protocol). Not meant to be called otherwise.
+    pub fn compiler_child_main() -> std::process::ExitCode {
+        compiler::child_main(config(), describe_compile_error)
+    }
+
     /// Like [`Engine::new`], compiling every policy in a child process, `compiler` (the
     /// `mqtt-policy-compile` binary of this crate's build), bounded by
     /// [`Limits::compile_time`] and [`Limits::compile_memory`]; see [`crate::compiler`].
