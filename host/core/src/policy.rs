@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::bindings::wit;
 use crate::breaker::{Backoff, Breaker, Transition};
-use crate::cache::DecisionCache;
+use crate::cache::{DecisionCache, Pool};
 use crate::check::Check;
 use crate::convert;
 use crate::error::Error;
@@ -44,6 +44,8 @@ pub struct Policy {
     next_session: u64,
     /// Whether decisions the policy marks cacheable are reused (on by default).
     caching: bool,
+    /// The bytes every session's cached decisions hold together (bounded).
+    cache_pool: Pool,
     /// Stops calling a policy that keeps timing out (see [`crate::breaker`]).
     breaker: Breaker,
     /// Spaces out attempts to instantiate a policy that failed to instantiate.
@@ -97,6 +99,7 @@ impl Policy {
             expiring: std::collections::BTreeSet::new(),
             next_session: 1,
             caching: true,
+            cache_pool: Pool::default(),
             breaker: Breaker::new(&limits),
             backoff: Backoff::new(&limits),
             instantiate_error: None,
@@ -261,7 +264,7 @@ impl Policy {
                         generation: self.generation,
                         revoked: None,
                         expiry_reported: false,
-                        cache: DecisionCache::default(),
+                        cache: DecisionCache::new(&self.cache_pool),
                         connected: !restored,
                     },
                 );
@@ -307,6 +310,10 @@ impl Policy {
     /// and its checks are otherwise unchanged.
     pub fn set_connected(&mut self, session: SessionId, connected: bool) {
         let Some(s) = self.sessions.get_mut(&session.0) else { return };
+        if !connected {
+            // Away, the session is only asked about deliveries.
+            s.cache.clear_actions();
+        }
         if s.connected != connected {
             s.connected = connected;
             if connected { self.tenant.connected() } else { self.tenant.disconnected() }
@@ -366,7 +373,7 @@ impl Policy {
             return C::deny(self.report_fault(C::ACTION, Some(session.0), &Error::InvalidDecision(why)));
         }
         if let (Some(bound), true, Some(s)) = (answer.cacheable, self.caching, self.sessions.get_mut(&session.0)) {
-            C::entries_mut(&mut s.cache).remember(&input.key(), bound, answer.value.clone());
+            s.cache.remember(C::entries_mut, &input.key(), bound, answer.value.clone());
         }
         answer.value
     }
