@@ -862,8 +862,11 @@ impl Hub {
         let bad = |message: String| deny(ReasonCode::BadUserNameOrPassword, message);
         let token = sas::parse(password).map_err(|e| bad(format!("malformed shared access signature: {e}")))?;
         let user = format!("{}/{id}", sas.hostname);
-        let user_ok = c.username.as_deref().map(str::to_ascii_lowercase).is_some_and(|u| {
-            u == user.to_ascii_lowercase() || u.starts_with(&format!("{}/", user.to_ascii_lowercase()))
+        // Host names compare without case; device ids are case-sensitive (`Sensor-A` is not
+        // `sensor-a`), so a token for one never admits the other.
+        let user_ok = c.username.as_deref().is_some_and(|u| {
+            let rest = host_prefix(u, &sas.hostname).and_then(|r| r.strip_prefix(id));
+            matches!(rest, Some("") | Some("/")) || rest.is_some_and(|r| r.starts_with("/?"))
         });
         if !user_ok {
             return Err(bad(format!(
@@ -871,7 +874,7 @@ impl Hub {
             )));
         }
         let resource = format!("{}/devices/{id}", sas.hostname);
-        if !token.resource.eq_ignore_ascii_case(&resource) {
+        if host_prefix(&token.resource, &sas.hostname).and_then(|r| r.strip_prefix("devices/")) != Some(id) {
             return Err(bad(format!(
                 "shared access signature for resource `{}` does not grant access to `{resource}`",
                 token.resource.escape_debug()
@@ -1103,6 +1106,12 @@ impl Hub {
         });
         allowed && !denied
     }
+}
+
+/// What follows `host/` at the start of `s`, the host compared without case.
+fn host_prefix<'a>(s: &'a str, host: &str) -> Option<&'a str> {
+    let (h, rest) = s.split_once('/')?;
+    h.eq_ignore_ascii_case(host).then_some(rest)
 }
 
 /// Whether an identity can stand in a topic rule: a safe placeholder value that also does
