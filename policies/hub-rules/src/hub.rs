@@ -560,7 +560,7 @@ impl Hub {
         let info = SessionInfo::device(device_id);
         let info = SessionInfo { attributes, expires_at_ms: admitted.expires_at_ms, ..info };
         let session = Session {
-            rate_counter: format!("rate:{device_id}"),
+            rate_counter: rate_counter_name(device_id),
             device_id: device_id.to_owned(),
             kind: admitted.kind,
             device_type: admitted.device_type,
@@ -1106,6 +1106,19 @@ impl Hub {
         });
         allowed && !denied
     }
+}
+
+/// The name of a session's rate counter. Device ids can be client ids of up to 64 KiB on a
+/// hub that admits unregistered devices, and the host refuses counter names over 1 KiB (the
+/// check would trap, and the policy be instantiated anew, at every publish of such a client):
+/// long ids are counted under their SHA-256.
+pub(crate) fn rate_counter_name(device_id: &str) -> String {
+    use base64ct::Encoding;
+    use sha2::Digest;
+    if device_id.len() <= 128 {
+        return format!("rate:{device_id}");
+    }
+    format!("rate#{}", base64ct::Base64UrlUnpadded::encode_string(&sha2::Sha256::digest(device_id.as_bytes())))
 }
 
 /// What follows `host/` at the start of `s`, the host compared without case.

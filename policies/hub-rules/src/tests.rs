@@ -753,3 +753,13 @@ fn only_a_restore_skips_the_proof() {
     let shared = open(&format!("[hub]\nservice-level = \"shared\"\n{DEVICES}")).unwrap();
     assert!(reject(&shared, &restored("d1", "d1")).1.contains("clean session"));
 }
+
+#[test]
+fn rate_counters_of_long_device_ids_stay_short_and_distinct() {
+    assert_eq!(crate::hub::rate_counter_name("d1"), "rate:d1");
+    let long = |c: char| c.to_string().repeat(60_000);
+    let (a, b) = (crate::hub::rate_counter_name(&long('a')), crate::hub::rate_counter_name(&long('b')));
+    assert!(a.len() < 64 && a.starts_with("rate#"), "{a}");
+    assert_ne!(a, b);
+    assert!(!a.contains(':'), "cannot collide with a short id's name");
+}
