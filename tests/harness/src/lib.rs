@@ -71,9 +71,19 @@ pub fn mosquitto_bin() -> PathBuf {
     panic!("mosquitto is not installed: run `apt-get install -y mosquitto mosquitto-clients` (scripts/test.sh does)");
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, and one this process has not handed out before: the
+/// kernel may give a just-released ephemeral port again, and two listeners of one broker (or
+/// two brokers of one test run) must not get the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Builds a hub-rules policy for `rules` (TOML) with `cas` embedded, as `mqtt-policy build` does.
@@ -154,7 +164,9 @@ static DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::ne
 
 fn temp_dir(tag: &str) -> PathBuf {
     let n = DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("mqtt-policy-e2e-{}-{tag}-{n}", std::process::id()));
+    // The clock too: test processes in other PID namespaces may share /tmp and a pid.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("mqtt-policy-e2e-{}-{nanos}-{tag}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
