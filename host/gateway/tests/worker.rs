@@ -403,8 +403,8 @@ fn events_reach_the_monitor_topic_of_the_tenants_that_asked() {
     accepted(w.connect(2, &Hello::new("globex-d1")));
     let queued = gateway.drain_monitor();
     assert_eq!(queued.len(), 1, "{queued:?}");
-    assert_eq!(queued[0].0, "mon/acme");
-    assert!(queued[0].1.contains("\"accept\""), "{}", queued[0].1);
+    assert_eq!(queued[0].topic, "mon/acme");
+    assert!(queued[0].payload.contains("\"accept\""), "{}", queued[0].payload);
     assert!(gateway.drain_monitor().is_empty());
 }
 
