@@ -200,6 +200,15 @@ pub fn parse<'a>(options: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
     if monitoring_state.is_some() && !monitoring {
         return Err(bad("monitoring_state", "needs plugin_opt_monitoring ibm"));
     }
+    if monitoring && !matches!(tenant, TenantSource::Fixed(_)) && tenant_prefix.is_none() {
+        // Each tenant's policy names the devices on its monitoring topics: in one shared topic
+        // space, one tenant could report (and overwrite the retained status of) another's.
+        return Err(bad(
+            "monitoring",
+            "with several tenants on this listener (plugin_opt_tenant_from), ibm monitoring needs \
+             plugin_opt_tenant_prefix, so that each tenant's monitoring topics are its own",
+        ));
+    }
     let monitor = monitor_topic.map(|topic| Monitor { topic, tenants: monitor_tenants });
     Ok(Config {
         policy_dir,
@@ -329,6 +338,12 @@ mod tests {
         assert_eq!(e.to_string(), "plugin_opt_monitoring: `azure` is not ibm or none");
         let e = parse(&[("policy_dir", "/p"), ("tenant", "a"), ("monitoring_state", "/s")]).unwrap_err();
         assert_eq!(e.option, "monitoring_state");
+        let shared = [("policy_dir", "/p"), ("tenant_from", "client-id:d:{tenant}:*"), ("monitoring", "ibm")];
+        let e = parse(&shared).unwrap_err();
+        assert_eq!(e.option, "monitoring");
+        assert!(e.message.contains("needs plugin_opt_tenant_prefix"), "{e}");
+        let c = parse(&[&shared[..], &[("tenant_prefix", "t/{tenant}/")]].concat()).unwrap();
+        assert!(c.monitoring);
     }
 
     #[test]

@@ -224,10 +224,8 @@ unsafe extern "C" fn on_basic_auth(_event: c_int, data: *mut c_void, userdata: *
             protocol: mapping::protocol_of(unsafe { (b.client_protocol_version)(client) }),
             certificate: unsafe { b.certificate_der(client) },
             peer,
-            port: unsafe { b.internals(client) }
-                .and_then(|i| i.sock)
-                .and_then(|fd| ffi::socket_addresses(fd))
-                .map(|a| a.1),
+            // The listener's port, from the client's socket (see `Broker::internals`).
+            port: unsafe { b.internals(client) }.and_then(|i| i.sock).and_then(ffi::socket_addresses).map(|a| a.1),
             // A listener's fixed tenant is the gateway's configured source.
             tenant: None,
         };
