@@ -33,7 +33,7 @@ pub const MAX_FAILED_CONNECTS_PER_SECOND: u32 = 100;
 
 /// Most lines the state file grows to before it is rewritten with only the devices still
 /// connected.
-pub const MAX_STATE_LINES: usize = 100_000;
+pub const MAX_STATE_LINES: usize = 10_000;
 
 /// IBM's closing codes and reason strings (seed 004's two tables).
 pub const CLOSE_CODES: &[(u16, &str)] = &[
@@ -515,8 +515,16 @@ mod tests {
         assert_eq!((out[0].topic.as_str(), out[0].retain), ("b/mon", true));
         assert!(out[0].payload.contains("\"CloseCode\":93"), "{}", out[0].payload);
         drop(m);
-        let _m = Monitoring::start(q.clone(), Some(&path)).unwrap();
+        let m = Monitoring::start(q.clone(), Some(&path)).unwrap();
         assert!(q.drain().is_empty(), "recovered once");
+        // Reconnecting devices do not grow the file without bound: it is rewritten.
+        for _ in 0..MAX_STATE_LINES {
+            m.connect("c/mon".into(), "{}".into(), true);
+            m.disconnect("c/mon".into(), "{}".into(), true);
+            assert_eq!(q.drain().len(), 2);
+        }
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert!(lines <= MAX_STATE_LINES, "{lines} lines");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
