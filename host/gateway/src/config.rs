@@ -66,6 +66,13 @@ impl Monitor {
     }
 }
 
+/// Whether `topic` (as a policy sees it, without the tenant prefix) is an IBM-style
+/// monitoring topic ([`crate::monitoring`]): `iot-2/type/+/id/+/mon` or `iot-2/app/+/mon`.
+pub fn is_monitoring_topic(topic: &str) -> bool {
+    let l: Vec<&str> = topic.splitn(8, '/').collect();
+    matches!(l.as_slice(), ["iot-2", "type", _, "id", _, "mon"] | ["iot-2", "app", _, "mon"])
+}
+
 /// The validated configuration of one gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

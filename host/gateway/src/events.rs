@@ -42,7 +42,7 @@ pub struct MonitorMessage {
 }
 
 /// Monitoring messages waiting to be published by the broker: the events of
-/// `monitor_topic`, and IBM-style monitoring messages ([`crate::monitoring`]).
+/// `monitor_topic`, and IBM-style monitoring messages (the gateway's `monitoring` module).
 #[derive(Default)]
 pub struct MonitorQueue {
     items: Mutex<Vec<MonitorMessage>>,
@@ -180,7 +180,7 @@ impl EventSink for TenantSink {
     fn emit(&self, event: Event) {
         if self.ibm
             && event.action == Action::Delivery
-            && event.topic.as_deref().is_some_and(crate::monitoring::is_monitoring_topic)
+            && event.topic.as_deref().is_some_and(crate::config::is_monitoring_topic)
         {
             // The gateway's own status messages, kept from a subscriber outside their scope:
             // reporting each refusal would turn every Connect into events.

@@ -161,12 +161,7 @@ pub fn topic_of(subject: &MonitorSubject, prefix: Option<&str>) -> String {
     }
 }
 
-/// Whether `topic` (as a policy sees it, without the tenant prefix) is a monitoring topic:
-/// `iot-2/type/+/id/+/mon` or `iot-2/app/+/mon`.
-pub fn is_monitoring_topic(topic: &str) -> bool {
-    let l: Vec<&str> = topic.splitn(8, '/').collect();
-    matches!(l.as_slice(), ["iot-2", "type", _, "id", _, "mon"] | ["iot-2", "app", _, "mon"])
-}
+pub use crate::config::is_monitoring_topic;
 
 /// IBM's protocol name (no `-ws`: see the README for what Mosquitto tells a plugin).
 pub fn protocol_name(p: Protocol) -> &'static str {
