@@ -10,6 +10,7 @@ command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 [ -f /usr/include/mosquitto_broker.h ] || need+=(mosquitto-dev)
 [ -f /usr/include/mosquitto.h ] || need+=(libmosquitto-dev)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
+command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing from Debian's packages: ${need[*]} (the broker the end-to-end tests start, its clients and the plugin and client headers)"
   apt_install "${need[@]}"
@@ -17,6 +18,9 @@ fi
 
 echo "==> installing the wasm32-wasip2 target (policies and test guests are built for it)"
 rustup target add wasm32-wasip2
+
+echo "==> no module imports another that imports it back (scripts/module_cycles.py)"
+python3 scripts/module_cycles.py
 
 echo "==> cargo test (builds every guest to wasm from current sources first)"
 cargo test --workspace --all-targets --locked

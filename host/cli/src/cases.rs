@@ -263,12 +263,3 @@ impl Case {
         Ok(())
     }
 }
-
-/// What running a case produced.
-#[derive(Debug)]
-pub struct CaseOutcome {
-    /// The decision the policy made.
-    pub actual: crate::run::Outcome,
-    /// Each unmet expectation; empty when the case passed.
-    pub problems: Vec<String>,
-}

@@ -3,7 +3,7 @@
 use mqtt_policy_host::cert::Certificate;
 use mqtt_policy_host::*;
 
-use crate::cases::{Case, CaseOutcome, CertificateSpec, ConnectSpec, PublishSpec, SubscribeSpec};
+use crate::cases::{Case, CertificateSpec, ConnectSpec, PublishSpec, SubscribeSpec};
 
 /// A decision of any kind, reduced to what cases compare and reports print.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,15 @@ pub struct Outcome {
     pub retain: Option<bool>,
     /// Device id of an accepted connect.
     pub device: Option<String>,
+}
+
+/// What running a case produced.
+#[derive(Debug)]
+pub struct CaseOutcome {
+    /// The decision the policy made.
+    pub actual: Outcome,
+    /// Each unmet expectation; empty when the case passed.
+    pub problems: Vec<String>,
 }
 
 impl Outcome {

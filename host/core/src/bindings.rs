@@ -6,6 +6,8 @@ use std::sync::Arc;
 use wasmtime::component::{HasData, HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::deadline::Deadline;
+
 use crate::events::{Action, Event, Severity, now_ms};
 use crate::limits::{Limits, StoreLimiter};
 use crate::output::OutputRing;
@@ -45,6 +47,8 @@ pub(crate) struct HostState {
     pub(crate) authenticating: bool,
     /// Set by `monitor-device` / `monitor-application` during the current `authenticate`.
     pub(crate) monitor: Option<crate::types::MonitorSubject>,
+    /// The current call's deadline.
+    pub(crate) deadline: Deadline,
 }
 
 impl HostState {
@@ -65,6 +69,7 @@ impl HostState {
             cache_grant: None,
             authenticating: false,
             monitor: None,
+            deadline: Deadline::default(),
         }
     }
 

@@ -1,5 +1,8 @@
 //! Decisions a policy allowed the host to reuse (see `cache-decision` in the WIT), per
-//! session and kind of check.
+//! session and kind of check, within a byte budget shared by all sessions of a policy.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -8,6 +11,17 @@ use crate::types::{DeliveryDecision, PublishDecision, SubscribeDecision};
 /// Most decisions kept per session and kind of check; a full map is emptied, so a client
 /// cycling through endless topics costs memory only up to this bound.
 pub(crate) const MAX_CACHED_PER_SESSION: usize = 256;
+
+/// Longest topic (or filter) whose decision is kept: clients choose topics of up to 64 KiB,
+/// and a cache of those would hold megabytes per session outside any policy's memory bound.
+pub(crate) const MAX_CACHED_TOPIC: usize = 512;
+
+/// Most bytes of cached decisions one policy holds over all its sessions (connected and
+/// offline); past it, decisions are answered but not kept until sessions free some.
+pub(crate) const MAX_CACHE_BYTES: usize = 16 << 20;
+
+/// What one kept decision costs beyond its topic's bytes (map slot, key box, flags, decision).
+const ENTRY_OVERHEAD: usize = 96;
 
 /// What a check is about, as far as reusing its decision goes: a decision applies again to
 /// the same topic (or filter) with the same QoS and retain flag and a payload no larger than
@@ -28,56 +42,132 @@ struct Cached<D> {
     decision: D,
 }
 
-/// Reusable decisions of one kind, by topic or filter.
+/// The decisions of one kind in one session, and the bytes they cost.
 #[derive(Debug)]
-pub(crate) struct Entries<D>(HashMap<Box<str>, Cached<D>>);
+pub(crate) struct Entries<D> {
+    map: HashMap<Box<str>, Cached<D>>,
+    bytes: usize,
+}
 
 impl<D> Default for Entries<D> {
     fn default() -> Self {
-        Entries(HashMap::default())
+        Entries { map: HashMap::default(), bytes: 0 }
     }
 }
 
 impl<D: Clone> Entries<D> {
     /// The decision kept for `key`, if it applies.
     pub(crate) fn lookup(&self, key: &Key<'_>) -> Option<D> {
-        let c = self.0.get(key.topic)?;
+        let c = self.map.get(key.topic)?;
         (c.qos == key.qos && c.retain == key.retain && key.payload_size <= c.max_payload).then(|| c.decision.clone())
     }
 
-    /// Keeps `decision` for `key`'s topic, QoS and retain flag, up to `max_payload` bytes.
-    pub(crate) fn remember(&mut self, key: &Key<'_>, max_payload: u32, decision: D) {
-        if self.0.len() >= MAX_CACHED_PER_SESSION {
-            self.0.clear();
+    /// Keeps `decision` for `key`; returns the bytes the entries cost before and after.
+    fn remember(&mut self, key: &Key<'_>, max_payload: u32, decision: D) -> (usize, usize) {
+        let before = self.bytes;
+        if self.map.len() >= MAX_CACHED_PER_SESSION {
+            self.clear();
         }
         let Key { topic, qos, retain, .. } = *key;
-        self.0.insert(topic.into(), Cached { qos, retain, max_payload, decision });
+        if self.map.insert(topic.into(), Cached { qos, retain, max_payload, decision }).is_none() {
+            self.bytes += cost(topic);
+        }
+        (before, self.bytes)
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
     }
 
     fn len(&self) -> usize {
-        self.0.len()
+        self.map.len()
     }
 }
 
-/// Reusable decisions of one session.
-#[derive(Debug, Default)]
+fn cost(topic: &str) -> usize {
+    topic.len() + ENTRY_OVERHEAD
+}
+
+/// The bytes all caches of one policy hold, shared by them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Pool(Arc<AtomicUsize>);
+
+impl Pool {
+    /// Bytes held now.
+    pub(crate) fn bytes(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The reusable decisions of one session. Its bytes count in its policy's [`Pool`] until it
+/// is cleared or dropped.
+#[derive(Debug)]
 pub(crate) struct DecisionCache {
     pub(crate) publish: Entries<PublishDecision>,
     pub(crate) subscribe: Entries<SubscribeDecision>,
     pub(crate) delivery: Entries<DeliveryDecision>,
+    pool: Pool,
 }
 
 impl DecisionCache {
-    /// Forgets every decision (new rules, or caching turned off).
-    pub(crate) fn clear(&mut self) {
-        self.publish.0.clear();
-        self.subscribe.0.clear();
-        self.delivery.0.clear();
+    /// An empty cache counting in `pool`.
+    pub(crate) fn new(pool: &Pool) -> DecisionCache {
+        DecisionCache {
+            publish: Entries::default(),
+            subscribe: Entries::default(),
+            delivery: Entries::default(),
+            pool: pool.clone(),
+        }
     }
 
-    /// Number of decisions kept.
+    /// Keeps `decision` in the entries `pick` chooses, unless its topic is too long or the
+    /// policy's pool is full (the decision is then simply not reused).
+    pub(crate) fn remember<D: Clone>(
+        &mut self,
+        pick: fn(&mut DecisionCache) -> &mut Entries<D>,
+        key: &Key<'_>,
+        max_payload: u32,
+        decision: D,
+    ) {
+        if key.topic.len() > MAX_CACHED_TOPIC || self.pool.bytes() + cost(key.topic) > MAX_CACHE_BYTES {
+            return;
+        }
+        let pool = self.pool.clone();
+        let (before, after) = pick(self).remember(key, max_payload, decision);
+        pool.0.fetch_add(after, Ordering::Relaxed);
+        pool.0.fetch_sub(before, Ordering::Relaxed);
+    }
+
+    /// Forgets every decision.
+    pub(crate) fn clear(&mut self) {
+        self.pool.0.fetch_sub(self.bytes(), Ordering::Relaxed);
+        self.publish.clear();
+        self.subscribe.clear();
+        self.delivery.clear();
+    }
+
+    /// Forgets the decisions of a client's own actions (publish, subscribe), keeping those on
+    /// deliveries: an offline session is only asked about deliveries.
+    pub(crate) fn clear_actions(&mut self) {
+        self.pool.0.fetch_sub(self.publish.bytes + self.subscribe.bytes, Ordering::Relaxed);
+        self.publish.clear();
+        self.subscribe.clear();
+    }
+
+    fn bytes(&self) -> usize {
+        self.publish.bytes + self.subscribe.bytes + self.delivery.bytes
+    }
+
+    /// Decisions kept.
     pub(crate) fn len(&self) -> usize {
         self.publish.len() + self.subscribe.len() + self.delivery.len()
+    }
+}
+
+impl Drop for DecisionCache {
+    fn drop(&mut self) {
+        self.pool.0.fetch_sub(self.bytes(), Ordering::Relaxed);
     }
 }
 
@@ -87,6 +177,10 @@ mod tests {
 
     fn key(topic: &str, payload_size: u32) -> Key<'_> {
         Key { topic, qos: 1, retain: false, payload_size }
+    }
+
+    fn publish(c: &mut DecisionCache) -> &mut Entries<PublishDecision> {
+        &mut c.publish
     }
 
     #[test]
@@ -108,6 +202,42 @@ mod tests {
             e.remember(&key(t, 0), 0, PublishDecision::Allow);
         }
         assert_eq!(e.len(), 1, "the 257th decision found the map full");
+        assert_eq!(e.bytes, cost(&topics[MAX_CACHED_PER_SESSION]));
         assert!(e.lookup(&key(&topics[MAX_CACHED_PER_SESSION], 0)).is_some());
+    }
+
+    #[test]
+    fn long_topics_are_answered_but_not_kept() {
+        let pool = Pool::default();
+        let mut c = DecisionCache::new(&pool);
+        let long = "t/".repeat(MAX_CACHED_TOPIC);
+        c.remember(publish, &key(&long, 0), 0, PublishDecision::Allow);
+        assert_eq!((c.len(), pool.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn the_pool_counts_every_session_and_is_freed_when_they_go() {
+        let pool = Pool::default();
+        let topic = "t".repeat(MAX_CACHED_TOPIC);
+        let per_session = MAX_CACHED_PER_SESSION - 1;
+        let mut sessions = Vec::new();
+        // Fill the pool with sessions of full caches.
+        while pool.bytes() + cost(&topic) <= MAX_CACHE_BYTES {
+            let mut c = DecisionCache::new(&pool);
+            for i in 0..per_session {
+                let t = format!("{}{i:03}", &topic[..MAX_CACHED_TOPIC - 3]);
+                c.remember(publish, &key(&t, 0), 0, PublishDecision::Allow);
+            }
+            sessions.push(c);
+        }
+        assert!(pool.bytes() <= MAX_CACHE_BYTES, "{}", pool.bytes());
+        let mut late = DecisionCache::new(&pool);
+        late.remember(publish, &key(&topic, 0), 0, PublishDecision::Allow);
+        assert_eq!(late.len(), 0, "a full pool keeps nothing more");
+        sessions.truncate(1);
+        sessions[0].clear_actions();
+        assert_eq!(pool.bytes(), 0, "dropped and cleared sessions give their bytes back");
+        late.remember(publish, &key(&topic, 0), 0, PublishDecision::Allow);
+        assert_eq!((late.len(), pool.bytes()), (1, cost(&topic)));
     }
 }

@@ -3,7 +3,8 @@
 //! Cranelift's time and memory on a component are bounded by nothing in the component format
 //! that is cheap to check (a function may be 7 MB of code with 50,000 locals). With a compiler
 //! configured ([`crate::Engine::with_compiler`]), the engine hands the component's bytes to a
-//! child process, `mqtt-policy-compile` (this crate's binary, whose `main` is [`child_main`]).
+//! child process, `mqtt-policy-compile` (this crate's binary, whose `main` is
+//! `Engine::compiler_child_main`, which runs [`child_main`] with the engine's configuration).
 //! The child limits its own address space (`RLIMIT_AS`, [`crate::Limits::compile_memory`]) and
 //! CPU time (`RLIMIT_CPU`), compiles with the engine's own wasmtime configuration
 //! (`Engine::precompile_component`) and writes the artifact to its stdout; the engine loads it
@@ -141,8 +142,10 @@ fn cpu_seconds(time: Duration) -> u64 {
 }
 
 /// The `main` of `mqtt-policy-compile`, the child the engine compiles policies in (see the
-/// module documentation for its protocol). Sets its limits before reading anything.
-pub fn child_main() -> ExitCode {
+/// module documentation for its protocol), compiling with `config` and explaining a refusal
+/// with `describe`. Sets its limits before reading anything. Taking the configuration keeps
+/// this module below the engine, which calls it.
+pub(crate) fn child_main(config: wasmtime::Config, describe: fn(&[u8], &wasmtime::Error) -> String) -> ExitCode {
     let usage = |message: String| {
         eprintln!("mqtt-policy-compile: {message}");
         eprintln!("usage: mqtt-policy-compile --memory-bytes N --cpu-seconds N < component.wasm > artifact");
@@ -179,7 +182,7 @@ pub fn child_main() -> ExitCode {
         }
         return usage(format!("reading the component from stdin: {e}"));
     }
-    let engine = match wasmtime::Engine::new(&crate::engine::config()) {
+    let engine = match wasmtime::Engine::new(&config) {
         Ok(e) => e,
         Err(e) => return usage(format!("configuring wasmtime: {e:#}")),
     };
@@ -196,7 +199,7 @@ pub fn child_main() -> ExitCode {
             ExitCode::from(OUT_OF_MEMORY)
         }
         Err(e) => {
-            eprintln!("{}", crate::engine::describe_compile_error(&bytes, &e));
+            eprintln!("{}", describe(&bytes, &e));
             ExitCode::from(REFUSED)
         }
     }

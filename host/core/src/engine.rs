@@ -17,9 +17,6 @@ use crate::compiler::{self, Failure};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 
-/// Granularity of deadlines: the epoch ticker's period.
-const TICK: Duration = Duration::from_millis(1);
-
 /// One wasmtime engine, its linker and compile cache. Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct Engine {
@@ -51,6 +48,13 @@ impl Engine {
     /// use [`Engine::with_compiler`].
     pub fn new(limits: Limits) -> Result<Engine> {
         Engine::build(limits, None)
+    }
+
+    /// The `main` of the `mqtt-policy-compile` binary: the child [`Engine::with_compiler`]
+    /// compiles each policy in, with this engine's wasmtime configuration (see
+    /// [`crate::compiler`] for its protocol). Not meant to be called otherwise.
+    pub fn compiler_child_main() -> std::process::ExitCode {
+        compiler::child_main(config(), describe_compile_error)
     }
 
     /// Like [`Engine::new`], compiling every policy in a child process, `compiler` (the
@@ -90,21 +94,6 @@ impl Engine {
 
     pub(crate) fn wasm(&self) -> &wasmtime::Engine {
         &self.inner.wasm
-    }
-
-    /// Deadline, in ticks, for one check.
-    pub(crate) fn call_ticks(&self) -> u64 {
-        ticks(self.inner.limits.deadline)
-    }
-
-    /// Deadline, in ticks, for one `authenticate`.
-    pub(crate) fn connect_ticks(&self) -> u64 {
-        ticks(self.inner.limits.connect_deadline)
-    }
-
-    /// Deadline, in ticks, for instantiation and settings validation.
-    pub(crate) fn setup_ticks(&self) -> u64 {
-        ticks(self.inner.limits.setup_deadline)
     }
 
     /// Compiles `bytes`, or reuses the component compiled under the same `key` (the digest of
@@ -171,10 +160,6 @@ pub(crate) fn config() -> wasmtime::Config {
     config
 }
 
-fn ticks(d: Duration) -> u64 {
-    (d.as_nanos().div_ceil(TICK.as_nanos()) as u64).max(1)
-}
-
 fn spawn_ticker(engine: &wasmtime::Engine) {
     let weak = engine.weak();
     std::thread::Builder::new()
@@ -183,7 +168,7 @@ fn spawn_ticker(engine: &wasmtime::Engine) {
             while let Some(engine) = weak.upgrade() {
                 engine.increment_epoch();
                 drop(engine);
-                std::thread::sleep(TICK);
+                std::thread::sleep(crate::deadline::TICK);
             }
         })
         .expect("spawning the epoch thread");

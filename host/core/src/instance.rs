@@ -40,18 +40,18 @@ impl Instance {
         &mut self,
         f: impl FnOnce(&mut Store<HostState>, &bindings::Policy) -> wasmtime::Result<R>,
     ) -> Result<Answer<R>, Error> {
-        let engine = self.module.engine();
-        self.call_within(engine.call_ticks(), engine.limits().deadline, f)
+        let deadline = self.module.engine().limits().deadline;
+        self.call_within(deadline, f)
     }
 
-    /// Runs `f` under a deadline of `ticks` epoch ticks (`deadline`, for the error).
+    /// Runs `f` under `deadline` (see [`crate::deadline`]).
     fn call_within<R>(
         &mut self,
-        ticks: u64,
         deadline: std::time::Duration,
         f: impl FnOnce(&mut Store<HostState>, &bindings::Policy) -> wasmtime::Result<R>,
     ) -> Result<Answer<R>, Error> {
         let limits = self.module.engine().limits();
+        let ticks = self.store.data_mut().deadline.start(deadline);
         self.store.set_epoch_deadline(ticks);
         self.store.data_mut().begin_call();
         match f(&mut self.store, &self.exports) {
@@ -104,9 +104,8 @@ impl Instance {
             peer: &c.peer,
             resumed,
         };
-        let engine = self.module.engine();
-        let (ticks, deadline) = (engine.connect_ticks(), engine.limits().connect_deadline);
-        self.call_within(ticks, deadline, |store, exports| {
+        let deadline = self.module.engine().limits().connect_deadline;
+        self.call_within(deadline, |store, exports| {
             store.data_mut().authenticating = true;
             exports.call_authenticate(store, session, connect)
         })

@@ -36,6 +36,7 @@ pub mod cert;
 mod check;
 pub mod compiler;
 mod convert;
+mod deadline;
 pub mod embedded;
 mod engine;
 mod error;

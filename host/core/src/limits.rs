@@ -12,11 +12,15 @@ use wasmtime::ResourceLimiter;
 /// these figures live; [`Limits::default`] documents the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest a single check (publish, subscribe, delivery, end of session) may run.
+    /// Longest a single check (publish, subscribe, delivery, end of session) may run: half
+    /// of it wall-clock time, the other half the calling thread's CPU time from then on, so a
+    /// thread the machine did not schedule is not charged for the wait (see the module
+    /// `deadline`). Uncontended, a looping policy is stopped at this time.
     pub deadline: Duration,
     /// Longest `authenticate` may run. Longer than a check: it runs once per connection and
     /// verifies proofs (a token hash costs 0.5-8 ms), and a loaded machine must not turn a
-    /// right password into a refusal. Still bounded: it runs on the broker's thread.
+    /// right password into a refusal. Still bounded: it runs on the broker's thread. Split
+    /// like [`Limits::deadline`].
     pub connect_deadline: Duration,
     /// Longest instantiation plus `validate-settings` may run (large rule sets parse here).
     pub setup_deadline: Duration,

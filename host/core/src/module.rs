@@ -129,7 +129,9 @@ impl PolicyModule {
         let state = HostState::new(tenant, m.short_digest.clone(), limits.memory);
         let mut store = Store::new(m.engine.wasm(), state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(m.engine.setup_ticks());
+        store.epoch_deadline_callback(|mut cx| Ok(cx.data_mut().deadline.passed()));
+        let ticks = store.data_mut().deadline.start(limits.setup_deadline);
+        store.set_epoch_deadline(ticks);
         let exports = m.pre.instantiate(&mut store).map_err(|e| Error::Instantiate {
             source_name: m.source_name.clone(),
             message: fault::classify(&limits, store.data(), &e).to_string(),

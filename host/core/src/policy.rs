@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::bindings::wit;
 use crate::breaker::{Backoff, Breaker, Transition};
-use crate::cache::DecisionCache;
+use crate::cache::{DecisionCache, Pool};
 use crate::check::Check;
 use crate::convert;
 use crate::error::Error;
@@ -44,6 +44,8 @@ pub struct Policy {
     next_session: u64,
     /// Whether decisions the policy marks cacheable are reused (on by default).
     caching: bool,
+    /// The bytes every session's cached decisions hold together (bounded).
+    cache_pool: Pool,
     /// Stops calling a policy that keeps timing out (see [`crate::breaker`]).
     breaker: Breaker,
     /// Spaces out attempts to instantiate a policy that failed to instantiate.
@@ -99,6 +101,7 @@ impl Policy {
             expiring: std::collections::BTreeSet::new(),
             next_session: 1,
             caching: true,
+            cache_pool: Pool::default(),
             breaker: Breaker::new(&limits),
             backoff: Backoff::new(&limits),
             instantiate_error: None,
@@ -273,7 +276,7 @@ impl Policy {
                         generation: self.generation,
                         revoked: None,
                         expiry_reported: false,
-                        cache: DecisionCache::default(),
+                        cache: DecisionCache::new(&self.cache_pool),
                         connected: !restored,
                     },
                 );
@@ -322,6 +325,10 @@ impl Policy {
     /// and its checks are otherwise unchanged.
     pub fn set_connected(&mut self, session: SessionId, connected: bool) {
         let Some(s) = self.sessions.get_mut(&session.0) else { return };
+        if !connected {
+            // Away, the session is only asked about deliveries.
+            s.cache.clear_actions();
+        }
         if s.connected != connected {
             s.connected = connected;
             if connected { self.tenant.connected() } else { self.tenant.disconnected() }
@@ -347,7 +354,10 @@ impl Policy {
     /// policy's answer (denied if it is not admissible, kept if the policy allows); then the
     /// decision's event, whichever way it was reached.
     fn check<C: Check>(&mut self, session: SessionId, input: &C) -> C::Decision {
-        if let Some(d) = self.expiry(C::ACTION, session, now_ms()) {
+        // The clock is read only for sessions whose proof expires: most have none, and a read
+        // costs more than a cached decision.
+        let expires = self.sessions.get(&session.0).is_some_and(|s| s.info.expires_at_ms.is_some());
+        if let Some(d) = expires.then(|| self.expiry(C::ACTION, session, now_ms())).flatten() {
             return C::deny(d);
         }
         let key = input.key();
@@ -378,7 +388,7 @@ impl Policy {
             return C::deny(self.report_fault(C::ACTION, Some(session.0), &Error::InvalidDecision(why)));
         }
         if let (Some(bound), true, Some(s)) = (answer.cacheable, self.caching, self.sessions.get_mut(&session.0)) {
-            C::entries_mut(&mut s.cache).remember(&input.key(), bound, answer.value.clone());
+            s.cache.remember(C::entries_mut, &input.key(), bound, answer.value.clone());
         }
         answer.value
     }

@@ -150,6 +150,9 @@ pub struct Hub {
     delivery: TopicTrie<usize>,
     has_delivery_rules: bool,
     subscribe: Vec<(Template, usize)>,
+    /// The same subscribe rules as a trie, for the per-delivery question whether a topic is
+    /// still covered by some subscription the session may make (no expansion, no scan).
+    subscribable: TopicTrie<usize>,
     monitoring: Option<config::MonitoringConfig>,
 }
 
@@ -398,6 +401,7 @@ impl Hub {
         let mut publish = TopicTrie::with_placeholders(PLACEHOLDERS);
         let mut delivery = TopicTrie::with_placeholders(PLACEHOLDERS);
         let mut subscribe = Vec::new();
+        let mut subscribable = TopicTrie::with_placeholders(PLACEHOLDERS);
         let mut rules = Vec::new();
         let mut has_delivery_rules = false;
         let mut expanded = Expanded::default();
@@ -429,7 +433,7 @@ impl Hub {
                         }
                         Action::Subscribe => {
                             subscribe.push((template.clone(), rules.len()));
-                            Ok(())
+                            subscribable.insert(t.get_ref(), rules.len())
                         }
                     }
                     .map_err(|e| format!("{}: {e}", field()))?;
@@ -496,6 +500,7 @@ impl Hub {
             publish,
             delivery,
             has_delivery_rules,
+            subscribable,
             subscribe,
             monitoring,
         })
@@ -1207,21 +1212,7 @@ impl Hub {
     /// Whether the session may currently subscribe to a filter matching `topic_name`: an
     /// applicable subscribe allow rule matches it and no applicable subscribe deny rule does.
     fn may_subscribe_to(&self, s: &Session, topic_name: &str) -> bool {
-        let mut allowed = false;
-        for (template, rule) in &self.subscribe {
-            let rule_ref = &self.rules[*rule];
-            if !rule_ref.applies(s) {
-                continue;
-            }
-            let Some(filter) = template.expand(s) else { continue };
-            if topic::matches(&filter, topic_name) {
-                match rule_ref.effect {
-                    Effect::Deny => return false,
-                    Effect::Allow => allowed = true,
-                }
-            }
-        }
-        allowed
+        self.permitted(&self.subscribable, s, topic_name)
     }
 
     /// An applicable allow rule matches and no applicable deny rule does.

@@ -4,5 +4,5 @@
 //! hand.
 
 fn main() -> std::process::ExitCode {
-    mqtt_policy_host::compiler::child_main()
+    mqtt_policy_host::Engine::compiler_child_main()
 }
