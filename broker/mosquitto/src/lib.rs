@@ -23,7 +23,7 @@ use std::ffi::{CStr, CString, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
-use mqtt_policy_gateway::{Access, Check, ConnectOutcome, Gateway, Hello, Restored, Worker};
+use mqtt_policy_gateway::{Access, Check, ClientFacts, ClientIds, ConnectOutcome, Gateway, Hello, Restored, Worker};
 
 use ffi::{Broker, Callback, Client, EvtAclCheck, EvtBasicAuth, EvtDisconnect, EvtMessage, Opt, PluginId, err, event};
 use mapping::RetainRewrites;
@@ -159,7 +159,12 @@ unsafe fn init(broker: Broker, id: *mut PluginId, options: *mut Opt, count: c_in
             loaded.join(", ")
         ),
     );
-    Ok(Box::new(Instance { broker, id, worker: Worker::new(gateway), rewrites: RetainRewrites::default() }))
+    Ok(Box::new(Instance {
+        broker,
+        id,
+        worker: Worker::sharing(gateway, process_client_ids()),
+        rewrites: RetainRewrites::default(),
+    }))
 }
 
 /// Runs a callback body with panics caught: a panic answers `on_panic` (a denial).
@@ -243,6 +248,13 @@ unsafe extern "C" fn on_basic_auth(_event: c_int, data: *mut c_void, userdata: *
     rc
 }
 
+/// The client ids of the whole broker: with `per_listener_settings true` Mosquitto loads
+/// one plugin instance per listener, but its client ids (and session takeover) are global.
+fn process_client_ids() -> ClientIds {
+    static IDS: std::sync::OnceLock<ClientIds> = std::sync::OnceLock::new();
+    IDS.get_or_init(ClientIds::new).clone()
+}
+
 unsafe extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, userdata: *mut c_void) -> c_int {
     guarded(userdata, err::ACL_DENIED, |inst| {
         let evt = unsafe { &*data.cast::<EvtAclCheck>() };
@@ -250,12 +262,18 @@ unsafe extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, userdata: *m
             return err::ACL_DENIED;
         }
         let Some(access) = mapping::access_of(evt.access) else { return err::ACL_DENIED };
+        let b = inst.broker;
+        // Mosquitto frees a client object when its session ends and may hand the address to
+        // the next connection: these tell a new client from the session held for the address.
+        let client_id = unsafe { ffi::str_or_none((b.client_id)(evt.client)) }.unwrap_or("");
+        let username = unsafe { ffi::str_or_none((b.client_username)(evt.client)) };
         let check = Check {
             access,
             topic: unsafe { CStr::from_ptr(evt.topic) }.to_bytes(),
             qos: evt.qos,
             retain: evt.retain,
             payload_size: evt.payloadlen,
+            client: Some(ClientFacts { client_id, username }),
         };
         if !inst.worker.knows(&(evt.client as usize)) {
             unsafe { restore_if_persisted(inst, evt.client) };

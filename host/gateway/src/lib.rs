@@ -26,6 +26,7 @@
 
 #![deny(missing_docs)]
 
+mod client_ids;
 pub mod config;
 pub mod directory;
 mod error;
@@ -38,11 +39,12 @@ pub mod trust;
 mod types;
 mod worker;
 
+pub use client_ids::ClientIds;
 pub use config::{Config, EventTarget, FailMode, Monitor};
 pub use error::{Error, Result};
 pub use gateway::Gateway;
 pub use monitoring::BrokerClose;
 pub use tenancy::TenantSource;
 pub use trust::TenantCas;
-pub use types::{Access, Check, CheckOutcome, ConnectOutcome, Hello, Restored};
+pub use types::{Access, Check, CheckOutcome, ClientFacts, ConnectOutcome, Hello, Restored};
 pub use worker::Worker;

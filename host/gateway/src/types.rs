@@ -108,13 +108,28 @@ pub struct Check<'a> {
     pub retain: bool,
     /// Payload size in bytes.
     pub payload_size: u32,
+    /// What the broker says of the client, if it says: a check whose client differs from the
+    /// session held for its key is not that session's.
+    pub client: Option<ClientFacts<'a>>,
 }
 
 impl<'a> Check<'a> {
     /// A check of `access` on `topic` at `qos`, not retained, with an empty payload.
     pub fn new(access: Access, topic: &'a str, qos: u8) -> Check<'a> {
-        Check { access, topic: topic.as_bytes(), qos, retain: false, payload_size: 0 }
+        Check { access, topic: topic.as_bytes(), qos, retain: false, payload_size: 0, client: None }
     }
+}
+
+/// The client a check is for, as the broker knows it now. A broker that keys connections by
+/// an object it frees and reuses (Mosquitto's client pointer) may hand the key of an ended
+/// session to a new client it let in without asking the gateway (`use_identity_as_username`);
+/// these facts tell the two apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientFacts<'a> {
+    /// The client id.
+    pub client_id: &'a str,
+    /// The user name the broker holds (after the gateway's `username` of an accept).
+    pub username: Option<&'a str>,
 }
 
 /// The answer to a check.

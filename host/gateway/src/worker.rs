@@ -11,10 +11,11 @@ use rustc_hash::FxBuildHasher;
 
 use mqtt_policy_host::events::{Action, Event, Severity};
 use mqtt_policy_host::{
-    Connect, ConnectDecision, Delivery, DeliveryDecision, Denial, MonitorSubject, Policy, Publish, PublishDecision,
-    ReasonCode, SessionId, Subscribe, SubscribeDecision,
+    Connect, ConnectDecision, Delivery, DeliveryDecision, Denial, MonitorSubject, Policy, Protocol, Publish,
+    PublishDecision, ReasonCode, SessionId, Subscribe, SubscribeDecision,
 };
 
+use crate::client_ids::ClientIds;
 use crate::config::FailMode;
 use crate::directory::Latest;
 use crate::gateway::Gateway;
@@ -32,9 +33,14 @@ struct Session {
     client_id: String,
     /// The identity the policy admitted; a takeover of this session must prove the same one.
     device_id: String,
-    /// Clean session 0 / clean start 0: the broker keeps the session after the connection.
+    /// The broker may keep the session after the connection (see [`persists`]).
     persistent: bool,
     state: Lifetime,
+    /// This session's claim of its client id in the process's [`ClientIds`].
+    claim: Option<u64>,
+    /// The user name the broker holds for the client: the device id the gateway asked it to
+    /// set, or the one the client sent. A check whose client says otherwise is not this one.
+    username: Option<String>,
     /// Its connection as monitoring messages report it, if they do.
     watch: Option<Box<Watched>>,
 }
@@ -51,6 +57,15 @@ struct Watched {
     closing: Option<Closing>,
     /// Its `Disconnect` was sent (a takeover sends it before the new connection's `Connect`).
     reported: bool,
+}
+
+/// Whether the broker may keep a session after its connection closes. MQTT 3.1.1: clean
+/// session 0. MQTT 5: a session expiry interval above 0, which brokers do not report to
+/// plugins (Mosquitto 2.0.11 has no call for it), with either clean start; so every MQTT 5
+/// session is kept, bounded like other offline sessions, rather than losing a Last Will with a
+/// delay or messages queued for a client that asked for them.
+fn persists(hello: &Hello<'_>) -> bool {
+    !hello.clean_start || hello.protocol == Protocol::Mqtt5
 }
 
 /// Where a session is in its life. The broker keeps asking about a session after its
@@ -81,9 +96,10 @@ pub struct Worker<K, S = FxBuildHasher> {
     latest: Arc<Latest>,
     policies: HashMap<String, Policy, FxBuildHasher>,
     sessions: HashMap<K, Session, S>,
-    /// The session holding each client id, to decide takeovers. Not per tenant: a broker's
-    /// client ids are one namespace, so a takeover can cross tenants.
+    /// The session of this worker holding each client id, to hand it over on a takeover.
     by_client_id: HashMap<String, K>,
+    /// Which identity holds each client id in the whole broker process (all workers).
+    client_ids: ClientIds,
     /// Sessions to end at the next connect or tick.
     ending: Vec<K>,
     /// Offline sessions, oldest first (entries of sessions that came back are skipped).
@@ -96,8 +112,16 @@ pub struct Worker<K, S = FxBuildHasher> {
 }
 
 impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
-    /// A worker with every policy the gateway has loaded so far.
+    /// A worker with every policy the gateway has loaded so far, and a client-id registry
+    /// of its own.
     pub fn new(gateway: Arc<Gateway>) -> Worker<K, S> {
+        Worker::sharing(gateway, ClientIds::new())
+    }
+
+    /// A worker sharing `client_ids` with the other workers of the broker process (several
+    /// listeners, each with a gateway of its own, or several threads): a client id then
+    /// belongs to one identity across all of them.
+    pub fn sharing(gateway: Arc<Gateway>, client_ids: ClientIds) -> Worker<K, S> {
         let latest = gateway.latest().clone();
         let mut w = Worker {
             gateway,
@@ -105,6 +129,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             policies: HashMap::default(),
             sessions: HashMap::default(),
             by_client_id: HashMap::default(),
+            client_ids,
             ending: Vec::new(),
             offline: std::collections::VecDeque::new(),
             unrestorable: HashMap::default(),
@@ -269,6 +294,10 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                         "defer",
                         format!("no policy is loaded for tenant {tenant}; fail_mode open defers to the broker"),
                     );
+                    let claim = match self.client_ids.claim(hello.client_id, &tenant, "") {
+                        Ok(claim) => claim,
+                        Err(holder) => return reject(self, &tenant, taken(hello.client_id, &holder, "this client")),
+                    };
                     self.gateway.tenant(&tenant).events().emit(e);
                     let session = Session {
                         prefix,
@@ -276,11 +305,14 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                         policy_session: None,
                         client_id: hello.client_id.to_owned(),
                         device_id: String::new(),
-                        persistent: !hello.clean_start,
+                        persistent: persists(hello),
                         state: Lifetime::Online,
+                        claim: Some(claim),
+                        username: hello.username.map(str::to_owned),
                         watch: None,
                     };
-                    self.sessions.insert(key, session);
+                    self.sessions.insert(key.clone(), session);
+                    self.by_client_id.insert(hello.client_id.to_owned(), key);
                     ConnectOutcome::Defer
                 }
             };
@@ -337,23 +369,18 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                 e.device_id = Some(info.device_id.clone());
                 e.policy = Some(policy.module().short_digest().to_owned());
                 let owner = hello.client_id.to_owned();
-                if let Some(held) = self.by_client_id.get(&owner).and_then(|k| self.sessions.get(k))
-                    && (held.tenant != tenant || held.device_id != info.device_id)
-                {
-                    // The broker would hand this connection the session (subscriptions, queued
-                    // messages) of another identity, or close that identity's connection.
-                    let denial = Denial {
-                        reason: ReasonCode::ClientIdentifierNotValid,
-                        message: format!(
-                            "client identifier {} belongs to the session of another device ({}); {} may not take it over",
-                            hello.client_id, held.device_id, info.device_id
-                        ),
-                        disconnect: true,
-                    };
-                    policy.end_session(session);
-                    failed(self, &denial);
-                    return reject(self, &tenant, denial);
-                }
+                let claim = match self.client_ids.claim(&owner, &tenant, &info.device_id) {
+                    Ok(claim) => claim,
+                    Err(holder) => {
+                        // The broker would hand this connection the session (subscriptions,
+                        // queued messages) of another identity, or close that identity's
+                        // connection: on any listener of the process.
+                        policy.end_session(session);
+                        let denial = taken(hello.client_id, &holder, &info.device_id);
+                        failed(self, &denial);
+                        return reject(self, &tenant, denial);
+                    }
+                };
                 policy.tenant().events().emit(e);
                 if let Some(old) = self.by_client_id.get(&owner).cloned()
                     && let Some(s) = self.sessions.get_mut(&old)
@@ -406,8 +433,10 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                     policy_session: Some(session),
                     client_id: hello.client_id.to_owned(),
                     device_id: info.device_id.clone(),
-                    persistent: !hello.clean_start,
+                    persistent: persists(hello),
                     state: Lifetime::Online,
+                    claim: Some(claim),
+                    username: username.clone().or_else(|| hello.username.map(str::to_owned)),
                     watch,
                 };
                 self.sessions.insert(key.clone(), session);
@@ -475,7 +504,17 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             return CheckOutcome::Allow;
         }
         let Some(client) = self.sessions.get(key) else { return self.unknown(key) };
+        let stale = check.client.is_some_and(|c| c.client_id != client.client_id || c.username != client.username.as_deref())
+            // An away client subscribes to nothing: a connected one took the key.
+            || (check.access == Access::Subscribe && client.state != Lifetime::Online);
+        if stale {
+            self.forget(key);
+            return self.unknown(key);
+        }
+        let Some(client) = self.sessions.get(key) else { return self.unknown(key) };
         let Some(session) = client.policy_session else { return CheckOutcome::Defer };
+        // The broker checks a Last Will after telling us the connection closed.
+        let will = client.state != Lifetime::Online;
         let Some(policy) = self.policies.get_mut(&client.tenant) else {
             return CheckOutcome::Deny(Denial {
                 reason: ReasonCode::ServerUnavailable,
@@ -534,6 +573,18 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                 PublishDecision::Allow | PublishDecision::Defer => CheckOutcome::Allow,
                 // Only the retained flag can be acted on: the host refuses a rewrite that raises
                 // QoS, and no broker integration lowers it yet.
+                PublishDecision::Rewrite(r) if retain && !r.retain && will => {
+                    // A broker sends a will without the message hook that clears the flag.
+                    let d = Denial {
+                        reason: ReasonCode::RetainNotSupported,
+                        message: format!(
+                            "retained Last Will refused: {}; the broker cannot clear a will's retained flag",
+                            r.message
+                        ),
+                        disconnect: false,
+                    };
+                    deny(policy, Action::Publish, Some(topic), d)
+                }
                 PublishDecision::Rewrite(r) if retain && !r.retain => CheckOutcome::AllowRetainCleared,
                 PublishDecision::Rewrite(_) => CheckOutcome::Allow,
                 PublishDecision::Deny(d) => CheckOutcome::Deny(d),
@@ -624,6 +675,9 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             if self.by_client_id.get(&c.client_id) == Some(key) {
                 self.by_client_id.remove(&c.client_id);
             }
+            if let Some(claim) = c.claim {
+                self.client_ids.release(&c.client_id, claim);
+            }
             if let (Some(session), Some(p)) = (c.policy_session, self.policies.get_mut(&c.tenant)) {
                 p.end_session(session);
             }
@@ -682,6 +736,8 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             device_id,
             persistent: true,
             state: Lifetime::Offline,
+            claim: None,
+            username: restored.username.map(str::to_owned),
             watch: None,
         };
         let Some(policy) = self.policies.get_mut(&tenant) else {
@@ -693,8 +749,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                 // As for a connect: the broker's own rules decide.
                 FailMode::Open => {
                     let s = session(tenant, None, String::new());
-                    self.keep_restored(key, s);
-                    true
+                    self.keep_restored(key, s)
                 }
             };
         };
@@ -731,8 +786,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                 e.policy = Some(policy.module().short_digest().to_owned());
                 policy.tenant().events().emit(e);
                 let s = session(tenant, Some(id), info.device_id);
-                self.keep_restored(key, s);
-                true
+                self.keep_restored(key, s)
             }
             // The policy emitted the `restore-refused` event.
             ConnectDecision::Reject(d) => {
@@ -746,12 +800,25 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         }
     }
 
-    /// Holds an admitted restored session: offline, owning its client id.
-    fn keep_restored(&mut self, key: K, session: Session) {
+    /// Holds an admitted restored session: offline, owning its client id (refused if the
+    /// process already gave that id to another identity).
+    fn keep_restored(&mut self, key: K, mut session: Session) -> bool {
+        match self.client_ids.claim(&session.client_id, &session.tenant, &session.device_id) {
+            Ok(claim) => session.claim = Some(claim),
+            Err(holder) => {
+                let why = format!("client identifier {} is held by {holder}", session.client_id);
+                let (tenant, client_id) = (session.tenant.clone(), session.client_id.clone());
+                if let (Some(id), Some(p)) = (session.policy_session, self.policies.get_mut(&tenant)) {
+                    p.end_session(id);
+                }
+                return self.refuse_restore(key, &tenant, &client_id, why);
+            }
+        }
         self.by_client_id.insert(session.client_id.clone(), key.clone());
         self.sessions.insert(key.clone(), session);
         self.offline.push_back(key);
         self.bound_offline();
+        true
     }
 
     /// A restore the gateway refuses: one `restore-refused` event, then its checks are denied.
@@ -805,5 +872,17 @@ fn report_disconnect(m: &monitoring::Monitoring, w: &mut Watched, how: BrokerClo
         m.clear(w.topic.clone());
     } else {
         m.disconnect(w.topic.clone(), payload, true);
+    }
+}
+
+/// The refusal of a connect whose client id another identity holds (0x85, as for an invalid
+/// client identifier: the broker would otherwise hand it that identity's session).
+fn taken(client_id: &str, holder: &str, claimant: &str) -> Denial {
+    Denial {
+        reason: ReasonCode::ClientIdentifierNotValid,
+        message: format!(
+            "client identifier {client_id} belongs to the session of another device ({holder}); {claimant} may not take it over"
+        ),
+        disconnect: true,
     }
 }

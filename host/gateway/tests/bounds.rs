@@ -79,7 +79,10 @@ fn fail_open_clients_of_made_up_tenants_leave_nothing_behind() {
     let mut w: Worker<u32> = Worker::new(gw.clone());
     for i in 0..1000u32 {
         let id = format!("d:open-{i}:x");
-        assert_eq!(w.connect(i, &Hello::new(&id)), ConnectOutcome::Defer);
+        // MQTT 3.1.1 clean sessions: the broker ends them with the connection (MQTT 5
+        // sessions are kept offline, bounded, since the broker does not say when they expire).
+        let hello = Hello { protocol: mqtt_policy_host::Protocol::Mqtt311, ..Hello::new(&id) };
+        assert_eq!(w.connect(i, &hello), ConnectOutcome::Defer);
         w.disconnect(&i);
     }
     w.tick(Instant::now());

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mqtt_policy_gateway::{
-    Access, Check, CheckOutcome, Config, ConnectOutcome, FailMode, Gateway, Hello, Monitor, Restored, TenantSource,
-    Worker,
+    Access, Check, CheckOutcome, ClientFacts, ClientIds, Config, ConnectOutcome, FailMode, Gateway, Hello, Monitor,
+    Restored, TenantSource, Worker,
 };
 use mqtt_policy_host::embedded::{EmbeddedCa, embed_all};
 use mqtt_policy_host::events::{Event, MemorySink};
@@ -94,7 +94,9 @@ fn connect_publish_subscribe_and_delivery_through_hub_rules() {
     assert_eq!(gateway.loaded_tenants(), ["acme"]);
     let mut w: Worker<u32> = Worker::new(gateway.clone());
 
-    assert_eq!(accepted(w.connect(1, &Hello::new("d1"))).as_deref(), Some("d1"));
+    // An MQTT 3.1.1 clean session, which the broker ends with its connection.
+    let hello = Hello { protocol: Protocol::Mqtt311, ..Hello::new("d1") };
+    assert_eq!(accepted(w.connect(1, &hello)).as_deref(), Some("d1"));
     assert_eq!(w.session_count(), 1);
     assert_eq!(w.check(&1, &check(Access::Publish, "devices/d1/temp", 1)), CheckOutcome::Allow);
     assert_eq!(denied(w.check(&1, &check(Access::Publish, "devices/d2/temp", 1))), ReasonCode::NotAuthorized);
@@ -541,6 +543,117 @@ fn a_restore_the_rules_or_the_tenancy_refuse_denies_its_checks_with_one_event() 
     let e = events.take().into_iter().find(|e| e.outcome == "restore-refused").expect("restore-refused");
     assert!(e.message.contains("session restored from the broker's persistence not re-established"), "{}", e.message);
     assert!(e.message.contains("certificate"), "{}", e.message);
+}
+
+/// Two listeners of one broker process, each with its gateway and tenant (Mosquitto's
+/// `per_listener_settings true`), sharing the process's client ids.
+fn two_listeners(name: &str) -> (Dir, Worker<u32>, Worker<u32>, ClientIds) {
+    let dir = Dir::new(name);
+    dir.deploy("open", &hub_policy(RULES, &[]));
+    dir.deploy("victim", &hub_policy(RULES, &[]));
+    let (open, _) = start(&dir.0, TenantSource::fixed("open").unwrap(), |_| {});
+    let (victim, _) = start(&dir.0, TenantSource::fixed("victim").unwrap(), |_| {});
+    let ids = ClientIds::new();
+    (dir, Worker::sharing(open, ids.clone()), Worker::sharing(victim, ids.clone()), ids)
+}
+
+#[test]
+fn a_client_id_held_on_one_listener_cannot_be_taken_over_from_another() {
+    let (_dir, mut open, mut victim, ids) = two_listeners("listeners");
+    let persistent = Hello { clean_start: false, ..Hello::new("thermo-1") };
+    accepted(victim.connect(1, &persistent));
+    victim.disconnect(&1);
+    // Offline: its queue is checked against it, and its client id is still its own.
+    match open.connect(7, &persistent) {
+        ConnectOutcome::Reject(d) => {
+            assert_eq!(d.reason, ReasonCode::ClientIdentifierNotValid, "{d:?}");
+            assert!(d.message.contains("another tenant"), "names no other tenant's device: {d:?}");
+        }
+        other => panic!("another tenant's client took over the session: {other:?}"),
+    }
+    assert_eq!(victim.check(&1, &check(Access::Delivery, "devices/thermo-1/cmd", 1)), CheckOutcome::Allow);
+    // Back on its own listener, the device takes its session over; once it ends, the id is free.
+    accepted(victim.connect(2, &persistent));
+    assert_eq!(ids.len(), 1);
+    let clean = Hello { protocol: Protocol::Mqtt311, ..Hello::new("thermo-1") };
+    accepted(victim.connect(3, &clean));
+    victim.disconnect(&3);
+    victim.tick(Instant::now());
+    accepted(open.connect(8, &clean));
+    // Workers made alone do not share: each has its own registry.
+    let (_d2, mut a, _, _) = two_listeners("alone");
+    let mut b: Worker<u32> = Worker::new(a.gateway().clone());
+    accepted(a.connect(1, &persistent));
+    accepted(b.connect(1, &Hello { clean_start: false, ..Hello::new("thermo-1") }));
+}
+
+#[test]
+fn a_check_from_another_client_on_a_sessions_key_is_not_that_sessions() {
+    let dir = Dir::new("stale");
+    dir.deploy("acme", &hub_policy(RULES, &[]));
+    let (gateway, _) = start(&dir.0, TenantSource::fixed("acme").unwrap(), |_| {});
+    let mut w: Worker<u32> = Worker::new(gateway);
+    accepted(w.connect(1, &Hello { clean_start: false, ..Hello::new("ctl") }));
+    let publish = |client_id, username| Check {
+        client: Some(ClientFacts { client_id, username }),
+        ..check(Access::Publish, "devices/ctl/cmd", 1)
+    };
+    assert_eq!(w.check(&1, &publish("ctl", Some("ctl"))), CheckOutcome::Allow, "the session's own client");
+    w.disconnect(&1);
+    // The broker freed the object and let a client in on it without asking the gateway.
+    assert_eq!(denied(w.check(&1, &publish("nobody", Some("nobody")))), ReasonCode::NotAuthorized);
+    assert_eq!(w.session_count(), 0, "the session that held the key is over");
+
+    accepted(w.connect(2, &Hello { clean_start: false, ..Hello::new("ctl") }));
+    w.disconnect(&2);
+    // Same client id, but the broker holds another user name (a certificate's): not the session.
+    assert_eq!(denied(w.check(&2, &publish("ctl", Some("CN=ctl")))), ReasonCode::NotAuthorized);
+    accepted(w.connect(3, &Hello { clean_start: false, ..Hello::new("ctl") }));
+    w.disconnect(&3);
+    // An away session subscribes to nothing: a connected client took its key.
+    let subscribe = Check {
+        client: Some(ClientFacts { client_id: "ctl", username: Some("ctl") }),
+        ..check(Access::Subscribe, "devices/ctl/#", 1)
+    };
+    assert_eq!(denied(w.check(&3, &subscribe)), ReasonCode::NotAuthorized);
+    assert_eq!(w.session_count(), 0);
+}
+
+#[test]
+fn an_mqtt5_session_outlives_its_connection_whatever_its_clean_start() {
+    let dir = Dir::new("v5");
+    dir.deploy("acme", &hub_policy(RULES, &[]));
+    let (gateway, _) = start(&dir.0, TenantSource::fixed("acme").unwrap(), |_| {});
+    let mut w: Worker<u32> = Worker::new(gateway);
+    // Clean start 1 with a session expiry interval: the broker keeps the session, which
+    // plugins cannot see, so the gateway keeps it too.
+    accepted(w.connect(1, &Hello::new("d1")));
+    w.disconnect(&1);
+    w.tick(Instant::now());
+    assert_eq!(w.offline_count(), 1);
+    assert_eq!(w.check(&1, &check(Access::Delivery, "devices/d1/cmd", 1)), CheckOutcome::Allow, "queued for it");
+    assert_eq!(w.check(&1, &check(Access::Publish, "devices/d1/will", 1)), CheckOutcome::Allow, "its delayed will");
+    // MQTT 3.1.1 clean session: over with the connection.
+    accepted(w.connect(2, &Hello { protocol: Protocol::Mqtt311, ..Hello::new("d2") }));
+    w.disconnect(&2);
+    w.tick(Instant::now());
+    assert_eq!(denied(w.check(&2, &check(Access::Delivery, "devices/d2/cmd", 1))), ReasonCode::NotAuthorized);
+}
+
+#[test]
+fn a_retained_last_will_is_refused_where_the_rules_override_retained() {
+    let dir = Dir::new("will");
+    dir.deploy("acme", &hub_policy(RULES, &[]));
+    let (gateway, events) = start(&dir.0, TenantSource::fixed("acme").unwrap(), |_| {});
+    let mut w: Worker<u32> = Worker::new(gateway);
+    accepted(w.connect(1, &Hello::new("d1")));
+    let retained_will = Check { retain: true, ..check(Access::Publish, "devices/d1/status", 1) };
+    assert_eq!(w.check(&1, &retained_will), CheckOutcome::AllowRetainCleared, "connected: the flag is cleared");
+    w.disconnect(&1);
+    // The broker sends a will without the message hook that would clear the flag.
+    assert_eq!(denied(w.check(&1, &retained_will)), ReasonCode::RetainNotSupported);
+    assert_eq!(w.check(&1, &check(Access::Publish, "devices/d1/status", 1)), CheckOutcome::Allow, "a plain will");
+    assert!(events.take().iter().any(|e| e.outcome == "deny" && e.message.contains("retained Last Will refused")));
 }
 
 /// Devices `s1` (type sensor) and `s2`, an application `dash`, under a tenant prefix; IBM-style
