@@ -338,3 +338,136 @@ fn after_sigkill_the_plugin_delivers_no_fewer_messages_than_bare_mosquitto() {
     );
     assert!(plugin >= bare, "plugin delivered {plugin}, bare Mosquitto {bare}");
 }
+
+/// `mosquitto_sub -V 5` with extra arguments, left running.
+fn sub5(port: u16, args: &[&str]) -> Child {
+    Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "5"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub is installed")
+}
+
+/// Two listeners with a plugin each (`per_listener_settings true`): tenant `open` on the first,
+/// `victim` on the second, both with the same rules (devices `s1`, `s2`, `app`).
+fn two_tenant_listeners(tag: &str) -> Broker {
+    let policies = [("open", hub("client-id", true)), ("victim", hub("client-id", true))];
+    Broker::start_conf(tag, &policies, 2, |plugin, dir, events, ports| {
+        let mut conf = String::from("per_listener_settings true\n");
+        for (port, tenant) in [(ports[0], "open"), (ports[1], "victim")] {
+            conf += &format!(
+                "listener {port} 127.0.0.1\nallow_anonymous false\nplugin {}\nplugin_opt_policy_dir {}\nplugin_opt_events {}\nplugin_opt_tenant {tenant}\n",
+                plugin.display(),
+                dir.display(),
+                events.display()
+            );
+        }
+        conf
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_client_of_another_tenants_listener_cannot_take_over_a_session() {
+    let b = two_tenant_listeners("cross-listener");
+    let (open, victim) = (b.ports[0], b.ports[1]);
+    // The victim's device subscribes with a persistent session and leaves; a command is queued.
+    let owner = ["-i", "s1", "-c", "-q", "1", "-t", "devices/s1/cmd/#"];
+    assert_eq!(output(sub(victim, &[&owner[..], &["-E"][..]].concat())), "");
+    assert!(publish(victim, "app", None, "devices/s1/cmd/reboot", "for-the-victim"));
+
+    // The same client id on the other tenant's listener, whose rules would admit it: refused,
+    // before Mosquitto hands it the victim's session.
+    let thief = sub(open, &[&owner[..], &["-C", "1", "-W", "3"][..]].concat());
+    assert_eq!(output(thief), "", "the victim's queued command leaked to another tenant's client");
+    let e = b.wait_event("the takeover refused", |e| {
+        field(e, "outcome") == "reject" && field(e, "client_id") == "s1" && field(e, "tenant") == "open"
+    });
+    assert!(field(&e, "message").contains("belongs to the session of another device"), "{e}");
+    assert_eq!(e["reason_code"], 0x85, "{e}");
+
+    // The victim gets its command; connected, it is not knocked off by another attempt.
+    let mut back = Mqtt::connected(&Opts::new(victim, Proto::V311, "s1").clean(false));
+    assert_eq!(back.recv(Duration::from_secs(5)).map(|m| m.1), Some(b"for-the-victim".to_vec()));
+    let (_c, code) = Mqtt::connect(&Opts::new(open, Proto::V5, "s1").clean(false));
+    // Mosquitto 2.0.11 answers a plugin's refusal with 0x87; the event holds the gateway's 0x85.
+    assert_eq!(code, 0x87);
+    assert!(back.closed(Duration::from_secs(1)).is_none(), "the victim stays connected");
+    assert!(publish(victim, "app", None, "devices/s1/cmd/x", "still-yours"));
+    assert_eq!(back.recv(Duration::from_secs(5)).map(|m| m.1), Some(b"still-yours".to_vec()));
+}
+
+#[test]
+fn an_mqtt5_session_with_clean_start_and_an_expiry_keeps_its_queue_and_its_delayed_will() {
+    let b = Broker::start("v5-expiry", Setup::tenant("hub", hub("client-id", true))).unwrap();
+    // Clean start 1 with a session expiry interval (paho's usual MQTT 5 pattern): the broker
+    // keeps the session after the connection.
+    let first = sub5(b.port, &["-i", "app", "-x", "300", "-q", "1", "-t", "devices/#", "-E"]);
+    assert_eq!(output(first), "");
+    for i in 0..3 {
+        assert!(publish(b.port, "s1", None, "devices/s1/t", &format!("queued-{i}")));
+    }
+    let back = sub5(b.port, &["-i", "app", "-c", "-x", "300", "-q", "1", "-t", "devices/#", "-C", "3", "-W", "5"]);
+    let got: Vec<String> = output(back).lines().map(str::to_owned).collect();
+    assert_eq!(got, ["queued-0", "queued-1", "queued-2"], "events: {:#?}\n{}", b.events(), b.log());
+
+    // A Last Will with a delay, from a clean-start session with an expiry: sent after the delay.
+    let mut app = Mqtt::connected(&Opts::new(b.port, Proto::V5, "app"));
+    assert_eq!(app.subscribe("devices/s2/status", 1), 1);
+    let will = [
+        "-i",
+        "s2",
+        "-x",
+        "60",
+        "-t",
+        "devices/s2/cmd/#",
+        "--will-topic",
+        "devices/s2/status",
+        "--will-qos",
+        "1",
+        "--will-payload",
+        "gone",
+        "-D",
+        "will",
+        "will-delay-interval",
+        "1",
+    ];
+    let mut s2 = sub5(b.port, &will);
+    accepted(&b, "s2");
+    s2.kill().unwrap();
+    let _ = s2.wait();
+    let got = app.recv(Duration::from_secs(6));
+    assert_eq!(got.map(|m| m.1), Some(b"gone".to_vec()), "events: {:#?}\n{}", b.events(), b.log());
+}
+
+#[test]
+fn a_retained_last_will_is_refused_where_the_rules_override_retained_flags() {
+    let rules = rules("client-id", true).replace("[hub]\n", "[hub]\nretained = \"override\"\n");
+    let b = Broker::start("retained-will", Setup::tenant("hub", support::hub_policy(&rules, &[]))).unwrap();
+    let will = [
+        "-i",
+        "s1",
+        "-t",
+        "devices/s1/cmd/#",
+        "--will-topic",
+        "devices/s1/status",
+        "--will-qos",
+        "1",
+        "--will-retain",
+        "--will-payload",
+        "offline",
+    ];
+    let mut s1 = sub(b.port, &will);
+    accepted(&b, "s1");
+    s1.kill().unwrap();
+    let _ = s1.wait();
+    let e = b.wait_event("the retained will refused", |e| {
+        field(e, "outcome") == "deny" && field(e, "client_id") == "s1" && field(e, "topic") == "devices/s1/status"
+    });
+    assert!(field(&e, "message").contains("retained Last Will refused"), "{e}");
+    // Nothing was stored retained for later subscribers.
+    let late = sub(b.port, &["-i", "app", "-t", "devices/s1/status", "-C", "1", "-W", "2"]);
+    assert_eq!(output(late), "", "a retained will was stored on a hub that overrides retained flags");
+}

@@ -149,13 +149,17 @@ impl Policy {
 
     /// Sessions whose proof expired as of `now_ms` (see `expires-at-ms` in the WIT), in id
     /// order, for the broker to disconnect (Mosquitto: `mosquitto_kick_client_by_clientid`).
-    /// Each is reported once with an `expired` event; every check of it is denied from now on.
+    /// Each is returned and reported (an `expired` event) once; every check of it is denied
+    /// from now on, so the cost of a call grows with the sessions that expired since the last.
     pub fn expired_sessions(&mut self, now_ms: u64) -> Vec<SessionId> {
-        let mut ids: Vec<u64> = self.expiring.range(..=(now_ms, u64::MAX)).map(|&(_, id)| id).collect();
-        ids.sort_unstable();
-        for id in &ids {
-            self.expiry(Action::Connect, SessionId(*id), now_ms);
+        let due: Vec<(u64, u64)> = self.expiring.range(..=(now_ms, u64::MAX)).copied().collect();
+        let mut ids = Vec::with_capacity(due.len());
+        for entry in due {
+            self.expiring.remove(&entry);
+            self.expiry(Action::Connect, SessionId(entry.1), now_ms);
+            ids.push(entry.1);
         }
+        ids.sort_unstable();
         ids.into_iter().map(SessionId).collect()
     }
 

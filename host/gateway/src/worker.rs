@@ -180,6 +180,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         if expired.is_empty() {
             return Vec::new();
         }
+        let expired: std::collections::HashSet<SessionId> = expired.into_iter().collect();
         self.sessions
             .values_mut()
             .filter(|s| s.state == Lifetime::Online && s.policy_session.is_some_and(|id| expired.contains(&id)))

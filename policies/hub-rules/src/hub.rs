@@ -609,7 +609,7 @@ impl Hub {
         let info = SessionInfo::device(device_id);
         let info = SessionInfo { attributes, expires_at_ms: admitted.expires_at_ms, ..info };
         let session = Session {
-            rate_counter: format!("rate:{device_id}"),
+            rate_counter: rate_counter_name(device_id),
             device_id: device_id.to_owned(),
             kind: admitted.kind,
             device_type: admitted.device_type,
@@ -911,8 +911,11 @@ impl Hub {
         let bad = |message: String| deny(ReasonCode::BadUserNameOrPassword, message);
         let token = sas::parse(password).map_err(|e| bad(format!("malformed shared access signature: {e}")))?;
         let user = format!("{}/{id}", sas.hostname);
-        let user_ok = c.username.as_deref().map(str::to_ascii_lowercase).is_some_and(|u| {
-            u == user.to_ascii_lowercase() || u.starts_with(&format!("{}/", user.to_ascii_lowercase()))
+        // Host names compare without case; device ids are case-sensitive (`Sensor-A` is not
+        // `sensor-a`), so a token for one never admits the other.
+        let user_ok = c.username.as_deref().is_some_and(|u| {
+            let rest = host_prefix(u, &sas.hostname).and_then(|r| r.strip_prefix(id));
+            matches!(rest, Some("") | Some("/")) || rest.is_some_and(|r| r.starts_with("/?"))
         });
         if !user_ok {
             return Err(bad(format!(
@@ -920,7 +923,7 @@ impl Hub {
             )));
         }
         let resource = format!("{}/devices/{id}", sas.hostname);
-        if !token.resource.eq_ignore_ascii_case(&resource) {
+        if host_prefix(&token.resource, &sas.hostname).and_then(|r| r.strip_prefix("devices/")) != Some(id) {
             return Err(bad(format!(
                 "shared access signature for resource `{}` does not grant access to `{resource}`",
                 token.resource.escape_debug()
@@ -1233,6 +1236,25 @@ impl Hub {
         });
         allowed && !denied
     }
+}
+
+/// The name of a session's rate counter. Device ids can be client ids of up to 64 KiB on a
+/// hub that admits unregistered devices, and the host refuses counter names over 1 KiB (the
+/// check would trap, and the policy be instantiated anew, at every publish of such a client):
+/// long ids are counted under their SHA-256.
+pub(crate) fn rate_counter_name(device_id: &str) -> String {
+    use base64ct::Encoding;
+    use sha2::Digest;
+    if device_id.len() <= 128 {
+        return format!("rate:{device_id}");
+    }
+    format!("rate#{}", base64ct::Base64UrlUnpadded::encode_string(&sha2::Sha256::digest(device_id.as_bytes())))
+}
+
+/// What follows `host/` at the start of `s`, the host compared without case.
+fn host_prefix<'a>(s: &'a str, host: &str) -> Option<&'a str> {
+    let (h, rest) = s.split_once('/')?;
+    h.eq_ignore_ascii_case(host).then_some(rest)
 }
 
 /// Whether an identity can stand in a topic rule: a safe placeholder value that also does

@@ -602,7 +602,7 @@ fn sas_hub() -> Hub {
     let policy = base64ct::Base64::encode_string(b"hub policy key,  also 32 bytes..");
     Hub::compile(&format!(
         "[sas]\nhostname = \"{HOST}\"\n[[sas.policy]]\nname = \"device\"\nkey = \"{policy}\"\n\
-         [[device]]\nid = \"thermo-1\"\nsas-key = \"{key}\"\n[[device]]\nid = \"thermo-2\"\n{DEVICES}"
+         [[device]]\nid = \"thermo-1\"\nsas-key = \"{key}\"\n[[device]]\nid = \"thermo-2\"\n[[device]]\nid = \"Thermo-2\"\n{DEVICES}"
     ))
     .unwrap()
 }
@@ -658,6 +658,18 @@ fn sas_tokens_signed_by_the_device_or_a_hub_policy() {
     let t = crate::sas::sign(&format!("{HOST}%2Fdevices%2Fthermo-2"), policy, (NOW_SECS + 60) as u64, Some("device"));
     let (info, _) = hub.authenticate(&sas_connect("thermo-2", t), &FakeHost::default()).unwrap();
     assert!(info.attributes.contains(&("auth".into(), "sas-policy".into())));
+    // Device ids are case-sensitive: thermo-2's token does not admit the registered Thermo-2;
+    // the host name is not.
+    let t = crate::sas::sign(&format!("{HOST}%2Fdevices%2Fthermo-2"), policy, (NOW_SECS + 60) as u64, Some("device"));
+    assert!(reject(&hub, &sas_connect("Thermo-2", t)).1.contains("does not grant access"));
+    let t = crate::sas::sign(&format!("{HOST}%2Fdevices%2FThermo-2"), policy, (NOW_SECS + 60) as u64, Some("device"));
+    let mut upper = sas_connect("Thermo-2", t);
+    upper.username = Some(format!("{}/Thermo-2/?api-version=2021-04-12", HOST.to_uppercase()));
+    hub.authenticate(&upper, &FakeHost::default()).unwrap();
+    let t = crate::sas::sign(&format!("{HOST}%2Fdevices%2FThermo-2"), policy, (NOW_SECS + 60) as u64, Some("device"));
+    let mut wrong_case = sas_connect("Thermo-2", t);
+    wrong_case.username = Some(format!("{HOST}/thermo-2/?api-version=2021-04-12"));
+    assert!(reject(&hub, &wrong_case).1.contains("uses user name"));
     let t = crate::sas::sign(&format!("{HOST}%2Fdevices%2Fthermo-2"), policy, (NOW_SECS + 60) as u64, Some("service"));
     assert_eq!(reject(&hub, &sas_connect("thermo-2", t)).1, "shared access policy `service` does not exist");
     let no_key = reject(&hub, &sas_connect("thermo-2", device_token("thermo-2", key, NOW_SECS + 60)));
@@ -740,6 +752,16 @@ fn only_a_restore_skips_the_proof() {
     assert_eq!(reject(&locked, &restored("d1", "d1")).1, "hub is locked");
     let shared = open(&format!("[hub]\nservice-level = \"shared\"\n{DEVICES}")).unwrap();
     assert!(reject(&shared, &restored("d1", "d1")).1.contains("clean session"));
+}
+
+#[test]
+fn rate_counters_of_long_device_ids_stay_short_and_distinct() {
+    assert_eq!(crate::hub::rate_counter_name("d1"), "rate:d1");
+    let long = |c: char| c.to_string().repeat(60_000);
+    let (a, b) = (crate::hub::rate_counter_name(&long('a')), crate::hub::rate_counter_name(&long('b')));
+    assert!(a.len() < 64 && a.starts_with("rate#"), "{a}");
+    assert_ne!(a, b);
+    assert!(!a.contains(':'), "cannot collide with a short id's name");
 }
 
 const MONITORED: &str = r#"
