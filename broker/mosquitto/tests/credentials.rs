@@ -278,3 +278,33 @@ fn dollar_user_names_never_expand_and_mosquitto_passwd_hashes_verify() {
     assert_eq!(bob.subscribe("bob/#", 0), 0);
     assert_no_secret_in_events(&b, &["wonder land", "wonderland", &hash]);
 }
+
+#[test]
+fn a_second_api_key_cannot_take_over_another_keys_application_session() {
+    // The example hub with a second key (the same token, for brevity) in the same organization.
+    let key_line = IBM.lines().position(|l| l.contains(API_KEY)).expect("the example's API key");
+    let hash = IBM.lines().nth(key_line + 1).filter(|l| l.starts_with("token-hash")).expect("its token hash");
+    let rules = format!("{IBM}\n[[application]]\napi-key = \"a-acme-second0001\"\n{hash}\n");
+    let setup = Setup {
+        options: vec![("tenant_from".into(), "client-id:*:{tenant}:*".into())],
+        policies: vec![("acme".into(), support::hub_policy(&rules, &[]))],
+        tls: None,
+        ..Default::default()
+    };
+    let b = Broker::start("creds-apps", setup).unwrap();
+    let first = Opts::new(b.port, Proto::V311, "A:acme:dashboard:1").user(API_KEY, API_TOKEN).clean(false);
+    let mut app = Mqtt::connected(&first);
+    assert_eq!(app.subscribe("iot-2/type/+/id/+/evt/+/fmt/+", 1), 1);
+    // The other key presents the same client id: refused, and the first key's connection stays.
+    let second = Opts::new(b.port, Proto::V311, "A:acme:dashboard:1").user("a-acme-second0001", API_TOKEN).clean(false);
+    let (_c, code) = Mqtt::connect(&second);
+    assert_eq!(code, refused(Proto::V311));
+    let e = b.wait_event("the other key refused", |e| {
+        field(e, "outcome") == "reject" && field(e, "message").contains("belongs to the session of another device")
+    });
+    assert!(!field(&e, "message").contains(API_KEY), "names no other key: {e}");
+    assert!(app.closed(Duration::from_secs(1)).is_none(), "the first key's application stays connected");
+    // The same key reconnecting takes its own session over.
+    let (_again, code) = Mqtt::connect(&first);
+    assert_eq!(code, 0);
+}

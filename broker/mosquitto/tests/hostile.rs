@@ -29,19 +29,11 @@ fn misbehave() -> Vec<u8> {
 /// 16 MiB memory) and `good` (the shared-hub example); `extra` lines end each plugin's options.
 fn two_tenants(tag: &str, extra: &str) -> Broker {
     let policies = [("evil", misbehave()), ("good", support::hub_policy(SHARED, &[]))];
-    Broker::start_conf(tag, &policies, 2, |plugin, dir, events, ports| {
-        let mut conf = String::from("per_listener_settings true\n");
-        for (port, tenant) in [(ports[0], "evil"), (ports[1], "good")] {
-            conf += &format!(
-                "listener {port} 127.0.0.1\nallow_anonymous false\nplugin {}\nplugin_opt_policy_dir {}\n\
-                 plugin_opt_events {}\nplugin_opt_tenant {tenant}\nplugin_opt_deadline_ms 200\nplugin_opt_memory_mib 16\n{extra}",
-                plugin.display(),
-                dir.display(),
-                events.display()
-            );
-        }
-        conf
-    })
+    Broker::start_per_listener(
+        tag,
+        &policies,
+        &format!("plugin_opt_deadline_ms 200\nplugin_opt_memory_mib 16\n{extra}"),
+    )
     .unwrap()
 }
 

@@ -354,19 +354,7 @@ fn sub5(port: u16, args: &[&str]) -> Child {
 /// `victim` on the second, both with the same rules (devices `s1`, `s2`, `app`).
 fn two_tenant_listeners(tag: &str) -> Broker {
     let policies = [("open", hub("client-id", true)), ("victim", hub("client-id", true))];
-    Broker::start_conf(tag, &policies, 2, |plugin, dir, events, ports| {
-        let mut conf = String::from("per_listener_settings true\n");
-        for (port, tenant) in [(ports[0], "open"), (ports[1], "victim")] {
-            conf += &format!(
-                "listener {port} 127.0.0.1\nallow_anonymous false\nplugin {}\nplugin_opt_policy_dir {}\nplugin_opt_events {}\nplugin_opt_tenant {tenant}\n",
-                plugin.display(),
-                dir.display(),
-                events.display()
-            );
-        }
-        conf
-    })
-    .unwrap()
+    Broker::start_per_listener(tag, &policies, "").unwrap()
 }
 
 #[test]

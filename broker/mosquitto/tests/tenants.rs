@@ -66,19 +66,7 @@ fn shared_listener_keeps_tenants_apart() {
 #[test]
 fn listener_bound_tenants_cannot_be_chosen_by_the_client() {
     let policies = [("acme", org_rules("acme")), ("globex", org_rules("globex"))];
-    let b = Broker::start_conf("listeners", &policies, 2, |plugin, dir, events, ports| {
-        let mut conf = String::from("per_listener_settings true\n");
-        for (port, tenant) in [(ports[0], "acme"), (ports[1], "globex")] {
-            conf += &format!(
-                "listener {port} 127.0.0.1\nallow_anonymous false\nplugin {}\nplugin_opt_policy_dir {}\nplugin_opt_events {}\nplugin_opt_tenant {tenant}\n",
-                plugin.display(),
-                dir.display(),
-                events.display()
-            );
-        }
-        conf
-    })
-    .unwrap();
+    let b = Broker::start_per_listener("listeners", &policies, "").unwrap();
     let globex_port = b.ports[1];
     // A globex client id on acme's listener is judged by acme's policy, which refuses it.
     let (_c, code) = Mqtt::connect(&proofs::ibm(b.port, Proto::V5, "d:globex:sensor:s2"));

@@ -360,15 +360,16 @@ impl Policy {
     fn check<C: Check>(&mut self, session: SessionId, input: &C) -> C::Decision {
         // The clock is read only for sessions whose proof expires: most have none, and a read
         // costs more than a cached decision.
-        let expires = self.sessions.get(&session.0).is_some_and(|s| s.info.expires_at_ms.is_some());
+        let key = input.key();
+        let (expires, cached) = match self.sessions.get(&session.0) {
+            Some(s) => {
+                (s.info.expires_at_ms.is_some(), if self.caching { C::entries(&s.cache).lookup(&key) } else { None })
+            }
+            None => (false, None),
+        };
         if let Some(d) = expires.then(|| self.expiry(C::ACTION, session, now_ms())).flatten() {
             return C::deny(d);
         }
-        let key = input.key();
-        let cached = match self.sessions.get(&session.0) {
-            Some(s) if self.caching => C::entries(&s.cache).lookup(&key),
-            _ => None,
-        };
         let decision = match cached {
             Some(d) => d,
             None => self.decide(session, input),

@@ -43,7 +43,8 @@ impl ClientIds {
         if let Some(h) = held.get(client_id)
             && (h.tenant != tenant || h.device_id != device_id)
         {
-            return Err(if h.tenant == tenant { h.device_id.clone() } else { "a device of another tenant".to_owned() });
+            let shown = h.device_id.split('\0').next().unwrap_or_default().to_owned();
+            return Err(if h.tenant == tenant { shown } else { "a device of another tenant".to_owned() });
         }
         let claim = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         held.insert(client_id.to_owned(), Holder { tenant: tenant.to_owned(), device_id: device_id.to_owned(), claim });

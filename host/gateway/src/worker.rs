@@ -370,7 +370,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                 e.device_id = Some(info.device_id.clone());
                 e.policy = Some(policy.module().short_digest().to_owned());
                 let owner = hello.client_id.to_owned();
-                let claim = match self.client_ids.claim(&owner, &tenant, &info.device_id) {
+                let claim = match self.client_ids.claim(&owner, &tenant, &holder_of(&info)) {
                     Ok(claim) => claim,
                     Err(holder) => {
                         // The broker would hand this connection the session (subscriptions,
@@ -885,5 +885,16 @@ fn taken(client_id: &str, holder: &str, claimant: &str) -> Denial {
             "client identifier {client_id} belongs to the session of another device ({holder}); {claimant} may not take it over"
         ),
         disconnect: true,
+    }
+}
+
+/// Who holds a session, for takeovers: its device id, and the `principal` attribute a policy
+/// adds when more than the device id tells holders apart (hub-rules: an application's API key,
+/// since several keys may connect as the same application id).
+fn holder_of(info: &mqtt_policy_host::SessionInfo) -> String {
+    match info.attributes.iter().find(|(k, _)| k == "principal") {
+        // After a NUL, which no device id holds: refusals name the device id only.
+        Some((_, p)) => format!("{}\0{p}", info.device_id),
+        None => info.device_id.clone(),
     }
 }

@@ -606,6 +606,12 @@ impl Hub {
         attributes.push(("kind".to_owned(), admitted.kind.name().to_owned()));
         attributes.push(("type".to_owned(), admitted.device_type.clone()));
         attributes.push(("auth".to_owned(), admitted.proof.to_owned()));
+        if admitted.kind == Kind::Application
+            && let Some(key) = &c.username
+        {
+            // Two API keys may use the same application id; the session is the key's.
+            attributes.push(("principal".to_owned(), key.clone()));
+        }
         let info = SessionInfo::device(device_id);
         let info = SessionInfo { attributes, expires_at_ms: admitted.expires_at_ms, ..info };
         let session = Session {

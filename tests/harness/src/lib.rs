@@ -239,6 +239,27 @@ impl Broker {
         Broker::launch(mosquitto, dir, keep, policy_dir, events, ports, conf)
     }
 
+    /// Starts Mosquitto with `per_listener_settings true` and one listener per policy, in
+    /// order, each with its own plugin instance bound to that policy's tenant
+    /// (`plugin_opt_tenant`), plus the plugin options in `extra` (lines). `ports[i]` is the
+    /// listener of `policies[i]`.
+    pub fn start_per_listener(tag: &str, policies: &[(&str, Vec<u8>)], extra: &str) -> Result<Broker> {
+        let tenants: Vec<&str> = policies.iter().map(|(t, _)| *t).collect();
+        Broker::start_conf(tag, policies, tenants.len(), |plugin, dir, events, ports| {
+            let mut conf = String::from("per_listener_settings true\n");
+            for (port, tenant) in ports.iter().zip(&tenants) {
+                conf += &format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous false\nplugin {}\nplugin_opt_policy_dir {}\n\
+                     plugin_opt_events {}\nplugin_opt_tenant {tenant}\n{extra}",
+                    plugin.display(),
+                    dir.display(),
+                    events.display()
+                );
+            }
+            conf
+        })
+    }
+
     /// Starts Mosquitto with a whole configuration of the caller's, made by `conf` from the
     /// plugin path, the policy directory, the events file and `listeners` free ports;
     /// `policies` are deployed first. Waits for every port.

@@ -13,9 +13,10 @@ use std::time::Duration;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
-/// 2025-01-01T01:02:03Z and 2030-01-01T00:00:00Z.
+/// 2025-01-01T01:02:03Z and 2049-12-31T00:00:00Z (the last UTCTime year: the certificates
+/// these tests verify at the current time must stay valid for as long as the suite runs).
 const NOT_BEFORE: i64 = 1_735_693_323;
-const NOT_AFTER: i64 = 1_893_456_000;
+const NOT_AFTER: i64 = 2_524_521_600;
 
 struct Ca {
     params: CertificateParams,
@@ -67,7 +68,7 @@ fn device(cn: Option<&str>) -> CertificateParams {
     params.distinguished_name.push(DnType::OrganizationName, "Acme");
     params.serial_number = Some(SerialNumber::from_slice(&[0x01, 0x02, 0xab]));
     params.not_before = date_time_ymd(2025, 1, 1) + Duration::from_secs(3723);
-    params.not_after = date_time_ymd(2030, 1, 1);
+    params.not_after = date_time_ymd(2049, 12, 31);
     params.use_authority_key_identifier_extension = true;
     params
 }
