@@ -1,4 +1,5 @@
-//! What the host offers a policy: logging, the clock, counters and the connection count.
+//! What the host offers a policy: logging, the clock, counters, the connection count and
+//! how a connection is reported in monitoring messages.
 //! Counters live in the host, per tenant, so they are shared by every instance of the
 //! tenant's policy and survive a reload.
 
@@ -40,4 +41,19 @@ pub fn connection_count() -> u32 {
 /// nothing else: not on the clock, on counters, or on state the policy keeps.
 pub fn cache_decision(max_payload_size: u32) {
     h::cache_decision(max_payload_size);
+}
+
+/// During `authenticate` (whether it accepts or rejects; ignored elsewhere): report this
+/// connection in the hub's monitoring messages as device `device_id` of type `device_type`,
+/// i.e. on `iot-2/type/{device_type}/id/{device_id}/mon`. Each value must be one topic level
+/// (1-256 bytes, no `/`, `+`, `#`, NUL, not starting with `$`), or the host ignores the call.
+/// The host fills in the connection's facts, and publishes only where its operator enabled
+/// monitoring.
+pub fn monitor_device(device_type: &str, device_id: &str) {
+    h::monitor_device(device_type, device_id);
+}
+
+/// As [`monitor_device`], for an application: `iot-2/app/{app_id}/mon`.
+pub fn monitor_application(app_id: &str) {
+    h::monitor_application(app_id);
 }

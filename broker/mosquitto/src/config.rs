@@ -45,6 +45,8 @@ pub const OPTIONS: &[&str] = &[
     "events",
     "monitor_topic",
     "monitor_tenants",
+    "monitoring",
+    "monitoring_state",
     "deadline_ms",
     "connect_deadline_ms",
     "memory_mib",
@@ -69,6 +71,8 @@ pub fn parse<'a>(options: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
     let mut events = defaults.events;
     let mut monitor_topic: Option<String> = None;
     let mut monitor_tenants = Vec::new();
+    let mut monitoring = defaults.monitoring;
+    let mut monitoring_state = defaults.monitoring_state;
     let mut limits = defaults.limits;
     let mut fail_mode = defaults.fail_mode;
     let mut reload_poll = defaults.reload_poll;
@@ -117,6 +121,19 @@ pub fn parse<'a>(options: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
             "monitor_tenants" => {
                 monitor_tenants =
                     value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            }
+            "monitoring" => {
+                monitoring = match value {
+                    "ibm" => true,
+                    "none" => false,
+                    _ => return Err(bad(key, format!("`{value}` is not ibm or none"))),
+                }
+            }
+            "monitoring_state" => {
+                if value.is_empty() {
+                    return Err(bad(key, "must name a file the plugin may write"));
+                }
+                monitoring_state = Some(PathBuf::from(value));
             }
             "deadline_ms" => limits.deadline = Duration::from_millis(number(key, value, 1, 10_000)?),
             "connect_deadline_ms" => limits.connect_deadline = Duration::from_millis(number(key, value, 1, 10_000)?),
@@ -180,6 +197,18 @@ pub fn parse<'a>(options: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
     if !monitor_tenants.is_empty() && monitor_topic.is_none() {
         return Err(bad("monitor_tenants", "needs plugin_opt_monitor_topic"));
     }
+    if monitoring_state.is_some() && !monitoring {
+        return Err(bad("monitoring_state", "needs plugin_opt_monitoring ibm"));
+    }
+    if monitoring && !matches!(tenant, TenantSource::Fixed(_)) && tenant_prefix.is_none() {
+        // Each tenant's policy names the devices on its monitoring topics: in one shared topic
+        // space, one tenant could report (and overwrite the retained status of) another's.
+        return Err(bad(
+            "monitoring",
+            "with several tenants on this listener (plugin_opt_tenant_from), ibm monitoring needs \
+             plugin_opt_tenant_prefix, so that each tenant's monitoring topics are its own",
+        ));
+    }
     let monitor = monitor_topic.map(|topic| Monitor { topic, tenants: monitor_tenants });
     Ok(Config {
         policy_dir,
@@ -187,6 +216,8 @@ pub fn parse<'a>(options: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
         tenant_cas,
         events,
         monitor,
+        monitoring,
+        monitoring_state,
         limits,
         compiler,
         fail_mode,
@@ -293,6 +324,26 @@ mod tests {
         assert_eq!(c.events, EventTarget::File("/var/log/e.jsonl".into()));
         let e = parse(&[("policy_dir", "/p"), ("tenant", "a"), ("monitor_topic", "m/#")]).unwrap_err();
         assert_eq!(e.option, "monitor_topic");
+    }
+
+    #[test]
+    fn ibm_monitoring_is_opt_in() {
+        let c = parse(&[("policy_dir", "/p"), ("tenant", "a")]).unwrap();
+        assert!(!c.monitoring && c.monitoring_state.is_none());
+        let c =
+            parse(&[("policy_dir", "/p"), ("tenant", "a"), ("monitoring", "ibm"), ("monitoring_state", "/s")]).unwrap();
+        assert!(c.monitoring);
+        assert_eq!(c.monitoring_state, Some(PathBuf::from("/s")));
+        let e = parse(&[("policy_dir", "/p"), ("tenant", "a"), ("monitoring", "azure")]).unwrap_err();
+        assert_eq!(e.to_string(), "plugin_opt_monitoring: `azure` is not ibm or none");
+        let e = parse(&[("policy_dir", "/p"), ("tenant", "a"), ("monitoring_state", "/s")]).unwrap_err();
+        assert_eq!(e.option, "monitoring_state");
+        let shared = [("policy_dir", "/p"), ("tenant_from", "client-id:d:{tenant}:*"), ("monitoring", "ibm")];
+        let e = parse(&shared).unwrap_err();
+        assert_eq!(e.option, "monitoring");
+        assert!(e.message.contains("needs plugin_opt_tenant_prefix"), "{e}");
+        let c = parse(&[&shared[..], &[("tenant_prefix", "t/{tenant}/")]].concat()).unwrap();
+        assert!(c.monitoring);
     }
 
     #[test]

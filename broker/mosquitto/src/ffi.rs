@@ -352,3 +352,127 @@ pub unsafe fn str_or_none<'a>(p: *const c_char) -> Option<&'a str> {
         unsafe { CStr::from_ptr(p) }.to_str().ok()
     }
 }
+
+/// `enum mosquitto_client_state` values (`lib/mosquitto_internal.h` of 2.0.11) that say how a
+/// connection is closing.
+pub mod state {
+    use std::ffi::c_int;
+    /// `mosq_cs_disconnecting`: the client sent DISCONNECT (or the broker kicked it without its will).
+    pub const DISCONNECTING: c_int = 2;
+    /// `mosq_cs_active`: closing without a DISCONNECT (socket closed, keep-alive, protocol error).
+    pub const ACTIVE: c_int = 3;
+    /// `mosq_cs_duplicate`: taken over by a new connection with the same client id.
+    pub const DUPLICATE: c_int = 17;
+    /// `mosq_cs_disconnect_with_will`: DISCONNECT with reason 0x04 (send the will).
+    pub const DISCONNECT_WITH_WILL: c_int = 18;
+}
+
+/// What Mosquitto 2.0.x keeps at the head of `struct mosquitto` and does not hand a plugin:
+/// its socket, its state and when it last received a packet. 2.0.11 calls MOSQ_EVT_DISCONNECT
+/// with `reason` always -1 (`context__disconnect` in `src/context.c`), so this is how the
+/// plugin learns how a connection closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Internals {
+    /// `state` (see [`state`]).
+    pub state: c_int,
+    /// `last_msg_in`, seconds of `CLOCK_MONOTONIC` (`mosquitto_time`).
+    pub last_msg_in: i64,
+    /// `sock`, if it was found and is the client's connected socket.
+    pub sock: Option<c_int>,
+}
+
+impl Broker {
+    /// Reads [`Internals`] from the head of `struct mosquitto`, where 2.0.x declares
+    /// `[ident,] sock, maximum_packet_size, [adns,] protocol, address, id, username,
+    /// password, keepalive, last_mid, state, last_msg_in`. The layout differs with build
+    /// options (`WITH_EPOLL` adds `ident`, `WITH_ADNS` adds `adns`), so each candidate place
+    /// is accepted only if the fields there are the ones the public accessors return: the
+    /// `address`, `id` and `username` pointers and the keep-alive. Nothing found: `None`, and
+    /// closings are reported as unknown.
+    ///
+    /// # Safety
+    /// `client` must be a client the broker handed to the running callback.
+    pub unsafe fn internals(&self, client: *const Client) -> Option<Internals> {
+        let id = unsafe { (self.client_id)(client) };
+        let address = unsafe { (self.client_address)(client) };
+        if id.is_null() || address.is_null() {
+            return None;
+        }
+        let username = unsafe { (self.client_username)(client) };
+        let keepalive = unsafe { (self.client_keepalive)(client) };
+        let base = client.cast::<u8>();
+        // Offsets of `address` on LP64: 16 (neither option, or ident only), 24 (adns only),
+        // 32 (ident and adns). Every read stays well inside the struct (hundreds of bytes).
+        for offset in [16usize, 24, 32] {
+            let ptr = |o: usize| unsafe { std::ptr::read_unaligned(base.add(o).cast::<*const c_char>()) };
+            if ptr(offset) != address || ptr(offset + 8) != id || ptr(offset + 16) != username {
+                continue;
+            }
+            let ka = unsafe { std::ptr::read_unaligned(base.add(offset + 32).cast::<u16>()) };
+            if c_int::from(ka) != keepalive {
+                continue;
+            }
+            let state = unsafe { std::ptr::read_unaligned(base.add(offset + 36).cast::<c_int>()) };
+            let last_msg_in = unsafe { std::ptr::read_unaligned(base.add(offset + 40).cast::<i64>()) };
+            let peer = unsafe { CStr::from_ptr(address) }.to_str().ok();
+            // `sock` is the first field, or the second after `ident`: whichever is the socket
+            // connected to the client's address.
+            let sock =
+                [0usize, 4].into_iter().map(|o| unsafe { std::ptr::read_unaligned(base.add(o).cast::<c_int>()) }).find(
+                    |&fd| fd >= 0 && peer.is_some_and(|p| socket_addresses(fd).is_some_and(|(remote, _)| remote == p)),
+                );
+            return Some(Internals { state, last_msg_in, sock });
+        }
+        None
+    }
+}
+
+/// The peer's IP (as Mosquitto prints it) and the local port of a connected socket.
+pub fn socket_addresses(fd: c_int) -> Option<(String, u16)> {
+    fn addr(storage: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
+        match c_int::from(storage.ss_family) {
+            libc::AF_INET => {
+                let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                Some(std::net::SocketAddr::from((ip, u16::from_be(a.sin_port))))
+            }
+            libc::AF_INET6 => {
+                let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+                let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+                Some(std::net::SocketAddr::from((ip, u16::from_be(a.sin6_port))))
+            }
+            _ => None,
+        }
+    }
+    let get = |f: unsafe extern "C" fn(c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> c_int| {
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let rc = unsafe { f(fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len) };
+        (rc == 0).then(|| addr(&storage)).flatten()
+    };
+    let remote = get(libc::getpeername)?;
+    let local = get(libc::getsockname)?;
+    Some((remote.ip().to_string(), local.port()))
+}
+
+/// Whether the peer of a connected socket has closed its side (or reset it): a read would
+/// return end of file or an error. `false` while it is still open with nothing to read.
+pub fn peer_closed(fd: c_int) -> bool {
+    let mut byte = 0u8;
+    let n = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    match n {
+        0 => true,
+        n if n > 0 => false,
+        _ => {
+            let e = std::io::Error::last_os_error().raw_os_error();
+            !matches!(e, Some(libc::EAGAIN) | Some(libc::EINTR))
+        }
+    }
+}
+
+/// Seconds of `CLOCK_MONOTONIC`, the clock of Mosquitto's `last_msg_in`.
+pub fn monotonic_seconds() -> i64 {
+    let mut tp = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut tp) };
+    tp.tv_sec
+}

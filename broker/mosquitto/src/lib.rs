@@ -193,16 +193,18 @@ fn flush_monitor(userdata: *mut c_void) {
     }
     // Safety: as in `guarded`; no other reference is alive once the callback body returned.
     let instance = unsafe { &*userdata.cast::<Instance>() };
-    for (topic, payload) in instance.worker.gateway().drain_monitor() {
-        let (Ok(topic), Ok(len)) = (CString::new(topic), c_int::try_from(payload.len())) else { continue };
+    for m in instance.worker.gateway().drain_monitor() {
+        let (Ok(topic), Ok(len)) = (CString::new(m.topic), c_int::try_from(m.payload.len())) else { continue };
+        // From no client: no write check, so it cannot be refused or feed more checks; the
+        // deliveries to subscribers are checked (and counted) like any other.
         unsafe {
             (instance.broker.broker_publish_copy)(
                 std::ptr::null(),
                 topic.as_ptr(),
                 len,
-                payload.as_ptr().cast(),
+                m.payload.as_ptr().cast(),
                 0,
-                false,
+                m.retain,
                 std::ptr::null_mut(),
             )
         };
@@ -227,6 +229,8 @@ unsafe extern "C" fn on_basic_auth(_event: c_int, data: *mut c_void, userdata: *
             protocol: mapping::protocol_of(unsafe { (b.client_protocol_version)(client) }),
             certificate: unsafe { b.certificate_der(client) },
             peer,
+            // The listener's port, from the client's socket (see `Broker::internals`).
+            port: unsafe { b.internals(client) }.and_then(|i| i.sock).and_then(ffi::socket_addresses).map(|a| a.1),
             // A listener's fixed tenant is the gateway's configured source.
             tenant: None,
         };
@@ -323,7 +327,14 @@ unsafe extern "C" fn on_disconnect(_event: c_int, data: *mut c_void, userdata: *
     let rc = guarded(userdata, err::SUCCESS, |inst| {
         let evt = unsafe { &*data.cast::<EvtDisconnect>() };
         inst.rewrites.forget(evt.client as usize);
-        inst.worker.disconnect(&(evt.client as usize));
+        let b = inst.broker;
+        let how = mapping::broker_close(
+            unsafe { b.internals(evt.client) },
+            unsafe { (b.client_keepalive)(evt.client) },
+            ffi::monotonic_seconds(),
+            ffi::peer_closed,
+        );
+        inst.worker.closed(&(evt.client as usize), how);
         err::SUCCESS
     });
     flush_monitor(userdata);

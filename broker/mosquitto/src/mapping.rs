@@ -4,10 +4,10 @@ use std::ffi::c_int;
 
 use rustc_hash::FxHashMap;
 
-use mqtt_policy_gateway::{Access, CheckOutcome, ConnectOutcome};
+use mqtt_policy_gateway::{Access, BrokerClose, CheckOutcome, ConnectOutcome};
 use mqtt_policy_host::{Denial, Protocol, ReasonCode};
 
-use crate::ffi::{access, err};
+use crate::ffi::{Internals, access, err, state};
 
 /// The access an ACL check asks about; `None` for a code this plugin does not know.
 pub fn access_of(code: c_int) -> Option<Access> {
@@ -26,6 +26,32 @@ pub fn protocol_of(level: c_int) -> Protocol {
         3 => Protocol::Mqtt31,
         4 => Protocol::Mqtt311,
         _ => Protocol::Mqtt5,
+    }
+}
+
+/// How a connection closed, from what Mosquitto 2.0.11 leaves in the client at
+/// MOSQ_EVT_DISCONNECT ([`Internals`]; its event's `reason` is always -1): the state it set
+/// (DISCONNECT received, taken over), else one and a half keep-alive periods without a
+/// packet (Mosquitto's own timeout test, `src/keepalive.c`), else whether the client's side of
+/// the socket is closed (`peer_closed`: the client left) or still open (the broker closes it).
+pub fn broker_close(
+    internals: Option<Internals>,
+    keepalive: c_int,
+    now_s: i64,
+    peer_closed: impl FnOnce(c_int) -> bool,
+) -> BrokerClose {
+    let Some(i) = internals else { return BrokerClose::Unknown };
+    match i.state {
+        state::DISCONNECTING | state::DISCONNECT_WITH_WILL => BrokerClose::Normal,
+        state::DUPLICATE => BrokerClose::Takeover,
+        state::ACTIVE if keepalive > 0 && now_s - i.last_msg_in > i64::from(keepalive) * 3 / 2 => {
+            BrokerClose::KeepAlive
+        }
+        state::ACTIVE => match i.sock {
+            Some(fd) if !peer_closed(fd) => BrokerClose::ServerClosed,
+            _ => BrokerClose::ClientClosed,
+        },
+        _ => BrokerClose::Unknown,
     }
 }
 
@@ -124,6 +150,22 @@ mod tests {
         assert_eq!(check_rc(Access::Publish, &d), err::UNKNOWN);
         assert_eq!(check_rc(Access::Publish, &CheckOutcome::Defer), err::PLUGIN_DEFER);
         assert_eq!(check_rc(Access::Publish, &CheckOutcome::AllowRetainCleared), err::SUCCESS);
+    }
+
+    #[test]
+    fn closings_from_the_client_state() {
+        let i = |state, last_msg_in| Some(Internals { state, last_msg_in, sock: Some(7) });
+        let open = |_| false;
+        let gone = |_| true;
+        assert_eq!(broker_close(i(state::DISCONNECTING, 100,), 60, 101, open), BrokerClose::Normal);
+        assert_eq!(broker_close(i(state::DISCONNECT_WITH_WILL, 100), 60, 101, open), BrokerClose::Normal);
+        assert_eq!(broker_close(i(state::DUPLICATE, 100), 60, 101, open), BrokerClose::Takeover);
+        assert_eq!(broker_close(i(state::ACTIVE, 100), 2, 104, open), BrokerClose::KeepAlive);
+        assert_eq!(broker_close(i(state::ACTIVE, 100), 2, 103, gone), BrokerClose::ClientClosed, "3 s is 1.5 × 2 s");
+        assert_eq!(broker_close(i(state::ACTIVE, 100), 0, 900, gone), BrokerClose::ClientClosed, "no keep-alive");
+        assert_eq!(broker_close(i(state::ACTIVE, 100), 60, 101, open), BrokerClose::ServerClosed);
+        assert_eq!(broker_close(None, 60, 101, open), BrokerClose::Unknown);
+        assert_eq!(broker_close(i(99, 100), 60, 101, open), BrokerClose::Unknown);
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub(crate) struct HostState {
     logs_this_call: u32,
     /// Set by `cache-decision` during the current call: the payload bound it allows caching for.
     pub(crate) cache_grant: Option<u32>,
+    /// Whether the current call is `authenticate` (the only one `monitor-*` counts in).
+    pub(crate) authenticating: bool,
+    /// Set by `monitor-device` / `monitor-application` during the current `authenticate`.
+    pub(crate) monitor: Option<crate::types::MonitorSubject>,
     /// The current call's deadline.
     pub(crate) deadline: Deadline,
 }
@@ -63,6 +67,8 @@ impl HostState {
             limit_exceeded: None,
             logs_this_call: 0,
             cache_grant: None,
+            authenticating: false,
+            monitor: None,
             deadline: Deadline::default(),
         }
     }
@@ -70,6 +76,8 @@ impl HostState {
     pub(crate) fn begin_call(&mut self) {
         self.logs_this_call = 0;
         self.cache_grant = None;
+        self.monitor = None;
+        self.authenticating = false;
         self.limit_exceeded = None;
         self.limiter.reset();
     }
@@ -148,6 +156,18 @@ impl mqtt_policy::policy::host::Host for HostState {
 
     fn cache_decision(&mut self, max_payload_size: u32) {
         self.cache_grant = Some(max_payload_size);
+    }
+
+    fn monitor_device(&mut self, device_type: String, device_id: String) {
+        if self.authenticating {
+            self.monitor = crate::types::MonitorSubject::device(&device_type, &device_id);
+        }
+    }
+
+    fn monitor_application(&mut self, app_id: String) {
+        if self.authenticating {
+            self.monitor = crate::types::MonitorSubject::application(&app_id);
+        }
     }
 }
 

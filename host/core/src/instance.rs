@@ -11,11 +11,13 @@ use crate::module::PolicyModule;
 use crate::tenant::Tenant;
 use crate::types::*;
 
-/// What a successful call returned, and the payload bound up to which the policy let the
-/// host reuse the answer (`cache-decision`), if it did.
+/// What a successful call returned, the payload bound up to which the policy let the host
+/// reuse the answer (`cache-decision`), if it did, and (authenticate only) how it asked the
+/// connection to be monitored.
 pub(crate) struct Answer<R> {
     pub(crate) value: R,
     pub(crate) cacheable: Option<u32>,
+    pub(crate) monitor: Option<MonitorSubject>,
 }
 
 /// An instantiated policy with its settings applied.
@@ -53,7 +55,11 @@ impl Instance {
         self.store.set_epoch_deadline(ticks);
         self.store.data_mut().begin_call();
         match f(&mut self.store, &self.exports) {
-            Ok(value) => Ok(Answer { value, cacheable: self.store.data().cache_grant }),
+            Ok(value) => {
+                let data = self.store.data_mut();
+                data.authenticating = false;
+                Ok(Answer { value, cacheable: data.cache_grant, monitor: data.monitor.take() })
+            }
             Err(e) => Err(match fault::classify(&limits, self.store.data(), &e) {
                 Error::Timeout(_) => Error::Timeout(deadline),
                 other => other,
@@ -99,28 +105,31 @@ impl Instance {
             resumed,
         };
         let deadline = self.module.engine().limits().connect_deadline;
-        self.call_within(deadline, |store, exports| exports.call_authenticate(store, session, connect))
+        self.call_within(deadline, |store, exports| {
+            store.data_mut().authenticating = true;
+            exports.call_authenticate(store, session, connect)
+        })
     }
 
     /// `authorize-publish` for `session`.
     pub(crate) fn publish(&mut self, session: u64, p: &Publish<'_>) -> Result<Answer<PublishDecision>, Error> {
         let p = wit::Publish { topic: p.topic, qos: p.qos, retain: p.retain, payload_size: p.payload_size };
         let answer = self.call(|store, exports| exports.call_authorize_publish(store, session, p))?;
-        Ok(Answer { value: convert::publish_decision(answer.value), cacheable: answer.cacheable })
+        Ok(Answer { value: convert::publish_decision(answer.value), cacheable: answer.cacheable, monitor: None })
     }
 
     /// `authorize-subscribe` for `session`.
     pub(crate) fn subscribe(&mut self, session: u64, s: &Subscribe<'_>) -> Result<Answer<SubscribeDecision>, Error> {
         let s = wit::Subscribe { filter: s.filter, qos: s.qos };
         let answer = self.call(|store, exports| exports.call_authorize_subscribe(store, session, s))?;
-        Ok(Answer { value: convert::subscribe_decision(answer.value), cacheable: answer.cacheable })
+        Ok(Answer { value: convert::subscribe_decision(answer.value), cacheable: answer.cacheable, monitor: None })
     }
 
     /// `authorize-delivery` for `session`.
     pub(crate) fn delivery(&mut self, session: u64, d: &Delivery<'_>) -> Result<Answer<DeliveryDecision>, Error> {
         let d = wit::Delivery { topic: d.topic, qos: d.qos, retain: d.retain, payload_size: d.payload_size };
         let answer = self.call(|store, exports| exports.call_authorize_delivery(store, session, d))?;
-        Ok(Answer { value: convert::delivery_decision(answer.value), cacheable: answer.cacheable })
+        Ok(Answer { value: convert::delivery_decision(answer.value), cacheable: answer.cacheable, monitor: None })
     }
 
     /// `end-session`: the client is gone.

@@ -58,6 +58,8 @@ pub struct Policy {
     denied_open: u64,
     /// Set when the latest call was denied by the open circuit: its check emits no event.
     quiet: bool,
+    /// What the latest `authenticate` asked about monitoring ([`Policy::take_monitor`]).
+    monitor: Option<MonitorSubject>,
 }
 
 struct Session {
@@ -105,6 +107,7 @@ impl Policy {
             instantiate_error: None,
             denied_open: 0,
             quiet: false,
+            monitor: None,
         }
     }
 
@@ -243,6 +246,13 @@ impl Policy {
         self.admit(connect, false)
     }
 
+    /// How the policy asked the connection of the last [`Policy::authenticate`] or
+    /// [`Policy::restore`] to be reported in monitoring messages (`monitor-device` /
+    /// `monitor-application`), accepted or rejected; taken once.
+    pub fn take_monitor(&mut self) -> Option<MonitorSubject> {
+        self.monitor.take()
+    }
+
     /// Re-establishes a session the broker restored from its own persistence after a restart,
     /// which this host never saw connect: `authenticate` with `resumed = true` and only what
     /// the broker kept (the connect's password, certificate and peer are dropped, `tls` is
@@ -257,8 +267,10 @@ impl Policy {
     fn admit(&mut self, connect: &Connect, restored: bool) -> ConnectDecision {
         let id = self.next_session;
         self.next_session += 1;
+        self.monitor = None;
         let decision = match self.call(Action::Connect, None, |i| i.authenticate(id, connect, restored)) {
-            Ok(Answer { value: wit::ConnectDecision::Accept(info), .. }) => {
+            Ok(Answer { value: wit::ConnectDecision::Accept(info), monitor, .. }) => {
+                self.monitor = monitor;
                 let info = convert::session_info(info);
                 self.sessions.insert(
                     id,
@@ -280,7 +292,10 @@ impl Policy {
                 }
                 return ConnectDecision::Accept(SessionId(id), info);
             }
-            Ok(Answer { value: wit::ConnectDecision::Reject(d), .. }) => convert::denial(d),
+            Ok(Answer { value: wit::ConnectDecision::Reject(d), monitor, .. }) => {
+                self.monitor = monitor;
+                convert::denial(d)
+            }
             Ok(Answer { value: wit::ConnectDecision::Defer, .. }) => return ConnectDecision::Defer,
             Err(fault) => fault,
         };

@@ -206,6 +206,47 @@ pub struct SessionInfo {
     pub expires_at_ms: Option<u64>,
 }
 
+/// How a policy asked the host to report a connection in the hub's monitoring messages
+/// (`monitor-device` / `monitor-application` during `authenticate`). Each value is one topic
+/// level, checked by [`MonitorSubject::device`] and [`MonitorSubject::application`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MonitorSubject {
+    /// A device (or gateway): `iot-2/type/{device_type}/id/{device_id}/mon`.
+    Device {
+        /// Its type.
+        device_type: String,
+        /// Its id.
+        device_id: String,
+    },
+    /// An application: `iot-2/app/{app_id}/mon`.
+    Application {
+        /// Its id.
+        app_id: String,
+    },
+}
+
+/// Longest value of a [`MonitorSubject`], in bytes.
+pub const MAX_MONITOR_LEVEL: usize = 256;
+
+/// Whether `s` can be one level of a monitoring topic a policy names: 1-256 bytes, no `/`,
+/// `+`, `#` or NUL, not starting with `$`, so it never widens or leaves its topic.
+fn one_level(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_MONITOR_LEVEL && !s.starts_with('$') && !s.contains(['/', '+', '#', '\0'])
+}
+
+impl MonitorSubject {
+    /// A device subject, if both values are single topic levels.
+    pub fn device(device_type: &str, device_id: &str) -> Option<MonitorSubject> {
+        (one_level(device_type) && one_level(device_id))
+            .then(|| MonitorSubject::Device { device_type: device_type.to_owned(), device_id: device_id.to_owned() })
+    }
+
+    /// An application subject, if the id is a single topic level.
+    pub fn application(app_id: &str) -> Option<MonitorSubject> {
+        one_level(app_id).then(|| MonitorSubject::Application { app_id: app_id.to_owned() })
+    }
+}
+
 /// The host's handle for a connected client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);

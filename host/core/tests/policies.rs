@@ -404,3 +404,24 @@ fn decisions_that_read_counters_or_of_policies_that_do_not_ask_are_not_cached() 
     let _ = hello.authorize_publish(s, &publish("devices/sensor-1/temp", 10));
     assert_eq!(hello.cached_decisions(), 0);
 }
+
+#[test]
+fn a_policy_names_how_a_connection_is_monitored_during_authenticate_only() {
+    let rules = "[monitoring]\n[identity]\nauthentication = \"none\"\n\
+                 [[device]]\nid = \"s1\"\ntype = \"sensor\"\n\
+                 [[device]]\nid = \"s2\"\nstate = \"disabled\"\n";
+    let (t, _) = tenant();
+    let mut policy = load(guest_artifacts::HUB_RULES, Some(rules)).unwrap().instantiate(t);
+    let s1 = accept(&mut policy, "s1");
+    assert_eq!(policy.take_monitor(), MonitorSubject::device("sensor", "s1"));
+    assert_eq!(policy.take_monitor(), None, "taken once");
+    policy.authorize_publish(s1, &publish("a/b", 1));
+    assert_eq!(policy.take_monitor(), None, "checks name nothing");
+    assert!(matches!(policy.authenticate(&Connect::new("acme", "s2")), ConnectDecision::Reject(_)));
+    assert_eq!(policy.take_monitor(), MonitorSubject::device("device", "s2"), "a refused connection too");
+    // A policy that never calls monitor-* (built without those imports) loads and names nothing.
+    let (t, _) = tenant();
+    let mut hello = load(guest_artifacts::HELLO, None).unwrap().instantiate(t);
+    accept(&mut hello, "sensor-1");
+    assert_eq!(hello.take_monitor(), None);
+}

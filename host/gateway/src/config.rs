@@ -66,6 +66,13 @@ impl Monitor {
     }
 }
 
+/// Whether `topic` (as a policy sees it, without the tenant prefix) is an IBM-style
+/// monitoring topic ([`crate::monitoring`]): `iot-2/type/+/id/+/mon` or `iot-2/app/+/mon`.
+pub fn is_monitoring_topic(topic: &str) -> bool {
+    let l: Vec<&str> = topic.splitn(8, '/').collect();
+    matches!(l.as_slice(), ["iot-2", "type", _, "id", _, "mon"] | ["iot-2", "app", _, "mon"])
+}
+
 /// The validated configuration of one gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -80,6 +87,13 @@ pub struct Config {
     pub events: EventTarget,
     /// Monitoring messages published through the broker, if configured.
     pub monitor: Option<Monitor>,
+    /// IBM-style monitoring messages ([`crate::monitoring`]) for the connections a tenant's
+    /// policy names (`monitor-device` / `monitor-application`); off by default, because their
+    /// topics are the tenant's (under its prefix, if any) and the operator opts in.
+    pub monitoring: bool,
+    /// The file in which [`crate::monitoring`] writes down which devices it reported
+    /// connected, for server recovery after a restart; none: no recovery.
+    pub monitoring_state: Option<PathBuf>,
     /// Deadlines and memory every policy call runs under, the compile bounds, and when a
     /// failing tenant's policy is left alone (circuit breaker, instantiation backoff).
     pub limits: Limits,
@@ -101,7 +115,7 @@ pub struct Config {
 
 impl Config {
     /// The defaults for a policy directory and tenant source: no tenant CAs, JSON lines on
-    /// stderr, no monitor, [`Limits::default`], compiled in-process, fail closed, a scan every
+    /// stderr, no monitor, no IBM-style monitoring, [`Limits::default`], compiled in-process, fail closed, a scan every
     /// 100 ms, no prefix, cache on.
     pub fn new(policy_dir: impl Into<PathBuf>, tenant: TenantSource) -> Config {
         Config {
@@ -110,6 +124,8 @@ impl Config {
             tenant_cas: TenantCas::new(),
             events: EventTarget::Stderr,
             monitor: None,
+            monitoring: false,
+            monitoring_state: None,
             limits: Limits::default(),
             compiler: None,
             fail_mode: FailMode::Closed,

@@ -57,6 +57,14 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The monitoring state file could not be read or written.
+    #[error("monitoring state file {path}: {source}")]
+    MonitoringState {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The policy engine could not be created with the configured limits.
     #[error("creating the policy engine: {0}")]
     Engine(#[source] mqtt_policy_host::Error),

@@ -30,33 +30,55 @@ pub const EVENT_OVERHEAD: usize = 200;
 /// Most monitoring messages waiting for the broker to publish them; later ones are dropped.
 pub const MAX_MONITOR_QUEUE: usize = 10_000;
 
-/// Monitoring messages (topic, JSON payload) waiting to be published by the broker.
+/// One message for the broker to publish (QoS 0, from no client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorMessage {
+    /// Topic name.
+    pub topic: String,
+    /// Payload (JSON; empty to clear a retained message).
+    pub payload: String,
+    /// Whether the broker keeps it as the topic's retained message.
+    pub retain: bool,
+}
+
+/// Monitoring messages waiting to be published by the broker: the events of
+/// `monitor_topic`, and IBM-style monitoring messages (the gateway's `monitoring` module).
 #[derive(Default)]
 pub struct MonitorQueue {
-    items: Mutex<Vec<(String, String)>>,
+    items: Mutex<Vec<MonitorMessage>>,
     nonempty: AtomicBool,
     dropped: AtomicU64,
 }
 
 impl MonitorQueue {
-    /// Queues one message, unless [`MAX_MONITOR_QUEUE`] are already waiting.
+    /// Queues one message, not retained, unless [`MAX_MONITOR_QUEUE`] are already waiting.
     pub fn push(&self, topic: String, payload: String) {
+        self.push_message(MonitorMessage { topic, payload, retain: false });
+    }
+
+    /// Queues one message, unless [`MAX_MONITOR_QUEUE`] are already waiting.
+    pub fn push_message(&self, message: MonitorMessage) {
         let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
         if items.len() >= MAX_MONITOR_QUEUE {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        items.push((topic, payload));
+        items.push(message);
         self.nonempty.store(true, Ordering::Release);
     }
 
-    /// Messages dropped so far because the queue was full.
+    /// Counts a message dropped before it reached the queue (a budget refused it).
+    pub fn count_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages dropped so far because the queue was full (or a budget refused them).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
     /// Takes everything queued (cheap when empty).
-    pub fn drain(&self) -> Vec<(String, String)> {
+    pub fn drain(&self) -> Vec<MonitorMessage> {
         if !take_flag(&self.nonempty) {
             return Vec::new();
         }
@@ -78,6 +100,9 @@ pub struct TenantSink {
     monitor: Option<(String, Arc<MonitorQueue>)>,
     /// Which topics are monitoring topics (of any tenant).
     monitors: Option<Monitor>,
+    /// Whether IBM-style monitoring is on: refused deliveries of its messages (a subscriber
+    /// outside a device's group) are no events at all.
+    ibm: bool,
     window: Mutex<Budget>,
 }
 
@@ -110,7 +135,13 @@ impl TenantSink {
         monitor: Option<(String, Arc<MonitorQueue>)>,
         monitors: Option<Monitor>,
     ) -> TenantSink {
-        TenantSink { lines, monitor, monitors, window: Mutex::new(Budget::default()) }
+        TenantSink { lines, monitor, monitors, ibm: false, window: Mutex::new(Budget::default()) }
+    }
+
+    /// With IBM-style monitoring on or off ([`crate::Config::monitoring`]).
+    pub fn with_monitoring(mut self, on: bool) -> TenantSink {
+        self.ibm = on;
+        self
     }
 
     /// Counts `event` against the per-second budgets; returns whether it may be emitted, and
@@ -147,6 +178,14 @@ impl TenantSink {
 
 impl EventSink for TenantSink {
     fn emit(&self, event: Event) {
+        if self.ibm
+            && event.action == Action::Delivery
+            && event.topic.as_deref().is_some_and(crate::config::is_monitoring_topic)
+        {
+            // The gateway's own status messages, kept from a subscriber outside their scope:
+            // reporting each refusal would turn every Connect into events.
+            return;
+        }
         let (admitted, suppressed) = self.admit(&event);
         if suppressed > 0 {
             let mut summary = Event::new(
@@ -248,7 +287,10 @@ mod tests {
         let q = MonitorQueue::default();
         assert!(q.drain().is_empty());
         q.push("m/acme".into(), "{}".into());
-        assert_eq!(q.drain(), vec![("m/acme".to_owned(), "{}".to_owned())]);
+        assert_eq!(
+            q.drain(),
+            vec![MonitorMessage { topic: "m/acme".to_owned(), payload: "{}".to_owned(), retain: false }]
+        );
         assert!(q.drain().is_empty());
     }
 
@@ -261,7 +303,7 @@ mod tests {
         assert_eq!(lines.take().len(), 1);
         let queued = queue.drain();
         assert_eq!(queued.len(), 1);
-        assert_eq!(queued[0].0, "m/acme");
-        assert!(queued[0].1.contains("device d connected"), "{}", queued[0].1);
+        assert_eq!(queued[0].topic, "m/acme");
+        assert!(queued[0].payload.contains("device d connected"), "{}", queued[0].payload);
     }
 }

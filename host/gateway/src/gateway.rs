@@ -10,7 +10,8 @@ use mqtt_policy_host::{Engine, Tenant};
 use crate::config::{Config, EventTarget};
 use crate::directory::{Latest, Scanner, Tenants, Watcher};
 use crate::error::{Error, Result};
-use crate::events::{MonitorQueue, TenantSink};
+use crate::events::{MonitorMessage, MonitorQueue, TenantSink};
+use crate::monitoring::Monitoring;
 use crate::tenancy::TenantSource;
 
 /// One gateway: shared by every [`Worker`](crate::Worker) (one per thread that answers
@@ -22,6 +23,7 @@ pub struct Gateway {
     tenants: Arc<Tenants>,
     latest: Arc<Latest>,
     monitor: Arc<MonitorQueue>,
+    monitoring: Option<Monitoring>,
     // Dropped last: stops and joins the watcher thread.
     watcher: Watcher,
 }
@@ -56,14 +58,21 @@ impl Gateway {
         }
         .map_err(Error::Engine)?;
         let monitor = Arc::new(MonitorQueue::default());
+        let monitoring = match config.monitoring {
+            false => None,
+            true => Some(Monitoring::start(monitor.clone(), config.monitoring_state.as_deref()).map_err(|source| {
+                Error::MonitoringState { path: config.monitoring_state.clone().unwrap_or_default(), source }
+            })?),
+        };
+        let ibm = config.monitoring;
         let monitor_config = config.monitor.clone();
         let queue = monitor.clone();
         // Tenants without a policy file publish no monitoring messages: their name comes from
         // a client, which must not choose what the broker publishes.
-        let unknown = Arc::new(TenantSink::new(lines.clone(), None, monitor_config.clone()));
+        let unknown = Arc::new(TenantSink::new(lines.clone(), None, monitor_config.clone()).with_monitoring(ibm));
         let sink = Arc::new(move |name: &str| -> Arc<dyn EventSink> {
             let monitor = monitor_config.as_ref().and_then(|m| m.topic_for(name)).map(|t| (t, queue.clone()));
-            Arc::new(TenantSink::new(lines.clone(), monitor, monitor_config.clone()))
+            Arc::new(TenantSink::new(lines.clone(), monitor, monitor_config.clone()).with_monitoring(ibm))
         });
         let tenants = Arc::new(Tenants::new(sink, unknown));
         let only = match &config.tenant {
@@ -77,7 +86,7 @@ impl Gateway {
             latest.publish(loaded);
         }
         let watcher = Watcher::spawn(scanner, config.reload_poll, latest.clone()).map_err(Error::Watcher)?;
-        Ok(Arc::new(Gateway { config, engine, tenants, latest, monitor, watcher }))
+        Ok(Arc::new(Gateway { config, engine, tenants, latest, monitor, monitoring, watcher }))
     }
 
     /// The configuration.
@@ -114,10 +123,20 @@ impl Gateway {
         self.watcher.rescan();
     }
 
-    /// Monitoring messages (topic, JSON payload) to publish through the broker, taken from
-    /// the queue; cheap when there are none.
-    pub fn drain_monitor(&self) -> Vec<(String, String)> {
+    /// Monitoring messages to publish through the broker (QoS 0, from no client), taken
+    /// from the queue, oldest first; cheap when there are none.
+    pub fn drain_monitor(&self) -> Vec<MonitorMessage> {
         self.monitor.drain()
+    }
+
+    /// Messages dropped so far because the monitor queue was full or a budget refused them.
+    pub fn monitor_dropped(&self) -> u64 {
+        self.monitor.dropped()
+    }
+
+    /// IBM-style monitoring, when the configuration turns it on.
+    pub(crate) fn monitoring(&self) -> Option<&Monitoring> {
+        self.monitoring.as_ref()
     }
 
     pub(crate) fn latest(&self) -> &Arc<Latest> {

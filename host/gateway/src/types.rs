@@ -21,6 +21,9 @@ pub struct Hello<'a> {
     pub certificate: Option<Vec<u8>>,
     /// Peer address.
     pub peer: &'a str,
+    /// The broker's port the client connected to, if the broker says (monitoring messages'
+    /// `Port`).
+    pub port: Option<u16>,
     /// The tenant the broker itself has placed this connection in (a listener or virtual
     /// host bound to one tenant), if any. It takes precedence over the configured
     /// [`TenantSource`](crate::TenantSource): the broker's configuration is the operator's.
@@ -39,6 +42,7 @@ impl<'a> Hello<'a> {
             protocol: Protocol::Mqtt5,
             certificate: None,
             peer: "",
+            port: None,
             tenant: None,
         }
     }

@@ -11,14 +11,15 @@ use rustc_hash::FxBuildHasher;
 
 use mqtt_policy_host::events::{Action, Event, Severity};
 use mqtt_policy_host::{
-    Connect, ConnectDecision, Delivery, DeliveryDecision, Denial, Policy, Protocol, Publish, PublishDecision,
-    ReasonCode, SessionId, Subscribe, SubscribeDecision,
+    Connect, ConnectDecision, Delivery, DeliveryDecision, Denial, MonitorSubject, Policy, Protocol, Publish,
+    PublishDecision, ReasonCode, SessionId, Subscribe, SubscribeDecision,
 };
 
 use crate::client_ids::ClientIds;
 use crate::config::FailMode;
 use crate::directory::Latest;
 use crate::gateway::Gateway;
+use crate::monitoring::{self, BrokerClose, Closing, Facts, Traffic};
 use crate::tenancy::{TenantSource, check_name};
 use crate::types::{Access, Check, CheckOutcome, ConnectOutcome, Hello, Restored};
 
@@ -40,6 +41,22 @@ struct Session {
     /// The user name the broker holds for the client: the device id the gateway asked it to
     /// set, or the one the client sent. A check whose client says otherwise is not this one.
     username: Option<String>,
+    /// Its connection as monitoring messages report it, if they do.
+    watch: Option<Box<Watched>>,
+}
+
+/// A connection reported in monitoring messages ([`crate::monitoring`]).
+struct Watched {
+    /// Its monitoring topic (under the tenant prefix).
+    topic: String,
+    application: bool,
+    facts: Facts,
+    traffic: Traffic,
+    /// Set when the gateway itself ended the connection (a disconnecting denial, an expired
+    /// proof): that is the closing reported, whatever the broker says.
+    closing: Option<Closing>,
+    /// Its `Disconnect` was sent (a takeover sends it before the new connection's `Connect`).
+    reported: bool,
 }
 
 /// Whether the broker may keep a session after its connection closes. MQTT 3.1.1: clean
@@ -165,9 +182,17 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         }
         let expired: std::collections::HashSet<SessionId> = expired.into_iter().collect();
         self.sessions
-            .values()
+            .values_mut()
             .filter(|s| s.state == Lifetime::Online && s.policy_session.is_some_and(|id| expired.contains(&id)))
-            .map(|s| s.client_id.clone())
+            .map(|s| {
+                if let Some(w) = s.watch.as_deref_mut() {
+                    w.closing.get_or_insert(Closing {
+                        code: 180,
+                        detail: Some("the credentials this client connected with expired".into()),
+                    });
+                }
+                s.client_id.clone()
+            })
             .collect()
     }
 
@@ -285,6 +310,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                         state: Lifetime::Online,
                         claim: Some(claim),
                         username: hello.username.map(str::to_owned),
+                        watch: None,
                     };
                     self.sessions.insert(key.clone(), session);
                     self.by_client_id.insert(hello.client_id.to_owned(), key);
@@ -302,6 +328,16 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                 }
             },
         };
+        let facts = self.gateway.monitoring().is_some().then(|| Facts {
+            client_addr: hello.peer.to_owned(),
+            client_id: hello.client_id.to_owned(),
+            port: hello.port.unwrap_or(0),
+            secure: certificate.is_some(),
+            protocol: monitoring::protocol_name(hello.protocol),
+            user: hello.username.map(str::to_owned),
+            certname: certificate.as_ref().and_then(|c| c.subject_cn.clone()),
+            connect_ms: None,
+        });
         let connect = Connect {
             tenant: tenant.clone(),
             client_id: hello.client_id.to_owned(),
@@ -314,7 +350,14 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             certificate,
             peer: hello.peer.to_owned(),
         };
-        match policy.authenticate(&connect) {
+        let decision = policy.authenticate(&connect);
+        let subject = policy.take_monitor();
+        let failed = |this: &Self, denial: &Denial| {
+            if let (Some(facts), Some(subject)) = (&facts, &subject) {
+                this.failed_connect(&tenant, prefix.as_deref(), subject, facts, denial);
+            }
+        };
+        match decision {
             ConnectDecision::Accept(session, info) => {
                 let mut e = Event::new(
                     &tenant,
@@ -334,7 +377,9 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                         // queued messages) of another identity, or close that identity's
                         // connection: on any listener of the process.
                         policy.end_session(session);
-                        return reject(self, &tenant, taken(hello.client_id, &holder, &info.device_id));
+                        let denial = taken(hello.client_id, &holder, &info.device_id);
+                        failed(self, &denial);
+                        return reject(self, &tenant, denial);
                     }
                 };
                 policy.tenant().events().emit(e);
@@ -354,10 +399,34 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                         e.client_id = Some(s.client_id.clone());
                         e.device_id = Some(s.device_id.clone());
                         self.gateway.tenant(&s.tenant).events().emit(e);
+                        // Its Disconnect (288) goes before the new Connect, so the last retained
+                        // status is the new connection's.
+                        if let (Some(w), Some(m)) = (s.watch.as_deref_mut(), self.gateway.monitoring()) {
+                            w.closing = Some(BrokerClose::Takeover.closing());
+                            report_disconnect(m, w, BrokerClose::Takeover);
+                        }
                     }
                     s.state = Lifetime::Ending;
                     self.ending.push(old);
                 }
+                let watch = match (facts, subject, self.gateway.monitoring()) {
+                    (Some(mut facts), Some(subject), Some(m)) => {
+                        let now = mqtt_policy_host::events::now_ms();
+                        facts.connect_ms = Some(now);
+                        let application = matches!(subject, MonitorSubject::Application { .. });
+                        let topic = monitoring::topic_of(&subject, prefix.as_deref());
+                        m.connect(topic.clone(), monitoring::message("Connect", now, &facts, None, None), true);
+                        Some(Box::new(Watched {
+                            topic,
+                            application,
+                            facts,
+                            traffic: Traffic::default(),
+                            closing: None,
+                            reported: false,
+                        }))
+                    }
+                    _ => None,
+                };
                 let username = (!info.device_id.is_empty()).then(|| info.device_id.clone());
                 let session = Session {
                     prefix,
@@ -369,19 +438,68 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                     state: Lifetime::Online,
                     claim: Some(claim),
                     username: username.clone().or_else(|| hello.username.map(str::to_owned)),
+                    watch,
                 };
                 self.sessions.insert(key.clone(), session);
                 self.by_client_id.insert(owner, key);
                 ConnectOutcome::Accept { username }
             }
             // The policy already emitted the reject event.
-            ConnectDecision::Reject(d) => ConnectOutcome::Reject(d),
+            ConnectDecision::Reject(d) => {
+                failed(self, &d);
+                ConnectOutcome::Reject(d)
+            }
             ConnectDecision::Defer => ConnectOutcome::Defer,
         }
     }
 
+    /// A `FailedConnect` for a refused connection the policy named.
+    fn failed_connect(
+        &self,
+        tenant: &str,
+        prefix: Option<&str>,
+        subject: &MonitorSubject,
+        facts: &Facts,
+        denial: &Denial,
+    ) {
+        let Some(m) = self.gateway.monitoring() else { return };
+        let now = mqtt_policy_host::events::now_ms();
+        let closing = Closing::of_denial(denial.reason, &denial.message);
+        let payload = monitoring::message("FailedConnect", now, facts, Some(&closing), None);
+        m.failed(tenant, monitoring::topic_of(subject, prefix), payload, now);
+    }
+
     /// Decides a publish, subscription, unsubscription or delivery of a connected client.
     pub fn check(&mut self, key: &K, check: &Check<'_>) -> CheckOutcome {
+        let outcome = self.decide(key, check);
+        if self.gateway.monitoring().is_some()
+            && let Some(w) = self.sessions.get_mut(key).and_then(|s| s.watch.as_deref_mut())
+        {
+            let size = u64::from(check.payload_size);
+            match (check.access, &outcome) {
+                (Access::Publish, _) => {
+                    w.traffic.read_msgs += 1;
+                    w.traffic.read_bytes += size;
+                }
+                (Access::Delivery, CheckOutcome::Allow | CheckOutcome::AllowRetainCleared) => {
+                    w.traffic.write_msgs += 1;
+                    w.traffic.write_bytes += size;
+                }
+                _ => {}
+            }
+            if let CheckOutcome::Deny(d) = &outcome
+                && d.disconnect
+                && check.access != Access::Delivery
+                && w.closing.is_none()
+            {
+                // The broker closes the connection for this denial.
+                w.closing = Some(Closing::of_denial(d.reason, &d.message));
+            }
+        }
+        outcome
+    }
+
+    fn decide(&mut self, key: &K, check: &Check<'_>) -> CheckOutcome {
         self.sync();
         if check.access == Access::Unsubscribe {
             return CheckOutcome::Allow;
@@ -439,6 +557,16 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                 }
             },
         };
+        if check.access == Access::Publish && self.gateway.config().monitoring && monitoring::is_monitoring_topic(topic)
+        {
+            // Only the gateway reports connections there: a client's message would be a forgery.
+            let d = Denial {
+                reason: ReasonCode::NotAuthorized,
+                message: format!("unauthorized topic {topic}: monitoring messages are published by the broker only"),
+                disconnect: false,
+            };
+            return deny(policy, Action::Publish, Some(topic), d);
+        }
         let (qos, retain, payload_size) = (check.qos, check.retain, check.payload_size);
         match check.access {
             Access::Publish => match policy.authorize_publish(session, &Publish { topic, qos, retain, payload_size }) {
@@ -492,12 +620,24 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
     /// The client's network connection closed: emits `disconnect`. A persistent session stays
     /// (offline) for the messages the broker queues for it; a clean one ends at the next
     /// connect or tick, after the broker has checked its Last Will.
+    ///
+    /// The broker did not say how the connection closed: see [`Worker::closed`].
     pub fn disconnect(&mut self, key: &K) {
+        self.closed(key, BrokerClose::Unknown);
+    }
+
+    /// As [`Worker::disconnect`], with how the broker says the connection closed, for the
+    /// connection's `Disconnect` monitoring message (unless the gateway itself ended it: a
+    /// disconnecting denial or an expired proof is reported as such).
+    pub fn closed(&mut self, key: &K, how: BrokerClose) {
         self.sync();
         self.unrestorable.remove(key);
         let Some(c) = self.sessions.get_mut(key) else { return };
         if c.state != Lifetime::Online {
             return;
+        }
+        if let (Some(w), Some(m)) = (c.watch.as_deref_mut(), self.gateway.monitoring()) {
+            report_disconnect(m, w, how);
         }
         let mut e = Event::new(&c.tenant, Action::Connect, Severity::Info, "disconnect", "client disconnected");
         e.client_id = Some(c.client_id.clone());
@@ -599,6 +739,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             state: Lifetime::Offline,
             claim: None,
             username: restored.username.map(str::to_owned),
+            watch: None,
         };
         let Some(policy) = self.policies.get_mut(&tenant) else {
             return match self.gateway.config().fail_mode {
@@ -625,7 +766,10 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             certificate: None,
             peer: String::new(),
         };
-        match policy.restore(&connect) {
+        let decision = policy.restore(&connect);
+        // A restored session is no connection: it is not reported.
+        let _ = policy.take_monitor();
+        match decision {
             ConnectDecision::Accept(id, info) => {
                 let mut e = Event::new(
                     &tenant,
@@ -712,6 +856,23 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             message: "the client was never authenticated by the gateway".into(),
             disconnect: false,
         })
+    }
+}
+
+/// Sends a watched connection's `Disconnect`, once: for a device retained (its status), for an
+/// application not retained and its retained `Connect` cleared (seed 004).
+fn report_disconnect(m: &monitoring::Monitoring, w: &mut Watched, how: BrokerClose) {
+    if std::mem::replace(&mut w.reported, true) {
+        return;
+    }
+    let closing = w.closing.clone().unwrap_or_else(|| how.closing());
+    let now = mqtt_policy_host::events::now_ms();
+    let payload = monitoring::message("Disconnect", now, &w.facts, Some(&closing), Some(w.traffic));
+    if w.application {
+        m.disconnect(w.topic.clone(), payload, false);
+        m.clear(w.topic.clone());
+    } else {
+        m.disconnect(w.topic.clone(), payload, true);
     }
 }
 

@@ -405,8 +405,8 @@ fn events_reach_the_monitor_topic_of_the_tenants_that_asked() {
     accepted(w.connect(2, &Hello::new("globex-d1")));
     let queued = gateway.drain_monitor();
     assert_eq!(queued.len(), 1, "{queued:?}");
-    assert_eq!(queued[0].0, "mon/acme");
-    assert!(queued[0].1.contains("\"accept\""), "{}", queued[0].1);
+    assert_eq!(queued[0].topic, "mon/acme");
+    assert!(queued[0].payload.contains("\"accept\""), "{}", queued[0].payload);
     assert!(gateway.drain_monitor().is_empty());
 }
 
@@ -654,4 +654,92 @@ fn a_retained_last_will_is_refused_where_the_rules_override_retained() {
     assert_eq!(denied(w.check(&1, &retained_will)), ReasonCode::RetainNotSupported);
     assert_eq!(w.check(&1, &check(Access::Publish, "devices/d1/status", 1)), CheckOutcome::Allow, "a plain will");
     assert!(events.take().iter().any(|e| e.outcome == "deny" && e.message.contains("retained Last Will refused")));
+}
+
+/// Devices `s1` (type sensor) and `s2`, an application `dash`, under a tenant prefix; IBM-style
+/// monitoring on.
+const MONITORED: &str = r#"
+[monitoring]
+
+[identity]
+authentication = "none"
+
+[[device]]
+id = "s1"
+type = "sensor"
+
+[[device]]
+id = "s2"
+type = "sensor"
+state = "disabled"
+
+[[rule]]
+effect = "allow"
+actions = ["publish"]
+topics = ["devices/${device.id}/#"]
+"#;
+
+fn parse(m: &mqtt_policy_gateway::events::MonitorMessage) -> serde_json::Value {
+    serde_json::from_str(&m.payload).unwrap()
+}
+
+#[test]
+fn monitoring_messages_name_the_closing_the_gateway_knows_best() {
+    use mqtt_policy_gateway::BrokerClose;
+    let dir = Dir::new("monitoring");
+    dir.deploy("acme", &hub_policy(MONITORED, &[]));
+    let (gateway, _) = start(&dir.0, TenantSource::fixed("acme").unwrap(), |c| {
+        c.monitoring = true;
+        c.tenant_prefix = Some("t/{tenant}/".into());
+    });
+    let mut w: Worker<u32> = Worker::new(gateway.clone());
+    let hello = |port| Hello { peer: "10.0.0.7", port, username: Some("u"), ..Hello::new("s1") };
+    accepted(w.connect(1, &hello(Some(1883))));
+    let q = gateway.drain_monitor();
+    assert_eq!(q.len(), 1);
+    assert_eq!((q[0].topic.as_str(), q[0].retain), ("t/acme/iot-2/type/sensor/id/s1/mon", true));
+    let c = parse(&q[0]);
+    assert_eq!(
+        (c["ClientAddr"].as_str(), c["Port"].as_u64(), c["User"].as_str()),
+        (Some("10.0.0.7"), Some(1883), Some("u"))
+    );
+    assert_eq!(c["Protocol"], "mqtt5");
+
+    // A client's own monitoring message is refused before the policy is asked.
+    let forged = Check::new(Access::Publish, "t/acme/iot-2/type/sensor/id/s9/mon", 0);
+    assert_eq!(denied(w.check(&1, &forged)), ReasonCode::NotAuthorized);
+    let mut p = Check::new(Access::Publish, "t/acme/devices/s1/t", 0);
+    p.payload_size = 7;
+    assert_eq!(w.check(&1, &p), CheckOutcome::Allow);
+    let mut d = Check::new(Access::Delivery, "t/acme/devices/s1/t", 0);
+    d.payload_size = 3;
+    w.check(&1, &d);
+    // The broker says the socket closed; counted: two publishes (one refused), no delivery
+    // allowed (no delivery rule).
+    w.closed(&1, BrokerClose::ClientClosed);
+    let q = gateway.drain_monitor();
+    let gone = parse(&q[0]);
+    assert_eq!((gone["Action"].as_str(), gone["CloseCode"].as_u64()), (Some("Disconnect"), Some(91)));
+    assert_eq!((gone["ReadMsg"].as_u64(), gone["ReadBytes"].as_u64()), (Some(2), Some(7)));
+    w.tick(Instant::now());
+
+    // A takeover: the old Disconnect (288) before the new Connect; the broker's later report of
+    // the old connection adds nothing.
+    accepted(w.connect(2, &hello(None)));
+    accepted(w.connect(3, &hello(None)));
+    let q = gateway.drain_monitor();
+    let actions: Vec<_> = q.iter().map(|m| parse(m)["Action"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(actions, ["Connect", "Disconnect", "Connect"]);
+    assert_eq!(parse(&q[1])["CloseCode"], 288);
+    assert_eq!(parse(&q[2])["Port"], 0, "the broker did not say");
+    w.closed(&2, BrokerClose::Takeover);
+    assert!(gateway.drain_monitor().is_empty());
+
+    // A refused device: FailedConnect, not retained.
+    assert!(matches!(w.connect(4, &Hello::new("s2")), ConnectOutcome::Reject(_)));
+    let q = gateway.drain_monitor();
+    assert!(!q[0].retain);
+    let f = parse(&q[0]);
+    assert_eq!((f["Action"].as_str(), f["CloseCode"].as_u64()), (Some("FailedConnect"), Some(180)));
+    assert_eq!(f["Reason"], "The operation is not authorized: device is not enabled");
 }

@@ -27,6 +27,55 @@ pub struct Rules {
     /// Topic rules.
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleConfig>,
+    /// IBM-style monitoring messages (Connect / FailedConnect / Disconnect).
+    pub monitoring: Option<Spanned<MonitoringConfig>>,
+}
+
+/// Which devices' monitoring messages a device or gateway may receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceScope {
+    /// Devices sharing one of its groups (IBM: a gateway's resource group). The default.
+    #[default]
+    Group,
+    /// Any device of the organization (the topic rules still decide the subscription).
+    Organization,
+}
+
+/// Which devices' monitoring messages an application may receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApplicationScope {
+    /// Any device of the organization. The default.
+    #[default]
+    Organization,
+    /// Devices in one of its groups, or in no group (IBM: the application's resource group).
+    Group,
+}
+
+/// `[monitoring]`: whether this hub publishes monitoring messages, for whom, and who receives
+/// which. The topics are IBM's: `iot-2/type/{type}/id/{id}/mon` for devices and gateways (their
+/// registered type and id), `iot-2/app/{app}/mon` for applications (the `{app}` of their
+/// client-id format).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MonitoringConfig {
+    /// Report devices and gateways (default true).
+    #[serde(default = "yes")]
+    pub devices: bool,
+    /// Report applications (default true).
+    #[serde(default = "yes")]
+    pub applications: bool,
+    /// Which devices' messages a device or gateway receives.
+    #[serde(default)]
+    pub device_scope: DeviceScope,
+    /// Which devices' messages an application receives.
+    #[serde(default)]
+    pub application_scope: ApplicationScope,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Hub state (Scaleway: ready, not ready, locked, deleted).

@@ -153,6 +153,42 @@ pub struct Hub {
     /// The same subscribe rules as a trie, for the per-delivery question whether a topic is
     /// still covered by some subscription the session may make (no expansion, no scan).
     subscribable: TopicTrie<usize>,
+    monitoring: Option<config::MonitoringConfig>,
+}
+
+/// How a connection is reported in the hub's monitoring messages (`[monitoring]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Monitored {
+    /// A device or gateway: `iot-2/type/{device_type}/id/{id}/mon`.
+    Device {
+        /// Its type.
+        device_type: String,
+        /// Its id.
+        id: String,
+    },
+    /// An application: `iot-2/app/{app}/mon`.
+    Application {
+        /// Its application id.
+        app: String,
+    },
+}
+
+/// The device id of a device monitoring topic `iot-2/type/{type}/id/{id}/mon`.
+fn device_monitor_topic(topic: &str) -> Option<&str> {
+    let mut l = topic.split('/');
+    match (l.next(), l.next(), l.next(), l.next(), l.next(), l.next(), l.next()) {
+        (Some("iot-2"), Some("type"), Some(_), Some("id"), Some(id), Some("mon"), None) => Some(id),
+        _ => None,
+    }
+}
+
+/// Whether `topic` is an application monitoring topic `iot-2/app/{app}/mon`.
+fn app_monitor_topic(topic: &str) -> bool {
+    let mut l = topic.split('/');
+    matches!(
+        (l.next(), l.next(), l.next(), l.next(), l.next()),
+        (Some("iot-2"), Some("app"), Some(_), Some("mon"), None)
+    )
 }
 
 /// What the policy remembers about a connected client.
@@ -425,6 +461,18 @@ impl Hub {
             ));
         }
 
+        let monitoring = match &doc.monitoring {
+            None => None,
+            Some(m) if !m.get_ref().devices && !m.get_ref().applications => {
+                return Err(format!(
+                    "{}: monitoring: devices and applications are both false, so nothing would be reported; \
+                     remove the section or set one of them to true",
+                    at(m.span())
+                ));
+            }
+            Some(m) => Some(m.get_ref().clone()),
+        };
+
         Ok(Hub {
             org: h.org.clone(),
             state: h.state,
@@ -454,6 +502,7 @@ impl Hub {
             has_delivery_rules,
             subscribable,
             subscribe,
+            monitoring,
         })
     }
 
@@ -976,6 +1025,13 @@ impl Hub {
         {
             return Err(deny(ReasonCode::PacketTooLarge, self.service_level("message payload is too large")));
         }
+        if self.monitoring.is_some() && (device_monitor_topic(&p.topic).is_some() || app_monitor_topic(&p.topic)) {
+            // Only the hub reports connections; a client's message there would be a forgery.
+            return Err(deny(
+                ReasonCode::NotAuthorized,
+                format!("unauthorized topic {}: monitoring messages are published by the hub only", p.topic),
+            ));
+        }
         if !self.permitted(&self.publish, s, &p.topic) {
             return Err(deny(ReasonCode::NotAuthorized, format!("unauthorized topic {}", p.topic)));
         }
@@ -1085,7 +1141,81 @@ impl Hub {
         if self.has_delivery_rules && !self.permitted(&self.delivery, s, &d.topic) {
             return DeliveryDecision::Deny(deny(ReasonCode::NotAuthorized, format!("unauthorized topic {}", d.topic)));
         }
+        if let Some(denial) = self.monitoring_scope(s, &d.topic) {
+            return DeliveryDecision::Deny(denial);
+        }
         DeliveryDecision::Allow
+    }
+
+    /// `[monitoring]` scopes, per delivery (a subscription to `iot-2/type/+/id/+/mon` is one
+    /// filter, the devices behind it are many): a device or gateway receives the messages of
+    /// devices sharing one of its groups (and its own), an application those of the
+    /// organization or of its groups' and ungrouped devices; application messages go to
+    /// applications only.
+    fn monitoring_scope(&self, s: &Session, topic_name: &str) -> Option<Denial> {
+        let m = self.monitoring.as_ref()?;
+        if let Some(id) = device_monitor_topic(topic_name) {
+            let groups: &[String] = self.devices.get(id).map_or(&[], |d| &d.groups);
+            let shares = || groups.iter().any(|g| s.groups.contains(g));
+            let ok = match (s.kind, m.device_scope, m.application_scope) {
+                (Kind::Application, _, config::ApplicationScope::Organization) => true,
+                (Kind::Application, _, config::ApplicationScope::Group) => groups.is_empty() || shares(),
+                (_, config::DeviceScope::Organization, _) => true,
+                (_, config::DeviceScope::Group, _) => id == s.device_id || shares(),
+            };
+            return (!ok).then(|| {
+                deny(
+                    ReasonCode::NotAuthorized,
+                    format!("monitoring messages of device {id} are outside this {}'s groups", s.kind.name()),
+                )
+            });
+        }
+        (app_monitor_topic(topic_name) && s.kind != Kind::Application).then(|| {
+            deny(
+                ReasonCode::NotAuthorized,
+                format!("monitoring messages of applications are for applications only: {topic_name}"),
+            )
+        })
+    }
+
+    /// How the connection `c` is reported in monitoring messages, if this hub has a
+    /// `[monitoring]` section: an admitted client by its registered kind, type and id (its
+    /// application id); a refused one by what its client id names under this hub's formats
+    /// (or, without formats, a registered device's id), so its `FailedConnect` reaches the
+    /// device's topic. A session restored from the broker's persistence is no connection: none.
+    pub fn monitored(&self, c: &Connect, admitted: Option<&Session>) -> Option<Monitored> {
+        let m = self.monitoring.as_ref()?;
+        if restored(c) {
+            return None;
+        }
+        let device = |device_type: &str, id: &str| {
+            (m.devices && topic_safe(device_type) && topic_safe(id))
+                .then(|| Monitored::Device { device_type: device_type.to_owned(), id: id.to_owned() })
+        };
+        let application =
+            |app: &str| (m.applications && topic_safe(app)).then(|| Monitored::Application { app: app.to_owned() });
+        if let Some(s) = admitted {
+            return match s.kind {
+                Kind::Application => application(&s.device_id),
+                _ => device(&s.device_type, &s.device_id),
+            };
+        }
+        if self.formats.is_empty() {
+            let d = self.devices.get(c.client_id.as_str())?;
+            return device(&d.device_type, &c.client_id);
+        }
+        let (kind, caps) = self.formats.iter().find_map(|(f, k)| f.capture(&c.client_id).map(|caps| (*k, caps)))?;
+        if caps.org.is_some_and(|org| Some(org) != self.org.as_deref()) {
+            return None;
+        }
+        match kind {
+            Kind::Application => application(caps.app?),
+            _ => {
+                let id = caps.id?;
+                let registered = self.devices.get(id).map(|d| d.device_type.as_str());
+                device(caps.device_type.or(registered).unwrap_or(&self.default_type), id)
+            }
+        }
     }
 
     /// Whether the session may currently subscribe to a filter matching `topic_name`: an

@@ -9,7 +9,7 @@ pub mod sas;
 #[cfg(test)]
 mod tests;
 
-use hub::{HostApi, Hub, Session};
+use hub::{HostApi, Hub, Monitored, Session};
 use mqtt_policy_guest::{
     Auth, Connect, Delivery, DeliveryDecision, Publish, PublishDecision, Subscribe, SubscribeDecision, export_policy,
     host,
@@ -48,7 +48,13 @@ impl mqtt_policy_guest::Policy for HubRules {
     }
 
     fn authenticate(&self, c: &Connect) -> Auth<Session> {
-        match self.0.authenticate(c, &Host::default()) {
+        let outcome = self.0.authenticate(c, &Host::default());
+        match self.0.monitored(c, outcome.as_ref().ok().map(|(_, s)| s)) {
+            Some(Monitored::Device { device_type, id }) => host::monitor_device(&device_type, &id),
+            Some(Monitored::Application { app }) => host::monitor_application(&app),
+            None => {}
+        }
+        match outcome {
             Ok((info, session)) => Auth::Accept(info, session),
             Err(d) => Auth::Reject(d),
         }

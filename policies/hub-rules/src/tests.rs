@@ -763,3 +763,97 @@ fn rate_counters_of_long_device_ids_stay_short_and_distinct() {
     assert_ne!(a, b);
     assert!(!a.contains(':'), "cannot collide with a short id's name");
 }
+
+const MONITORED: &str = r#"
+[hub]
+org = "acme"
+
+[monitoring]
+device-scope = "group"
+
+[identity]
+from = "client-id"
+
+[[identity.client-id-format]]
+pattern = "d:{org}:{type}:{id}"
+kind = "device"
+
+[[identity.client-id-format]]
+pattern = "g:{org}:{type}:{id}"
+kind = "gateway"
+
+[[identity.client-id-format]]
+pattern = "a:{org}:{app}"
+kind = "application"
+
+[[device]]
+id = "s1"
+type = "sensor"
+groups = ["hall"]
+
+[[device]]
+id = "s2"
+type = "sensor"
+state = "disabled"
+
+[[device]]
+id = "g1"
+type = "gw"
+kind = "gateway"
+groups = ["hall"]
+
+[[rule]]
+effect = "allow"
+actions = ["subscribe"]
+topics = ["iot-2/type/+/id/+/mon"]
+"#;
+
+#[test]
+fn monitoring_names_admitted_and_refused_connections_by_type_and_id() {
+    use crate::hub::Monitored;
+    let hub = open(MONITORED).unwrap();
+    let c = connect("d:acme:sensor:s1");
+    let s = accept(&hub, &c);
+    let dev = |t: &str, id: &str| Some(Monitored::Device { device_type: t.into(), id: id.into() });
+    assert_eq!(hub.monitored(&c, Some(&s)), dev("sensor", "s1"));
+    // Refused (disabled): still reported on its own topic, as a FailedConnect.
+    let c = connect("d:acme:sensor:s2");
+    reject(&hub, &c);
+    assert_eq!(hub.monitored(&c, None), dev("sensor", "s2"));
+    assert_eq!(hub.monitored(&connect("d:globex:sensor:s1"), None), None, "another organization");
+    assert_eq!(hub.monitored(&connect("nonsense"), None), None, "no known shape");
+    assert_eq!(hub.monitored(&connect("a:acme:dash"), None), Some(Monitored::Application { app: "dash".into() }));
+    let restored = Connect { resumed: true, peer: String::new(), ..connect("d:acme:sensor:s1") };
+    assert_eq!(hub.monitored(&restored, None), None, "a restored session is no connection");
+    let plain = open(DEVICES).unwrap();
+    assert_eq!(plain.monitored(&connect("d1"), None), None, "no [monitoring]: nothing is reported");
+}
+
+#[test]
+fn monitoring_scope_and_forgeries() {
+    let hub = open(MONITORED).unwrap();
+    let g1 = accept(&hub, &connect("g:acme:gw:g1"));
+    let s1 = accept(&hub, &connect("d:acme:sensor:s1"));
+    let d = |topic: &str| Delivery { topic: topic.into(), qos: 0, retain: true, payload_size: 100 };
+    assert!(matches!(hub.authorize_delivery(&g1, &d("iot-2/type/sensor/id/s1/mon")), DeliveryDecision::Allow));
+    match hub.authorize_delivery(&g1, &d("iot-2/type/sensor/id/s9/mon")) {
+        DeliveryDecision::Deny(d) => {
+            assert_eq!(d.message, "monitoring messages of device s9 are outside this gateway's groups")
+        }
+        _ => panic!("an ungrouped device is outside the gateway's groups"),
+    }
+    assert!(matches!(hub.authorize_delivery(&s1, &d("iot-2/app/x/mon")), DeliveryDecision::Deny(_)));
+    let (code, message) = denied(hub.authorize_publish(&s1, &publish("iot-2/type/x/id/y/mon"), &FakeHost::default()));
+    assert_eq!(code, ReasonCode::NotAuthorized);
+    assert!(message.ends_with("monitoring messages are published by the hub only"), "{message}");
+}
+
+#[test]
+fn monitoring_section_errors_name_line_and_field() {
+    let e = open("[monitoring]\ndevise-scope = \"group\"\n").unwrap_err();
+    assert!(e.starts_with("line 2, column 1: unknown field `devise-scope`"), "{e}");
+    let e = open("[monitoring]\ndevice-scope = \"everyone\"\n").unwrap_err();
+    assert!(e.starts_with("line 2, column 16: unknown variant `everyone`"), "{e}");
+    let e = open("[hub]\n\n[monitoring]\ndevices = false\napplications = false\n").unwrap_err();
+    assert!(e.starts_with("line 3, column 1: monitoring: devices and applications are both false"), "{e}");
+}
