@@ -229,8 +229,13 @@ unsafe extern "C" fn on_basic_auth(_event: c_int, data: *mut c_void, userdata: *
             protocol: mapping::protocol_of(unsafe { (b.client_protocol_version)(client) }),
             certificate: unsafe { b.certificate_der(client) },
             peer,
-            // The listener's port, from the client's socket (see `Broker::internals`).
-            port: unsafe { b.internals(client) }.and_then(|i| i.sock).and_then(ffi::socket_addresses).map(|a| a.1),
+            // The listener's port, from the client's socket (see `Broker::internals`); only
+            // monitoring messages report it, so nothing is read from the broker's struct otherwise.
+            port: if inst.worker.gateway().config().monitoring {
+                unsafe { b.internals(client) }.and_then(|i| i.sock).and_then(ffi::socket_addresses).map(|a| a.1)
+            } else {
+                None
+            },
             // A listener's fixed tenant is the gateway's configured source.
             tenant: None,
         };
@@ -328,8 +333,9 @@ unsafe extern "C" fn on_disconnect(_event: c_int, data: *mut c_void, userdata: *
         let evt = unsafe { &*data.cast::<EvtDisconnect>() };
         inst.rewrites.forget(evt.client as usize);
         let b = inst.broker;
+        let monitoring = inst.worker.gateway().config().monitoring;
         let how = mapping::broker_close(
-            unsafe { b.internals(evt.client) },
+            if monitoring { unsafe { b.internals(evt.client) } } else { None },
             unsafe { (b.client_keepalive)(evt.client) },
             ffi::monotonic_seconds(),
             ffi::peer_closed,
