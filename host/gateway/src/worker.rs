@@ -497,6 +497,14 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         self.sessions.contains_key(key) || self.unrestorable.contains_key(key)
     }
 
+    /// Whether `key` has a session a policy admitted (connected, offline or restored): not one
+    /// let through by fail-open mode, not a refused restore. For brokers that ask about
+    /// operations outside the policy's world (RabbitMQ's queue and exchange checks) and only
+    /// need to know the client is one the gateway let in.
+    pub fn admitted(&self, key: &K) -> bool {
+        self.sessions.get(key).is_some_and(|s| s.policy_session.is_some() && s.state != Lifetime::Ending)
+    }
+
     /// Re-establishes, lazily, a session the broker restored from its own persistence after a
     /// restart, at the first check the broker asks about it (a message published for it while
     /// its client is away). Call it only for a key the broker says has no connection and that
