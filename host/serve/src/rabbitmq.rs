@@ -313,20 +313,20 @@ pub(crate) fn decide(shard: &mut Shard, dialect: &Dialect, request: &Request) ->
                 "exchange" => name == &dialect.exchange && *permission != Permission::Configure,
                 _ => false,
             };
-            let allow = shard.worker.admitted(&key) && own;
-            if !allow {
-                let e = Event::new(
+            let admitted = shard.worker.admitted(&key);
+            if !(admitted && own) {
+                let why = if admitted { "not one of this client's own" } else { "no session the policy admitted" };
+                let mut e = Event::new(
                     tenant.unwrap_or("*"),
                     Action::Subscribe,
                     Severity::Warn,
                     "deny",
-                    format!("{permission:?} access to {resource} {name} refused: not one of this client's own"),
+                    format!("{permission:?} access to {resource} {name} refused: {why}"),
                 );
-                let mut e = e;
                 e.client_id = Some(client_id.to_owned());
                 shard.worker.gateway().tenant(tenant.unwrap_or("*")).events().emit(e);
             }
-            answer(allow)
+            answer(admitted && own)
         }
         Request::Topic { exchange, permission, routing_key, .. } => {
             let access = if *permission == Permission::Write { Access::Publish } else { Access::Subscribe };
