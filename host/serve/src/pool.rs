@@ -12,31 +12,90 @@ use std::time::{Duration, Instant};
 
 use mqtt_policy_gateway::{Gateway, Worker};
 
-/// A session's key: (the broker's scope of client ids, e.g. a RabbitMQ virtual host; client id).
-/// Clients choose both, hence [`RandomState`] for the session maps.
-pub(crate) type Key = (String, String);
+/// What a broker names a client by: (its scope of client ids, e.g. a RabbitMQ virtual host;
+/// client id). Clients choose both, hence [`RandomState`] for the maps.
+pub(crate) type Client = (String, String);
+
+/// A session's key in the gateway worker: the client and the login that created the session.
+/// Each login gets a key of its own, so a login the policy refuses leaves the session of the
+/// client already connected under that id alone (the gateway then decides a takeover by client
+/// id, as for any broker): over a stateless protocol the service cannot tell whether the
+/// broker's earlier connection still exists.
+pub(crate) type Key = (String, String, u64);
 
 /// How often a worker applies reloads for quiet clients and ends idle sessions.
 const TICK: Duration = Duration::from_secs(1);
+
+/// How long an accepted login answers one identical login after it without asking the policy
+/// again: RabbitMQ asks `user_path` twice per connection (authentication, then authorization,
+/// milliseconds apart). Once only, so a client's next connection is decided by the policy.
+const SAME_LOGIN: Duration = Duration::from_secs(1);
+
+/// The session a client has now.
+struct Current {
+    key: Key,
+    /// When the last request about it came: brokers such as RabbitMQ never say a client
+    /// disconnected, so sessions end after [`Shard::idle`] without a request.
+    seen: Instant,
+    /// The keyed hash of the login's user name and password, and when it was accepted.
+    login: Option<(u64, Instant)>,
+}
 
 /// What one worker thread owns.
 pub(crate) struct Shard {
     /// The gateway worker: sessions and policy instances.
     pub worker: Worker<Key, RandomState>,
-    /// When each session was last asked about: brokers such as RabbitMQ never say a client
-    /// disconnected, so sessions end after [`Shard::idle`] without a request.
-    seen: HashMap<Key, Instant, RandomState>,
+    current: HashMap<Client, Current, RandomState>,
+    next: u64,
     idle: Duration,
+    /// Keys the login hashes, chosen per process.
+    hasher: RandomState,
 }
 
 impl Shard {
-    /// Records a request about `key`.
-    pub fn touch(&mut self, key: &Key) {
-        match self.seen.get_mut(key) {
-            Some(t) => *t = Instant::now(),
-            None => {
-                self.seen.insert(key.clone(), Instant::now());
-            }
+    fn new(worker: Worker<Key, RandomState>, idle: Duration) -> Shard {
+        Shard { worker, current: HashMap::default(), next: 0, idle, hasher: RandomState::new() }
+    }
+
+    /// The key of `client`'s current session, if the gateway still holds it; marks it used.
+    pub fn session(&mut self, client: &Client) -> Option<Key> {
+        let current = self.current.get_mut(client)?;
+        if !self.worker.knows(&current.key) {
+            self.current.remove(client);
+            return None;
+        }
+        current.seen = Instant::now();
+        Some(current.key.clone())
+    }
+
+    /// A key for a new session of `client` (a login, or a re-established session).
+    pub fn fresh(&mut self, client: &Client) -> Key {
+        self.next += 1;
+        (client.0.clone(), client.1.clone(), self.next)
+    }
+
+    /// Whether `client`'s current session was accepted for exactly this login within
+    /// [`SAME_LOGIN`] and no repeat has been answered that way yet.
+    pub fn same_login(&mut self, client: &Client, username: &str, password: Option<&str>) -> bool {
+        let hash = self.hasher.hash_one((username, password));
+        let now = Instant::now();
+        let Some(key) = self.session(client) else { return false };
+        let admitted = self.worker.admitted(&key);
+        let Some(current) = self.current.get_mut(client) else { return false };
+        let same = current.login.take().is_some_and(|(h, at)| h == hash && now.duration_since(at) < SAME_LOGIN);
+        same && admitted
+    }
+
+    /// Makes `key` `client`'s current session (the gateway admitted it, or re-established it);
+    /// `login` is the accepted login's user name and password.
+    pub fn adopt(&mut self, client: Client, key: Key, login: Option<(&str, Option<&str>)>) {
+        let now = Instant::now();
+        let login = login.map(|l| (self.hasher.hash_one(l), now));
+        if let Some(old) = self.current.insert(client, Current { key: key.clone(), seen: now, login })
+            && old.key != key
+        {
+            // Taken over by the new login: the gateway already ended it (or will, at its tick).
+            self.worker.disconnect(&old.key);
         }
     }
 
@@ -44,11 +103,12 @@ impl Shard {
     /// and session ends apply).
     fn sweep(&mut self, now: Instant) {
         let idle = self.idle;
-        let stale: Vec<Key> =
-            self.seen.iter().filter(|(_, t)| now.duration_since(**t) > idle).map(|(k, _)| k.clone()).collect();
-        for key in stale {
-            self.seen.remove(&key);
-            self.worker.disconnect(&key);
+        let stale: Vec<Client> =
+            self.current.iter().filter(|(_, c)| now.duration_since(c.seen) > idle).map(|(k, _)| k.clone()).collect();
+        for client in stale {
+            if let Some(c) = self.current.remove(&client) {
+                self.worker.disconnect(&c.key);
+            }
         }
     }
 }
@@ -72,7 +132,7 @@ impl Pool {
         for i in 0..n.max(1) {
             let (tx, rx) = sync_channel::<Job>(queue.max(1));
             let sessions = Arc::new(AtomicUsize::new(0));
-            let shard = Shard { worker: Worker::new(gateway.clone()), seen: HashMap::default(), idle };
+            let shard = Shard::new(Worker::new(gateway.clone()), idle);
             let count = sessions.clone();
             let thread =
                 std::thread::Builder::new().name(format!("policy-{i}")).spawn(move || run(shard, rx, count))?;

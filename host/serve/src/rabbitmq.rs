@@ -32,7 +32,7 @@ use mqtt_policy_gateway::{Access, Check, CheckOutcome, ConnectOutcome, Hello, Re
 use mqtt_policy_host::Protocol;
 use mqtt_policy_host::events::{Action, Event, Severity};
 
-use crate::pool::{Key, Shard};
+use crate::pool::{Client, Shard};
 
 /// The four request paths of the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,8 +274,11 @@ pub(crate) fn decide(shard: &mut Shard, dialect: &Dialect, request: &Request) ->
         shard.worker.gateway().tenant(tenant.unwrap_or("*")).events().emit(e);
         return answer(false);
     };
-    let key: Key = (vhost.clone(), client_id.to_owned());
+    let client: Client = (vhost.clone(), client_id.to_owned());
     if let Request::User { password, .. } = request {
+        if shard.same_login(&client, username, password.as_deref()) {
+            return answer(true);
+        }
         let hello = Hello {
             username: Some(username),
             password: password.as_deref().map(str::as_bytes),
@@ -286,20 +289,26 @@ pub(crate) fn decide(shard: &mut Shard, dialect: &Dialect, request: &Request) ->
             tenant,
             ..Hello::new(client_id)
         };
+        let key = shard.fresh(&client);
         let outcome = shard.worker.connect(key.clone(), &hello);
-        if shard.worker.knows(&key) {
-            shard.touch(&key);
+        let accepted = matches!(outcome, ConnectOutcome::Accept { .. });
+        if accepted {
+            shard.adopt(client, key, Some((username, password.as_deref())));
         }
         // A defer lets RabbitMQ try its next authentication backend.
-        return answer(matches!(outcome, ConnectOutcome::Accept { .. }));
+        return answer(accepted);
     }
-    if !shard.worker.knows(&key) {
-        let restored = Restored { client_id, username: Some(username), protocol: Protocol::Mqtt311, tenant };
-        shard.worker.restore(key.clone(), &restored);
-    }
-    if shard.worker.knows(&key) {
-        shard.touch(&key);
-    }
+    let key = match shard.session(&client) {
+        Some(key) => key,
+        None => {
+            let key = shard.fresh(&client);
+            let restored = Restored { client_id, username: Some(username), protocol: Protocol::Mqtt311, tenant };
+            shard.worker.restore(key.clone(), &restored);
+            // Kept even when refused: its checks then get the refusal, until a login.
+            shard.adopt(client, key.clone(), None);
+            key
+        }
+    };
     match request {
         Request::User { .. } => unreachable!("answered above"),
         Request::Vhost { .. } => answer(shard.worker.admitted(&key)),
