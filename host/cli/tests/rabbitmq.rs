@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mqtt_policy_testkit::client::{Mqtt, Opts, Proto};
 use mqtt_policy_testkit::proofs::{API_KEY, API_TOKEN, device_token};
 use mqtt_policy_testkit::rabbitmq::{Cluster, DecisionService};
-use mqtt_policy_testkit::{deploy, field, hub_policy, temp_dir};
+use mqtt_policy_testkit::{deploy, field, http_get, hub_policy, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mqtt-policy");
 const IBM: &str = include_str!("../../../policies/examples/ibm-platform/rules.toml");
@@ -53,8 +53,14 @@ fn wait_event(s: &DecisionService, what: &str, pred: impl Fn(&serde_json::Value)
 fn one_rabbitmq_node_enforces_the_tenant_policy_through_serve() {
     let dir = temp_dir("rabbitmq-serve");
     let policy = hub_policy(&rules(), &[]);
-    let mut service = DecisionService::start(BIN.as_ref(), &dir, &[("acme", policy.clone())], &[]).unwrap();
-    let cluster = Cluster::start("rabbitmq-1", 1, &[service.url()], "acme").unwrap();
+    // RabbitMQ cannot send a header: the shared secret is the first segment of its URLs.
+    std::fs::write(dir.join("secret"), "Zk3-tr0ub4dor\n").unwrap();
+    let secret_file = dir.join("secret").display().to_string();
+    let mut service =
+        DecisionService::start(BIN.as_ref(), &dir, &[("acme", policy.clone())], &["--secret-file", &secret_file])
+            .unwrap();
+    let url = format!("{}/Zk3-tr0ub4dor", service.url());
+    let cluster = Cluster::start("rabbitmq-1", 1, &[url], "acme").unwrap();
     let port = cluster.nodes[0].mqtt_port;
 
     let mut ops = a_device_publishes_to_its_own_topic_and_an_application_receives_it(port);
@@ -64,6 +70,17 @@ fn one_rabbitmq_node_enforces_the_tenant_policy_through_serve() {
     a_replaced_policy_applies_to_new_connections_within_1_s_and_to_new_topics_of_old_ones(port, &service, &policy);
     drop(ops);
     a_killed_service_grants_nothing_and_its_restart_resumes(port, &mut service);
+    let (code, metrics) = http_get(service.port, "/Zk3-tr0ub4dor/metrics").unwrap();
+    assert_eq!(code, 200);
+    for line in [
+        "mqtt_policy_decisions_total{dialect=\"rabbitmq\",tenant=\"acme\",kind=\"connect\",outcome=\"allow\"}",
+        "mqtt_policy_decisions_total{dialect=\"rabbitmq\",tenant=\"acme\",kind=\"publish\",outcome=\"allow\"}",
+        "mqtt_policy_decisions_total{dialect=\"rabbitmq\",tenant=\"acme\",kind=\"resource\",outcome=\"allow\"}",
+        "mqtt_policy_decisions_total{dialect=\"rabbitmq\",tenant=\"acme\",kind=\"vhost\",outcome=\"allow\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    assert_eq!(http_get(service.port, "/metrics").unwrap().0, 403, "behind the secret");
     drop(cluster);
 }
 

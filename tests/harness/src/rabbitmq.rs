@@ -367,11 +367,6 @@ impl DecisionService {
     pub fn events(&self) -> Vec<serde_json::Value> {
         crate::read_events(&self.events)
     }
-
-    /// The `/metrics` text.
-    pub fn metrics(&self) -> String {
-        crate::http_get(self.port, "/metrics").map(|(_, body)| body).unwrap_or_default()
-    }
 }
 
 impl Drop for DecisionService {
