@@ -60,7 +60,9 @@ fn one_rabbitmq_node_enforces_the_tenant_policy_through_serve() {
         DecisionService::start(BIN.as_ref(), &dir, &[("acme", policy.clone())], &["--secret-file", &secret_file])
             .unwrap();
     let url = format!("{}/Zk3-tr0ub4dor", service.url());
+    let booting = Instant::now();
     let cluster = Cluster::start("rabbitmq-1", 1, &[url], "acme").unwrap();
+    eprintln!("one RabbitMQ node up in {:?}", booting.elapsed());
     let port = cluster.nodes[0].mqtt_port;
 
     let mut ops = a_device_publishes_to_its_own_topic_and_an_application_receives_it(port);
