@@ -281,3 +281,31 @@ fn routing_keys_become_mqtt_topics_as_rabbitmq_maps_them() {
     // Query and body together may not repeat a parameter.
     assert!(rabbitmq::parse(Path::User, Some("username=a"), b"username=b&vhost=v").is_err());
 }
+
+#[test]
+fn slow_headers_and_connections_over_the_cap_are_cut() {
+    let opts = Options { header_timeout: Duration::from_millis(300), max_connections: 2, ..Options::default() };
+    let (s, _dir) = start("serve-slow", opts);
+    // Headers that never end: the connection is closed at the header deadline, with no allow.
+    let started = Instant::now();
+    let mut slow = TcpStream::connect(s.local_addr()).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    slow.write_all(b"POST /rabbitmq/user HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = slow.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(!text.contains("allow"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(3), "cut at the header deadline, after {:?}", started.elapsed());
+    // Two connections held open: a third is closed at once, unanswered.
+    let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(s.local_addr()).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut third = TcpStream::connect(s.local_addr()).unwrap();
+    third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut out = Vec::new();
+    let _ = third.read_to_end(&mut out);
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    drop(held);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(http_get(s.local_addr().port(), "/healthz").unwrap().0, 200, "answered again once they closed");
+}
