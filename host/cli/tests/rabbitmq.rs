@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mqtt_policy_testkit::client::{Mqtt, Opts, Proto};
 use mqtt_policy_testkit::proofs::{API_KEY, API_TOKEN, device_token};
 use mqtt_policy_testkit::rabbitmq::{Cluster, DecisionService};
-use mqtt_policy_testkit::{deploy, field, http_get, hub_policy, temp_dir};
+use mqtt_policy_testkit::{TempDir, deploy, field, http_get, hub_policy};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mqtt-policy");
 const IBM: &str = include_str!("../../../policies/examples/ibm-platform/rules.toml");
@@ -51,7 +51,7 @@ fn wait_event(s: &DecisionService, what: &str, pred: impl Fn(&serde_json::Value)
 
 #[test]
 fn one_rabbitmq_node_enforces_the_tenant_policy_through_serve() {
-    let dir = temp_dir("rabbitmq-serve");
+    let dir = TempDir::new("rabbitmq-serve");
     let policy = hub_policy(&rules(), &[]);
     // RabbitMQ cannot send a header: the shared secret is the first segment of its URLs.
     std::fs::write(dir.join("secret"), "Zk3-tr0ub4dor\n").unwrap();
@@ -84,6 +84,7 @@ fn one_rabbitmq_node_enforces_the_tenant_policy_through_serve() {
     }
     assert_eq!(http_get(service.port, "/metrics").unwrap().0, 403, "behind the secret");
     drop(cluster);
+    drop(service);
 }
 
 fn a_device_publishes_to_its_own_topic_and_an_application_receives_it(port: u16) -> Mqtt {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use mqtt_policy_testkit::client::{Mqtt, Opts, Proto};
 use mqtt_policy_testkit::proofs::{API_KEY, API_TOKEN, device_token};
 use mqtt_policy_testkit::rabbitmq::{Cluster, DecisionService};
-use mqtt_policy_testkit::{field, hub_policy, temp_dir};
+use mqtt_policy_testkit::{TempDir, field, hub_policy};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mqtt-policy");
 const IBM: &str = include_str!("../../../policies/examples/ibm-platform/rules.toml");
@@ -48,11 +48,10 @@ fn wait_event(services: &[DecisionService], what: &str, pred: impl Fn(&serde_jso
 #[test]
 fn a_three_node_rabbitmq_cluster_enforces_the_same_policy_on_every_node() {
     let policy = hub_policy(&rules(), &[]);
-    let mut services: Vec<DecisionService> = (0..3)
-        .map(|i| {
-            let dir = temp_dir(&format!("cluster-serve-{i}"));
-            DecisionService::start(BIN.as_ref(), &dir, &[("acme", policy.clone())], &[]).unwrap()
-        })
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("cluster-serve-{i}"))).collect();
+    let mut services: Vec<DecisionService> = dirs
+        .iter()
+        .map(|dir| DecisionService::start(BIN.as_ref(), dir, &[("acme", policy.clone())], &[]).unwrap())
         .collect();
     let urls: Vec<String> = services.iter().map(DecisionService::url).collect();
     let started = Instant::now();
@@ -120,4 +119,5 @@ fn a_three_node_rabbitmq_cluster_enforces_the_same_policy_on_every_node() {
     assert_eq!(s3.try_publish(&evt("s3", "back"), 1, false, b"node 1 again"), Ok(None));
     assert_eq!(ops3.recv(Duration::from_secs(5)).map(|m| m.1), Some(b"node 1 again".to_vec()));
     drop(cluster);
+    drop(services);
 }

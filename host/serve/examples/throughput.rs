@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use mqtt_policy_gateway::{Config, EventTarget, TenantSource};
 use mqtt_policy_serve::{Options, Service};
 use mqtt_policy_testkit::proofs::device_token;
-use mqtt_policy_testkit::{deploy, http_post_form, hub_policy, temp_dir};
+use mqtt_policy_testkit::{TempDir, deploy, http_post_form, hub_policy};
 
 const IBM: &str = include_str!("../../../policies/examples/ibm-platform/rules.toml");
 
@@ -46,7 +46,7 @@ fn main() {
     let (connections, seconds, workers, devices) = (arg(1, 16), arg(2, 5), arg(3, 2), arg(4, 9));
     // The example's registry: s0..s4, r1, m1, m-009 (and g1, a gateway); all sensors here.
     let ids: Vec<&str> = ["s0", "s1", "s2", "s3", "s4", "r1"].into_iter().cycle().take(devices.clamp(1, 6)).collect();
-    let dir = temp_dir("serve-throughput");
+    let dir = TempDir::new("serve-throughput");
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).unwrap();
     // Without the example's per-device message quota: this measures checks, not the quota.

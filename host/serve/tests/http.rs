@@ -5,22 +5,23 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mqtt_policy_gateway::{Config, EventTarget, TenantSource};
 use mqtt_policy_serve::rabbitmq::{self, Path, Permission, Request};
 use mqtt_policy_serve::{Options, Service};
 use mqtt_policy_testkit::proofs::{API_KEY, API_TOKEN, device_token};
-use mqtt_policy_testkit::{deploy, http_get, http_post_form, http_request, hub_policy, read_events, temp_dir};
+use mqtt_policy_testkit::{TempDir, deploy, http_get, http_post_form, http_request, hub_policy, read_events};
 
 const IBM: &str = include_str!("../../../policies/examples/ibm-platform/rules.toml");
 
-fn start(tag: &str, options: Options) -> (Service, PathBuf) {
-    let dir = temp_dir(tag);
+fn start(tag: &str, options: Options) -> (Service, TempDir) {
+    let dir = TempDir::new(tag);
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).unwrap();
-    deploy(&policies, "acme", &hub_policy(IBM, &[]));
+    // Without the example's 3-messages-a-day quota: these tests ask about more publishes.
+    let rules = format!("{}{}", &IBM[..IBM.find("[hub.rate]").unwrap()], &IBM[IBM.find("[identity]").unwrap()..]);
+    deploy(&policies, "acme", &hub_policy(&rules, &[]));
     let mut config = Config::new(&policies, TenantSource::parse("username:{tenant}").unwrap());
     config.events = EventTarget::File(dir.join("events.jsonl"));
     let options = Options { listen: "127.0.0.1:0".parse().unwrap(), workers: 2, ..options };
@@ -308,4 +309,29 @@ fn slow_headers_and_connections_over_the_cap_are_cut() {
     drop(held);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(http_get(s.local_addr().port(), "/healthz").unwrap().0, 200, "answered again once they closed");
+}
+
+#[test]
+fn idle_sessions_end_because_rabbitmq_never_reports_a_disconnect() {
+    let (s, dir) = start("serve-idle", Options { idle_session: Duration::from_millis(500), ..Options::default() });
+    let d1 = "d:acme:sensor:s1";
+    let own = "iot-2.type.sensor.id.s1.evt.status.fmt.json";
+    assert_eq!(post(&s, "/rabbitmq/user", &login("s1")).1, "allow");
+    assert_eq!(post(&s, "/rabbitmq/topic", &topic(d1, "write", own)).1, "allow");
+    // Requests keep a session alive...
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(post(&s, "/rabbitmq/topic", &topic(d1, "write", own)).1, "allow");
+    }
+    // ...silence ends it (at the workers' next tick, once a second), with a disconnect event.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let events = || read_events(&dir.join("events.jsonl"));
+    while !events().iter().any(|e| e["client_id"] == d1 && e["outcome"] == "disconnect") {
+        assert!(Instant::now() < deadline, "the idle session did not end: {:#?}", events());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The client is now unknown: re-established without a proof, it may not publish.
+    assert_eq!(post(&s, "/rabbitmq/topic", &topic(d1, "write", own)).1, "deny");
+    assert_eq!(post(&s, "/rabbitmq/user", &login("s1")).1, "allow", "until it logs in again");
+    assert_eq!(post(&s, "/rabbitmq/topic", &topic(d1, "write", own)).1, "allow");
 }

@@ -154,6 +154,31 @@ impl Setup {
 
 static DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// A directory removed when dropped, unless the thread is panicking (kept for a look).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A fresh one (see [`temp_dir`]).
+    pub fn new(tag: &str) -> TempDir {
+        TempDir(temp_dir(tag))
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// A fresh directory for one broker or service of this test process.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let n = DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
