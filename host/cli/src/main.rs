@@ -40,6 +40,9 @@ enum Command {
     Check {
         #[command(flatten)]
         policy: PolicyArgs,
+        /// Warn about every rule of the settings this broker cannot enforce.
+        #[arg(long, value_enum)]
+        broker: Option<BrokerArg>,
     },
     /// Ask a policy for decisions on one connect and, optionally, one check; explain them.
     Eval(EvalArgs),
@@ -84,6 +87,15 @@ struct PolicyArgs {
 /// The host's default memory cap in MiB: the defaults live in `Limits::default()` only.
 fn default_memory_mib() -> usize {
     Limits::default().memory >> 20
+}
+
+/// The brokers `check --broker` knows.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BrokerArg {
+    /// Mosquitto 2.0 with the plugin.
+    Mosquitto,
+    /// RabbitMQ 3.10 through `mqtt-policy serve`.
+    Rabbitmq,
 }
 
 #[derive(Args)]
@@ -195,7 +207,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Build { rules, output, policy, memory_mib } => build(&rules, &output, policy.as_deref(), memory_mib),
-        Command::Check { policy } => check(&policy),
+        Command::Check { policy, broker } => check(&policy, broker),
         Command::Eval(args) => eval(&args),
         Command::Hash { iterations } => hash(iterations),
         Command::Serve(args) => serve(&args),
@@ -320,7 +332,7 @@ fn hash(iterations: u32) -> Result<ExitCode, BadInput> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(args: &PolicyArgs) -> Result<ExitCode, BadInput> {
+fn check(args: &PolicyArgs, broker: Option<BrokerArg>) -> Result<ExitCode, BadInput> {
     let module = load(args)?;
     let source = match &args.settings {
         Some(p) => format!("from {}", p.display()),
@@ -334,6 +346,13 @@ fn check(args: &PolicyArgs) -> Result<ExitCode, BadInput> {
     println!("settings: {source}, {} bytes, accepted by the policy", module.settings().len());
     print_settings(&module);
     for warning in compile::warnings(module.settings()) {
+        println!("warning:  {warning}");
+    }
+    let broker = broker.map(|b| match b {
+        BrokerArg::Mosquitto => compile::Broker::Mosquitto,
+        BrokerArg::Rabbitmq => compile::Broker::Rabbitmq,
+    });
+    for warning in broker.map(|b| compile::broker_warnings(module.settings(), b)).unwrap_or_default() {
         println!("warning:  {warning}");
     }
     println!(
