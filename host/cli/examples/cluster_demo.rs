@@ -117,11 +117,11 @@ fn main() {
     }
 
     println!("\n==> every node refuses what the policy refuses");
-    for node in 0..3 {
-        let mut d = Mqtt::connected(&device(port[node], "s3"));
+    for (node, &p) in port.iter().enumerate() {
+        let mut d = Mqtt::connected(&device(p, "s3"));
         let r = d.try_publish(&evt("s1", "forged"), 1, false, b"forged");
         demo.outcome(node, "d:acme:sensor:s3", &format!("publish {}", evt("s1", "forged")), published(r), "closed");
-        let mut d = Mqtt::connected(&device(port[node], "s4"));
+        let mut d = Mqtt::connected(&device(p, "s4"));
         let r = d.try_subscribe(APP_FILTER, 1);
         demo.outcome(
             node,
@@ -130,7 +130,7 @@ fn main() {
             if r.is_ok() { "suback" } else { "closed" },
             "closed",
         );
-        let bad = Opts::new(port[node], Proto::V311, "d:acme:sensor:s0").user("use-token-auth", "wrong-token");
+        let bad = Opts::new(p, Proto::V311, "d:acme:sensor:s0").user("use-token-auth", "wrong-token");
         let (_c, code) = Mqtt::connect(&bad);
         demo.outcome(node, "d:acme:sensor:s0", "connect with a wrong token", &format!("connack {code}"), "connack 4");
     }
