@@ -170,6 +170,8 @@ fn main() {
 
     drop(cluster);
     drop(demo.services);
+    // `exit` skips destructors: the directories go first.
+    drop(dirs);
     println!();
     if demo.failures > 0 {
         println!("{} outcome(s) differed from the expected ones", demo.failures);
