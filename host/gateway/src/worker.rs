@@ -465,6 +465,14 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         }
     }
 
+    /// Ends the session of `key` now, whatever its state (a restored or offline one too), after
+    /// [`Worker::disconnect`] if it was connected. For brokers that never report a disconnect
+    /// and stop asking about a session: an HTTP adapter ends its idle sessions so.
+    pub fn end(&mut self, key: &K) {
+        self.disconnect(key);
+        self.forget(key);
+    }
+
     /// Keeps at most [`MAX_OFFLINE_SESSIONS`] offline sessions, ending the oldest.
     fn bound_offline(&mut self) {
         if self.offline.len() <= MAX_OFFLINE_SESSIONS {

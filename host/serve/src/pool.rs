@@ -99,15 +99,16 @@ impl Shard {
         }
     }
 
-    /// Ends the sessions idle for longer than `idle` (as a disconnect: the gateway's events
-    /// and session ends apply).
+    /// Ends the sessions idle for longer than `idle` (a connected one with the gateway's
+    /// `disconnect` event).
     fn sweep(&mut self, now: Instant) {
         let idle = self.idle;
         let stale: Vec<Client> =
             self.current.iter().filter(|(_, c)| now.duration_since(c.seen) > idle).map(|(k, _)| k.clone()).collect();
         for client in stale {
             if let Some(c) = self.current.remove(&client) {
-                self.worker.disconnect(&c.key);
+                // Restored sessions (offline in the gateway) end too: nothing asks about them.
+                self.worker.end(&c.key);
             }
         }
     }

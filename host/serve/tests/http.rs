@@ -334,4 +334,19 @@ fn idle_sessions_end_because_rabbitmq_never_reports_a_disconnect() {
     assert_eq!(post(&s, "/rabbitmq/topic", &topic(d1, "write", own)).1, "deny");
     assert_eq!(post(&s, "/rabbitmq/user", &login("s1")).1, "allow", "until it logs in again");
     assert_eq!(post(&s, "/rabbitmq/topic", &topic(d1, "write", own)).1, "allow");
+    // A session re-established for a client never seen logging in ends when idle as well.
+    let d3 = "d:acme:sensor:s3";
+    assert_eq!(
+        post(&s, "/rabbitmq/topic", &topic(d3, "write", "iot-2.type.sensor.id.s3.evt.status.fmt.json")).1,
+        "deny"
+    );
+    let sessions = || {
+        let m = http_get(s.local_addr().port(), "/metrics").unwrap().1;
+        m.lines().find_map(|l| l.strip_prefix("mqtt_policy_sessions ")).and_then(|n| n.parse::<usize>().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sessions() != Some(0) {
+        assert!(Instant::now() < deadline, "idle sessions still held: {:?}", sessions());
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
