@@ -11,8 +11,9 @@ command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 [ -f /usr/include/mosquitto.h ] || need+=(libmosquitto-dev)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v python3 >/dev/null || need+=(python3)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
 if [ ${#need[@]} -gt 0 ]; then
-  echo "==> installing from Debian's packages: ${need[*]} (the broker the end-to-end tests start, its clients and the plugin and client headers)"
+  echo "==> installing from Debian's packages: ${need[*]} (the brokers the end-to-end tests start, Mosquitto's clients and the plugin and client headers)"
   apt_install "${need[@]}"
 fi
 

@@ -148,3 +148,71 @@ pub fn warnings(settings: &str) -> Vec<String> {
         Vec::new()
     }
 }
+
+/// The brokers `check --broker` knows the limits of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broker {
+    /// Mosquitto 2.0 with the plugin: every rule of a hub rules document holds.
+    Mosquitto,
+    /// RabbitMQ 3.10 through `mqtt-policy serve` (`rabbitmq_auth_backend_http`).
+    Rabbitmq,
+}
+
+/// Warnings `check --broker` prints: every rule of a hub rules document that `broker` cannot
+/// enforce, so an operator does not believe it holds (README, "Clusters (RabbitMQ)").
+pub fn broker_warnings(settings: &str, broker: Broker) -> Vec<String> {
+    let Ok(doc) = settings.parse::<toml::Table>() else { return Vec::new() };
+    if broker == Broker::Mosquitto {
+        return Vec::new();
+    }
+    let hub = doc.get("hub").and_then(|h| h.as_table());
+    let hub_str = |key: &str| hub.and_then(|h| h.get(key)).and_then(|v| v.as_str());
+    let mut out = Vec::new();
+    if let Some(max) = hub.and_then(|h| h.get("max-payload")) {
+        out.push(format!("hub.max-payload = {max} is not enforced: RabbitMQ sends no payload size"));
+    }
+    if let Some(r @ ("deny" | "override")) = hub_str("retained") {
+        out.push(format!("hub.retained = \"{r}\" is not enforced: RabbitMQ sends no retained flag"));
+    }
+    if hub_str("service-level") == Some("shared") {
+        out.push(
+            "hub.service-level = \"shared\": its retained rule cannot hold (RabbitMQ sends no retained flag) and, \
+             subscriptions being checked at QoS 1 (RabbitMQ sends no QoS), every subscription is refused"
+                .to_owned(),
+        );
+    }
+    if hub.and_then(|h| h.get("rate")).is_some() {
+        out.push(
+            "hub.rate counts checks, not messages: RabbitMQ asks about each topic about twice per connection, \
+             then keeps the answer for the connection's life"
+                .to_owned(),
+        );
+    }
+    if let Some(max) = hub.and_then(|h| h.get("max-connections")) {
+        out.push(format!(
+            "hub.max-connections = {max} is counted by each decision service on its own, and a session ends \
+             when idle (serve --idle-session-s), not at disconnect: RabbitMQ reports none"
+        ));
+    }
+    let rules = doc.get("rule").and_then(|r| r.as_array()).cloned().unwrap_or_default();
+    let delivery = rules.iter().any(|r| {
+        r.get("actions").and_then(|a| a.as_array()).is_some_and(|a| a.iter().any(|v| v.as_str() == Some("delivery")))
+    });
+    if delivery {
+        out.push("rules with action \"delivery\" are never asked: RabbitMQ checks at subscribe only".to_owned());
+    }
+    let by_cert = doc.get("identity").and_then(|i| i.get("from")).and_then(|v| v.as_str()) == Some("certificate");
+    if by_cert || hub.and_then(|h| h.get("require-mtls")).and_then(|v| v.as_bool()) == Some(true) {
+        out.push(
+            "certificate identities are not supported with RabbitMQ yet: ssl_cert_login sends only a user name, \
+             no certificate and no client id, and serve refuses such logins"
+                .to_owned(),
+        );
+    }
+    out.push(
+        "with RabbitMQ, revocation reaches a connection only at a topic it has not used: RabbitMQ keeps allowed \
+         topics for the connection's life"
+            .to_owned(),
+    );
+    out
+}

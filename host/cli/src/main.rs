@@ -40,6 +40,9 @@ enum Command {
     Check {
         #[command(flatten)]
         policy: PolicyArgs,
+        /// Warn about every rule of the settings this broker cannot enforce.
+        #[arg(long, value_enum)]
+        broker: Option<BrokerArg>,
     },
     /// Ask a policy for decisions on one connect and, optionally, one check; explain them.
     Eval(EvalArgs),
@@ -50,6 +53,10 @@ enum Command {
         #[arg(long, default_value_t = hub_rules::credentials::DEFAULT_ITERATIONS)]
         iterations: u32,
     },
+    /// Answer brokers' HTTP authentication and authorization requests (RabbitMQ's
+    /// rabbitmq_auth_backend_http at /rabbitmq/{user,vhost,resource,topic}) with the policies of
+    /// a directory, hot-reloaded; /healthz and /metrics (Prometheus). Runs until killed.
+    Serve(ServeArgs),
     /// Run a cases file against a policy and print a pass/fail table.
     Test {
         #[command(flatten)]
@@ -80,6 +87,60 @@ struct PolicyArgs {
 /// The host's default memory cap in MiB: the defaults live in `Limits::default()` only.
 fn default_memory_mib() -> usize {
     Limits::default().memory >> 20
+}
+
+/// The brokers `check --broker` knows.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BrokerArg {
+    /// Mosquitto 2.0 with the plugin.
+    Mosquitto,
+    /// RabbitMQ 3.10 through `mqtt-policy serve`.
+    Rabbitmq,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Directory of TENANT.wasm policies (watched: new, replaced and removed files apply live).
+    #[arg(long)]
+    policy_dir: PathBuf,
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = mqtt_policy_serve::DEFAULT_LISTEN)]
+    listen: std::net::SocketAddr,
+    /// Every client belongs to this tenant (instead of the tenant named by the virtual host).
+    #[arg(long, conflicts_with = "tenant_from")]
+    tenant: Option<String>,
+    /// Where a client's tenant comes from: `vhost` (RabbitMQ's virtual host), or the gateway's
+    /// `client-id:PATTERN` / `username:PATTERN`.
+    #[arg(long, default_value = "vhost")]
+    tenant_from: String,
+    /// Where events go: stderr, none, or a file (JSON lines, appended).
+    #[arg(long, default_value = "stderr")]
+    events: String,
+    /// Worker threads, each with its own policy instances (default: the available cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// File holding a shared secret every decision request must carry (header
+    /// x-mqtt-policy-secret, authorization: Bearer, or first path segment).
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// The exchange RabbitMQ's MQTT plugin publishes to (its mqtt.exchange).
+    #[arg(long, default_value = "amq.topic")]
+    rabbitmq_exchange: String,
+    /// Per-check deadline in milliseconds.
+    #[arg(long, default_value_t = Limits::default().deadline.as_millis() as u64)]
+    deadline_ms: u64,
+    /// Memory cap per policy instance, in MiB.
+    #[arg(long, default_value_t = default_memory_mib())]
+    memory_mib: usize,
+    /// Compile policies in this mqtt-policy-compile binary (bounded child) instead of in-process.
+    #[arg(long)]
+    compiler: Option<PathBuf>,
+    /// How often the policy directory is rescanned in any case, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    reload_poll_ms: u64,
+    /// Sessions without any request for this many seconds end (RabbitMQ never reports disconnects).
+    #[arg(long, default_value_t = 3600)]
+    idle_session_s: u64,
 }
 
 #[derive(Args)]
@@ -146,9 +207,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Build { rules, output, policy, memory_mib } => build(&rules, &output, policy.as_deref(), memory_mib),
-        Command::Check { policy } => check(&policy),
+        Command::Check { policy, broker } => check(&policy, broker),
         Command::Eval(args) => eval(&args),
         Command::Hash { iterations } => hash(iterations),
+        Command::Serve(args) => serve(&args),
         Command::Test { policy, cases, verbose } => test(&policy, &cases, verbose),
     };
     match result {
@@ -158,6 +220,52 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn serve(args: &ServeArgs) -> Result<ExitCode, BadInput> {
+    use mqtt_policy_gateway::{Config, EventTarget, TenantSource};
+    let (source, from_vhost) = match (&args.tenant, args.tenant_from.as_str()) {
+        (Some(t), _) => (TenantSource::fixed(t)?, false),
+        // The virtual host names the tenant of every request (`Hello::tenant`); the configured
+        // source is then never asked.
+        (None, "vhost") => (TenantSource::parse("username:{tenant}")?, true),
+        (None, other) => (TenantSource::parse(other)?, false),
+    };
+    let mut config = Config::new(&args.policy_dir, source);
+    config.events = match args.events.as_str() {
+        "stderr" => EventTarget::Stderr,
+        "none" => EventTarget::None,
+        path => EventTarget::File(path.into()),
+    };
+    config.limits.deadline = std::time::Duration::from_millis(args.deadline_ms);
+    config.limits.memory = args.memory_mib << 20;
+    config.compiler = args.compiler.clone();
+    config.reload_poll = std::time::Duration::from_millis(args.reload_poll_ms.max(1));
+    let mut options = mqtt_policy_serve::Options { listen: args.listen, ..Default::default() };
+    if let Some(n) = args.workers {
+        options.workers = n.max(1);
+    }
+    if let Some(path) = &args.secret_file {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        options.secret = Some(text.trim().to_owned());
+    }
+    options.idle_session = std::time::Duration::from_secs(args.idle_session_s);
+    options.rabbitmq = mqtt_policy_serve::rabbitmq::Dialect {
+        tenant_from_vhost: from_vhost,
+        exchange: args.rabbitmq_exchange.clone(),
+    };
+    let service = mqtt_policy_serve::Service::start(config, options)?;
+    let loaded = service.gateway().loaded_tenants();
+    eprintln!(
+        "mqtt-policy serve: listening on http://{} with {} polic{} from {} ({})",
+        service.local_addr(),
+        loaded.len(),
+        if loaded.len() == 1 { "y" } else { "ies" },
+        args.policy_dir.display(),
+        loaded.join(", ")
+    );
+    service.wait();
+    Ok(ExitCode::from(1))
 }
 
 fn load(args: &PolicyArgs) -> Result<PolicyModule, BadInput> {
@@ -224,7 +332,7 @@ fn hash(iterations: u32) -> Result<ExitCode, BadInput> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(args: &PolicyArgs) -> Result<ExitCode, BadInput> {
+fn check(args: &PolicyArgs, broker: Option<BrokerArg>) -> Result<ExitCode, BadInput> {
     let module = load(args)?;
     let source = match &args.settings {
         Some(p) => format!("from {}", p.display()),
@@ -238,6 +346,13 @@ fn check(args: &PolicyArgs) -> Result<ExitCode, BadInput> {
     println!("settings: {source}, {} bytes, accepted by the policy", module.settings().len());
     print_settings(&module);
     for warning in compile::warnings(module.settings()) {
+        println!("warning:  {warning}");
+    }
+    let broker = broker.map(|b| match b {
+        BrokerArg::Mosquitto => compile::Broker::Mosquitto,
+        BrokerArg::Rabbitmq => compile::Broker::Rabbitmq,
+    });
+    for warning in broker.map(|b| compile::broker_warnings(module.settings(), b)).unwrap_or_default() {
         println!("warning:  {warning}");
     }
     println!(

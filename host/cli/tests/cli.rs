@@ -218,3 +218,33 @@ fn hash_reads_the_secret_from_stdin_and_check_never_prints_a_secret() {
     assert!(text(&o).contains("device[1] `s7` has no credential"), "{}", text(&o));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn check_for_rabbitmq_warns_about_every_rule_it_cannot_enforce() {
+    let dir = scratch("broker");
+    let wasm = dir.join("acme.wasm");
+    let rules = root().join("policies/examples/ibm-platform/rules.toml");
+    let o = run(&["build", rules.to_str().unwrap(), "-o", wasm.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = run(&["check", wasm.to_str().unwrap(), "--broker", "rabbitmq"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    for warning in [
+        "warning:  hub.max-payload = 131072 is not enforced: RabbitMQ sends no payload size",
+        "warning:  hub.retained = \"override\" is not enforced: RabbitMQ sends no retained flag",
+        "warning:  hub.rate counts checks, not messages",
+        "warning:  hub.max-connections = 100 is counted by each decision service on its own",
+        "warning:  with RabbitMQ, revocation reaches a connection only at a topic it has not used",
+    ] {
+        assert!(out.contains(warning), "{warning}\n{out}");
+    }
+    let o = run(&["check", wasm.to_str().unwrap(), "--broker", "mosquitto"]);
+    assert!(!text(&o).contains("warning:"), "Mosquitto enforces all of it: {}", text(&o));
+    let factory = root().join("policies/examples/dedicated-ca/rules.toml");
+    let wasm = dir.join("factory.wasm");
+    let o = run(&["build", factory.to_str().unwrap(), "-o", wasm.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = text(&run(&["check", wasm.to_str().unwrap(), "--broker", "rabbitmq"]));
+    assert!(out.contains("warning:  certificate identities are not supported with RabbitMQ yet"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,9 +2,11 @@
 //! Mosquitto plugin from `plugin_opt_*` lines); [`Config::new`] gives the defaults.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mqtt_policy_host::Limits;
+use mqtt_policy_host::events::{EventSink, JsonLinesSink};
 
 use crate::error::{Error, Result};
 use crate::tenancy::TenantSource;
@@ -19,6 +21,25 @@ pub enum EventTarget {
     File(PathBuf),
     /// Nowhere (a broker may still log load failures).
     None,
+}
+
+impl EventTarget {
+    /// Opens the target as a JSON lines sink (a file for appending); `None` for
+    /// [`EventTarget::None`].
+    pub fn open(&self) -> Result<Option<Arc<dyn EventSink>>> {
+        Ok(match self {
+            EventTarget::Stderr => Some(Arc::new(JsonLinesSink::new(std::io::stderr()))),
+            EventTarget::None => None,
+            EventTarget::File(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| Error::EventsFile { path: path.clone(), source })?;
+                Some(Arc::new(JsonLinesSink::new(file)))
+            }
+        })
+    }
 }
 
 /// What to do with a client whose tenant has no usable policy (never loaded, or no file).

@@ -1,13 +1,12 @@
 //! The part of a gateway all workers share: configuration, engine, tenants, the latest
 //! policies and the thread that watches the policy directory.
 
-use std::fs::OpenOptions;
 use std::sync::Arc;
 
-use mqtt_policy_host::events::{EventSink, JsonLinesSink};
+use mqtt_policy_host::events::EventSink;
 use mqtt_policy_host::{Engine, Tenant};
 
-use crate::config::{Config, EventTarget};
+use crate::config::Config;
 use crate::directory::{Latest, Scanner, Tenants, Watcher};
 use crate::error::{Error, Result};
 use crate::events::{MonitorMessage, MonitorQueue, TenantSink};
@@ -32,18 +31,7 @@ impl Gateway {
     /// Opens the configured event target, loads every policy in the directory (a directory
     /// that cannot be read yet is watched until it can), and starts the watcher.
     pub fn start(config: Config) -> Result<Arc<Gateway>> {
-        let lines: Option<Arc<dyn EventSink>> = match &config.events {
-            EventTarget::Stderr => Some(Arc::new(JsonLinesSink::new(std::io::stderr()))),
-            EventTarget::None => None,
-            EventTarget::File(path) => {
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|source| Error::EventsFile { path: path.clone(), source })?;
-                Some(Arc::new(JsonLinesSink::new(file)))
-            }
-        };
+        let lines = config.events.open()?;
         Gateway::with_sink(config, lines)
     }
 

@@ -656,6 +656,14 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         }
     }
 
+    /// Ends the session of `key` now, whatever its state (a restored or offline one too), after
+    /// [`Worker::disconnect`] if it was connected. For brokers that never report a disconnect
+    /// and stop asking about a session: an HTTP adapter ends its idle sessions so.
+    pub fn end(&mut self, key: &K) {
+        self.disconnect(key);
+        self.forget(key);
+    }
+
     /// Keeps at most [`MAX_OFFLINE_SESSIONS`] offline sessions, ending the oldest.
     fn bound_offline(&mut self) {
         if self.offline.len() <= MAX_OFFLINE_SESSIONS {
@@ -689,6 +697,14 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
     /// or a refused restore. A broker adapter asks before [`Worker::restore`].
     pub fn knows(&self, key: &K) -> bool {
         self.sessions.contains_key(key) || self.unrestorable.contains_key(key)
+    }
+
+    /// Whether `key` has a session a policy admitted (connected, offline or restored): not one
+    /// let through by fail-open mode, not a refused restore. For brokers that ask about
+    /// operations outside the policy's world (RabbitMQ's queue and exchange checks) and only
+    /// need to know the client is one the gateway let in.
+    pub fn admitted(&self, key: &K) -> bool {
+        self.sessions.get(key).is_some_and(|s| s.policy_session.is_some() && s.state != Lifetime::Ending)
     }
 
     /// Re-establishes, lazily, a session the broker restored from its own persistence after a

@@ -302,28 +302,52 @@ impl Mqtt {
 
     /// Publishes; for QoS 1 (2) returns the PUBACK's (PUBREC's) code (None on v3.1.1, which has none).
     pub fn publish(&mut self, topic: &str, qos: u8, retain: bool, payload: &[u8]) -> Option<u8> {
-        match &self.handle {
-            Handle::V5(c) => c.publish(topic, qos5(qos), retain, payload.to_vec()).expect("queue publish"),
-            Handle::V311(c) => c.publish(topic, qos_of(qos), retain, payload.to_vec()).expect("queue publish"),
+        match self.try_publish(topic, qos, retain, payload) {
+            Ok(code) => code,
+            Err(other) => panic!("no PUBACK for {topic}: {other}"),
+        }
+    }
+
+    /// As [`Mqtt::publish`], but a connection the broker closed instead of acknowledging (as
+    /// RabbitMQ does for a refused publish) is an `Err` with what the client saw.
+    pub fn try_publish(&mut self, topic: &str, qos: u8, retain: bool, payload: &[u8]) -> Result<Option<u8>, String> {
+        let queued = match &self.handle {
+            Handle::V5(c) => c.publish(topic, qos5(qos), retain, payload.to_vec()).is_ok(),
+            Handle::V311(c) => c.publish(topic, qos_of(qos), retain, payload.to_vec()).is_ok(),
+        };
+        if !queued {
+            return Err("the client is closed".into());
         }
         if qos == 0 {
-            return None;
+            return Ok(None);
         }
         match self.next_matching(WAIT, |s| matches!(s, Seen::PubAck { .. } | Seen::Closed(_) | Seen::Disconnect(_))) {
-            Some(Seen::PubAck { code, .. }) => code,
-            other => panic!("no PUBACK for {topic}: {other:?}"),
+            Some(Seen::PubAck { code, .. }) => Ok(code),
+            other => Err(format!("{other:?}")),
         }
     }
 
     /// Subscribes; returns the SUBACK code.
     pub fn subscribe(&mut self, filter: &str, qos: u8) -> u8 {
-        match &self.handle {
-            Handle::V5(c) => c.subscribe(filter, qos5(qos)).expect("queue subscribe"),
-            Handle::V311(c) => c.subscribe(filter, qos_of(qos)).expect("queue subscribe"),
+        match self.try_subscribe(filter, qos) {
+            Ok(code) => code,
+            Err(other) => panic!("no SUBACK for {filter}: {other}"),
+        }
+    }
+
+    /// As [`Mqtt::subscribe`], but a connection the broker closed instead of answering (as
+    /// RabbitMQ does for a refused subscription) is an `Err` with what the client saw.
+    pub fn try_subscribe(&mut self, filter: &str, qos: u8) -> Result<u8, String> {
+        let queued = match &self.handle {
+            Handle::V5(c) => c.subscribe(filter, qos5(qos)).is_ok(),
+            Handle::V311(c) => c.subscribe(filter, qos_of(qos)).is_ok(),
+        };
+        if !queued {
+            return Err("the client is closed".into());
         }
         match self.next_matching(WAIT, |s| matches!(s, Seen::SubAck(_) | Seen::Closed(_) | Seen::Disconnect(_))) {
-            Some(Seen::SubAck(codes)) => codes[0],
-            other => panic!("no SUBACK for {filter}: {other:?}"),
+            Some(Seen::SubAck(codes)) => Ok(codes[0]),
+            other => Err(format!("{other:?}")),
         }
     }
 

@@ -2,7 +2,8 @@
 //! ports with a generated `mosquitto.conf`, with the mqtt-policy plugin or bare, waited for until
 //! it listens, and stopped. The plugin's end-to-end tests, its demo example and reload bench, the
 //! load generator's tests and, through the `mqtt-testbroker` binary, the measuring scripts all
-//! start their brokers here.
+//! start their brokers here. [`rabbitmq`] starts real RabbitMQ nodes and clusters (Debian's) and
+//! the decision service they ask, for `mqtt-policy serve`'s tests.
 //!
 //! With the `plugin` feature it also has real MQTT clients ([`client`], rumqttc v5 and v3.1.1),
 //! test CAs and certificates ([`pki`], rcgen) and [`hub_policy`], which builds a hub-rules policy
@@ -15,6 +16,7 @@ pub mod client;
 pub mod pki;
 #[cfg(feature = "plugin")]
 pub mod proofs;
+pub mod rabbitmq;
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -162,7 +164,33 @@ impl Setup {
 
 static DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-fn temp_dir(tag: &str) -> PathBuf {
+/// A directory removed when dropped, unless the thread is panicking (kept for a look).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A fresh one (see [`temp_dir`]).
+    pub fn new(tag: &str) -> TempDir {
+        TempDir(temp_dir(tag))
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A fresh directory for one broker or service of this test process.
+pub fn temp_dir(tag: &str) -> PathBuf {
     let n = DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // The clock too: test processes in other PID namespaces may share /tmp and a pid.
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -341,8 +369,7 @@ impl Broker {
 
     /// Events written so far, parsed.
     pub fn events(&self) -> Vec<serde_json::Value> {
-        let Ok(f) = std::fs::File::open(&self.events) else { return Vec::new() };
-        BufReader::new(f).lines().map_while(Result::ok).filter_map(|l| serde_json::from_str(&l).ok()).collect()
+        read_events(&self.events)
     }
 
     /// Waits (bounded) for an event matching `pred` and returns it.
@@ -456,7 +483,7 @@ impl Broker {
 
 unsafe extern "C" {
     #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
+    pub(crate) fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 impl Drop for Broker {
@@ -507,6 +534,44 @@ pub fn run(cmd: &str, args: &[&str]) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
     )
+}
+
+/// The events of a JSON lines file written so far, parsed (none if it does not exist yet).
+pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
+    let Ok(f) = std::fs::File::open(path) else { return Vec::new() };
+    BufReader::new(f).lines().map_while(Result::ok).filter_map(|l| serde_json::from_str(&l).ok()).collect()
+}
+
+/// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) to 127.0.0.1:`port`; returns
+/// the status code and body, or `None` if nothing answered within 10 s.
+pub fn http_request(port: u16, request: &[u8]) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(request).ok()?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((code, body.to_owned()))
+}
+
+/// `GET path` on 127.0.0.1:`port`: the status code and body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_request(port, format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes())
+}
+
+/// A form-encoded `POST path` on 127.0.0.1:`port`, as RabbitMQ's HTTP backend sends it: the
+/// status code and body.
+pub fn http_post_form(port: u16, path: &str, form: &str) -> Option<(u16, String)> {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    );
+    http_request(port, request.as_bytes())
 }
 
 /// An event's field as text.

@@ -1,0 +1,50 @@
+//! `mqtt-policy serve`: an HTTP decision service for brokers that ask an external service for
+//! authentication and authorization (clustered brokers: every node asks a service beside it),
+//! answering with the same per-tenant `.wasm` policies as the Mosquitto plugin.
+//!
+//! It is a thin adapter on [`mqtt_policy_gateway`], like the plugin: the gateway loads and
+//! hot-reloads `TENANT.wasm` files, resolves tenants, holds sessions and applies fail-closed
+//! faults, limits and events; this crate only speaks HTTP and maps each broker's requests
+//! ([`rabbitmq`]) to the gateway's inputs and its outcomes to the broker's answers.
+//!
+//! - A pool of worker threads ([`Options::workers`]), each owning one
+//!   [`mqtt_policy_gateway::Worker`] (policy instances are not `Sync`), so checks run in
+//!   parallel. A client's requests always go to the same worker (by client id), which holds
+//!   its session.
+//! - HTTP/1.1 with keep-alive on tokio and hyper, loopback by default, with bounded request
+//!   headers, bodies, time and connections. Anything the service cannot read is answered
+//!   with a 4xx status and the body `deny`; an overloaded or timed-out check with 503 and
+//!   `deny`: never an allow.
+//! - `/healthz` and `/metrics` (Prometheus text format, [`metrics`]).
+#![deny(missing_docs)]
+
+pub mod metrics;
+mod pool;
+pub mod rabbitmq;
+mod server;
+
+pub use server::{DEFAULT_LISTEN, Options, Service};
+
+use std::net::SocketAddr;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The gateway (policy directory, engine, events file) could not start.
+    #[error("{0}")]
+    Gateway(#[from] mqtt_policy_gateway::Error),
+    /// The listening socket could not be opened.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A thread or the async runtime could not be started.
+    #[error("starting the service's threads: {0}")]
+    Threads(#[source] std::io::Error),
+    /// The options are inconsistent.
+    #[error("{0}")]
+    Options(String),
+}

@@ -1,0 +1,301 @@
+//! The HTTP side: accepts connections, bounds and reads requests, routes them to a dialect and
+//! a worker, and answers.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{Semaphore, oneshot};
+
+use mqtt_policy_gateway::{Config, Gateway};
+
+use crate::Error;
+use crate::metrics::{CountingSink, Metrics};
+use crate::pool::Pool;
+use crate::rabbitmq::{self, Dialect};
+
+/// How the service runs. [`Options::default`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Address to listen on; loopback by default (`127.0.0.1:8790`).
+    pub listen: SocketAddr,
+    /// Worker threads, each with its own policy instances; default: the available cores.
+    pub workers: usize,
+    /// Requests waiting per worker before the service answers 503 `deny`.
+    pub queue: usize,
+    /// A shared secret every decision (and `/metrics`) request must carry: in the header
+    /// `x-mqtt-policy-secret`, as `authorization: Bearer SECRET`, or as the first path
+    /// segment (`/SECRET/rabbitmq/user`, for brokers such as RabbitMQ that cannot send headers).
+    pub secret: Option<String>,
+    /// Largest request body, in bytes (default 64 KiB: a password or token plus names).
+    pub max_body: usize,
+    /// Longest a request may take from its headers to its answer (body read, queueing and the
+    /// policy call; default 2 s); past it the answer is 503 `deny`.
+    pub request_timeout: Duration,
+    /// Longest the headers of a request may take to arrive (default 5 s).
+    pub header_timeout: Duration,
+    /// Most connections open at once (default 1024); later ones are closed at once.
+    pub max_connections: usize,
+    /// A session without any request for this long ends (default 1 h): RabbitMQ never says
+    /// that a client disconnected.
+    pub idle_session: Duration,
+    /// The RabbitMQ dialect's settings.
+    pub rabbitmq: Dialect,
+}
+
+/// The default listening address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8790";
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            listen: DEFAULT_LISTEN.parse().expect("a valid address"),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            queue: 1024,
+            secret: None,
+            max_body: 64 << 10,
+            request_timeout: Duration::from_secs(2),
+            header_timeout: Duration::from_secs(5),
+            max_connections: 1024,
+            idle_session: Duration::from_secs(3600),
+            rabbitmq: Dialect::default(),
+        }
+    }
+}
+
+/// What every request handler shares.
+struct State {
+    pool: Pool,
+    metrics: Arc<Metrics>,
+    options: Options,
+}
+
+/// A running service; stopped when dropped.
+pub struct Service {
+    addr: SocketAddr,
+    gateway: Arc<Gateway>,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Service {
+    /// Starts the gateway for `config` (its events counted in `/metrics`), the workers, and the
+    /// listener; returns once the service accepts connections.
+    pub fn start(config: Config, options: Options) -> Result<Service, Error> {
+        if options.secret.as_deref().is_some_and(|s| s.is_empty() || s.contains(['/', '?', '#'])) {
+            return Err(Error::Options("the secret must be non-empty and contain no / ? #".into()));
+        }
+        let metrics = Arc::new(Metrics::default());
+        let lines = config.events.open()?;
+        let sink = Arc::new(CountingSink { metrics: metrics.clone(), next: lines });
+        let gateway = Gateway::with_sink(config, Some(sink))?;
+        let pool =
+            Pool::start(&gateway, options.workers, options.queue, options.idle_session).map_err(Error::Threads)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(options.workers.clamp(1, 4))
+            .thread_name("serve-io")
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(Error::Threads)?;
+        let std_listener = std::net::TcpListener::bind(options.listen)
+            .map_err(|source| Error::Listen { addr: options.listen, source })?;
+        std_listener.set_nonblocking(true).map_err(Error::Threads)?;
+        let addr = std_listener.local_addr().map_err(Error::Threads)?;
+        let (tx, rx) = oneshot::channel();
+        let state = Arc::new(State { pool, metrics, options });
+        let thread = std::thread::Builder::new()
+            .name("serve".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(listener) => accept(listener, state, rx).await,
+                        Err(e) => eprintln!("mqtt-policy serve: {e}"),
+                    }
+                });
+                // Dropping the runtime ends the connections' tasks; the pool's threads end
+                // when the last `State` goes.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })
+            .map_err(Error::Threads)?;
+        Ok(Service { addr, gateway, shutdown: Some(tx), thread: Some(thread) })
+    }
+
+    /// The address the service listens on (with the port chosen when `listen` said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The gateway the service answers with.
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Blocks until the service stops (it stops only when dropped, or if its listener fails).
+    pub fn wait(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn accept(listener: tokio::net::TcpListener, state: Arc<State>, mut shutdown: oneshot::Receiver<()>) {
+    let connections = Arc::new(Semaphore::new(state.options.max_connections));
+    loop {
+        let stream = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors and the like: wait instead of spinning.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            state.metrics.rejected("connections");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let header_timeout = state.options.header_timeout;
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+            });
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(64 << 10)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            drop(permit);
+        });
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// A request refused before any policy was asked: its status and metrics reason. The body is
+/// always `deny`.
+type Refusal = (StatusCode, &'static str);
+
+async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    match route(state, req, started).await {
+        Ok(response) => response,
+        Err((status, reason)) => {
+            state.metrics.rejected(reason);
+            text(status, "deny")
+        }
+    }
+}
+
+/// Constant-time comparison: the time taken does not tell how much of a guess was right.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn route(state: &State, req: Request<Incoming>, started: Instant) -> Result<Response<Full<Bytes>>, Refusal> {
+    let path = req.uri().path().to_owned();
+    if path == "/healthz" {
+        return Ok(text(StatusCode::OK, "ok\n"));
+    }
+    let mut rest = path.as_str();
+    let mut authorized = state.options.secret.is_none();
+    if let Some(secret) = &state.options.secret {
+        let header = |name: &str| req.headers().get(name).map(|v| v.as_bytes());
+        let bearer = header("authorization").and_then(|v| v.strip_prefix(b"Bearer "));
+        if header("x-mqtt-policy-secret").is_some_and(|v| same(v, secret.as_bytes()))
+            || bearer.is_some_and(|v| same(v, secret.as_bytes()))
+        {
+            authorized = true;
+        } else if let Some((first, _)) = rest.strip_prefix('/').and_then(|r| r.split_once('/'))
+            && same(first.as_bytes(), secret.as_bytes())
+        {
+            authorized = true;
+            rest = &path[first.len() + 1..];
+        }
+    }
+    if !authorized {
+        return Err((StatusCode::FORBIDDEN, "secret"));
+    }
+    if rest == "/metrics" {
+        return Ok(text_owned(StatusCode::OK, state.metrics.render(state.pool.sessions())));
+    }
+    let Some(kind) = rest.strip_prefix("/rabbitmq/").and_then(rabbitmq::Path::from_segment) else {
+        return Err((StatusCode::NOT_FOUND, "not-found"));
+    };
+    if req.method() != Method::GET && req.method() != Method::POST {
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "method"));
+    }
+    let max = state.options.max_body;
+    let declared = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "too-large"));
+    }
+    let query = req.uri().query().map(str::to_owned);
+    let deadline = started + state.options.request_timeout;
+    let body = match tokio::time::timeout_at(deadline.into(), Limited::new(req.into_body(), max).collect()).await {
+        Err(_) => return Err((StatusCode::REQUEST_TIMEOUT, "timeout")),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err((StatusCode::PAYLOAD_TOO_LARGE, "too-large"));
+        }
+        Ok(Err(_)) => return Err((StatusCode::BAD_REQUEST, "bad-request")),
+        Ok(Ok(b)) => b.to_bytes(),
+    };
+    let request =
+        rabbitmq::parse(kind, query.as_deref(), &body).map_err(|_| (StatusCode::BAD_REQUEST, "bad-request"))?;
+    let (tx, rx) = oneshot::channel();
+    let dialect = state.options.rabbitmq.clone();
+    let client_id = request.client_id().to_owned();
+    let job = Box::new(move |shard: &mut crate::pool::Shard| {
+        let _ = tx.send(rabbitmq::decide(shard, &dialect, &request));
+    });
+    if state.pool.submit(&client_id, job).is_err() {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "overloaded"));
+    }
+    let answer = match tokio::time::timeout_at(deadline.into(), rx).await {
+        Err(_) => return Err((StatusCode::SERVICE_UNAVAILABLE, "timeout")),
+        // The worker panicked.
+        Ok(Err(_)) => return Err((StatusCode::SERVICE_UNAVAILABLE, "fault")),
+        Ok(Ok(a)) => a,
+    };
+    state.metrics.decision("rabbitmq", &answer.tenant, answer.kind, answer.allow, started.elapsed());
+    Ok(text(StatusCode::OK, if answer.allow { "allow" } else { "deny" }))
+}
+
+fn text_owned(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"));
+    r
+}
