@@ -352,7 +352,7 @@ pub(crate) fn decide(shard: &mut Shard, dialect: &Dialect, request: &Request) ->
                 shard.worker.gateway().tenant(tenant.unwrap_or("*")).events().emit(e);
                 return answer(false);
             };
-            let check = Check { access, topic: topic.as_bytes(), qos: 1, retain: false, payload_size: 0 };
+            let check = Check { access, topic: topic.as_bytes(), qos: 1, retain: false, payload_size: 0, client: None };
             let outcome = shard.worker.check(&key, &check);
             answer(matches!(outcome, CheckOutcome::Allow | CheckOutcome::AllowRetainCleared))
         }
