@@ -8,34 +8,11 @@
 use std::time::{Duration, Instant};
 
 use mqtt_policy_testkit::client::{Mqtt, Opts, Proto};
-use mqtt_policy_testkit::proofs::{API_KEY, API_TOKEN, device_token};
+use mqtt_policy_testkit::rabbitmq::ibm::{APP_FILTER, app, device, evt, rules};
 use mqtt_policy_testkit::rabbitmq::{Cluster, DecisionService};
 use mqtt_policy_testkit::{TempDir, deploy, field, http_get, hub_policy};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mqtt-policy");
-const IBM: &str = include_str!("../../../policies/examples/ibm-platform/rules.toml");
-const APP_FILTER: &str = "iot-2/type/+/id/+/evt/+/fmt/+";
-
-/// The example's rules without its 3-messages-a-day quota: RabbitMQ asks about a topic twice
-/// per connection (its MQTT plugin, then its channel), so a per-check quota is not a message
-/// quota there (README, "Clusters (RabbitMQ)").
-fn rules() -> String {
-    let start = IBM.find("[hub.rate]").expect("the example has a rate");
-    let end = IBM.find("[identity]").expect("the example has an identity section");
-    format!("{}{}", &IBM[..start], &IBM[end..])
-}
-
-fn device(port: u16, id: &str) -> Opts {
-    Opts::new(port, Proto::V311, &format!("d:acme:sensor:{id}")).user("use-token-auth", &device_token(id))
-}
-
-fn app(port: u16, name: &str) -> Opts {
-    Opts::new(port, Proto::V311, &format!("a:acme:{name}")).user(API_KEY, API_TOKEN)
-}
-
-fn evt(id: &str, event: &str) -> String {
-    format!("iot-2/type/sensor/id/{id}/evt/{event}/fmt/json")
-}
 
 /// Waits (bounded) for an event of the service matching `pred`.
 fn wait_event(s: &DecisionService, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {

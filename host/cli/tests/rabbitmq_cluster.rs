@@ -9,32 +9,11 @@
 use std::time::{Duration, Instant};
 
 use mqtt_policy_testkit::client::{Mqtt, Opts, Proto};
-use mqtt_policy_testkit::proofs::{API_KEY, API_TOKEN, device_token};
+use mqtt_policy_testkit::rabbitmq::ibm::{APP_FILTER, app, device, evt, rules};
 use mqtt_policy_testkit::rabbitmq::{Cluster, DecisionService};
 use mqtt_policy_testkit::{TempDir, field, hub_policy};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mqtt-policy");
-const IBM: &str = include_str!("../../../policies/examples/ibm-platform/rules.toml");
-const APP_FILTER: &str = "iot-2/type/+/id/+/evt/+/fmt/+";
-
-/// The example's rules without its per-check quota (see rabbitmq.rs).
-fn rules() -> String {
-    let start = IBM.find("[hub.rate]").expect("the example has a rate");
-    let end = IBM.find("[identity]").expect("the example has an identity section");
-    format!("{}{}", &IBM[..start], &IBM[end..])
-}
-
-fn device(port: u16, id: &str) -> Opts {
-    Opts::new(port, Proto::V311, &format!("d:acme:sensor:{id}")).user("use-token-auth", &device_token(id))
-}
-
-fn app(port: u16, name: &str) -> Opts {
-    Opts::new(port, Proto::V311, &format!("a:acme:{name}")).user(API_KEY, API_TOKEN)
-}
-
-fn evt(id: &str, event: &str) -> String {
-    format!("iot-2/type/sensor/id/{id}/evt/{event}/fmt/json")
-}
 
 /// Whether any service wrote an event matching `pred` within 10 s.
 fn wait_event(services: &[DecisionService], what: &str, pred: impl Fn(&serde_json::Value) -> bool) {

@@ -374,3 +374,39 @@ impl Drop for DecisionService {
         self.kill();
     }
 }
+
+/// The shipped ibm-platform example as the RabbitMQ tests use it: tenant `acme`, MQTT 3.1.1
+/// clients.
+pub mod ibm {
+    use crate::client::{Opts, Proto};
+    use crate::proofs::{API_KEY, API_TOKEN, device_token};
+
+    /// Every device event, as the example's applications subscribe to it.
+    pub const APP_FILTER: &str = "iot-2/type/+/id/+/evt/+/fmt/+";
+
+    const IBM: &str = include_str!("../../../policies/examples/ibm-platform/rules.toml");
+
+    /// The example's rules without its 3-messages-a-day quota: RabbitMQ asks about a topic twice
+    /// per connection (its MQTT plugin, then its channel), so a per-check quota is not a message
+    /// quota there (README, "Clusters (RabbitMQ)").
+    pub fn rules() -> String {
+        let start = IBM.find("[hub.rate]").expect("the example has a rate");
+        let end = IBM.find("[identity]").expect("the example has an identity section");
+        format!("{}{}", &IBM[..start], &IBM[end..])
+    }
+
+    /// Sensor `id` with its device token.
+    pub fn device(port: u16, id: &str) -> Opts {
+        Opts::new(port, Proto::V311, &format!("d:acme:sensor:{id}")).user("use-token-auth", &device_token(id))
+    }
+
+    /// Application `name` with the example's API key.
+    pub fn app(port: u16, name: &str) -> Opts {
+        Opts::new(port, Proto::V311, &format!("a:acme:{name}")).user(API_KEY, API_TOKEN)
+    }
+
+    /// The topic of sensor `id`'s `event`.
+    pub fn evt(id: &str, event: &str) -> String {
+        format!("iot-2/type/sensor/id/{id}/evt/{event}/fmt/json")
+    }
+}
