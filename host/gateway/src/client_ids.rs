@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 struct Holder {
     tenant: String,
     device_id: String,
+    /// What tells holders of one device id apart, if the policy named it (never shown).
+    principal: Option<String>,
     claim: u64,
 }
 
@@ -35,19 +37,31 @@ impl ClientIds {
         ClientIds::default()
     }
 
-    /// Claims `client_id` for (`tenant`, `device_id`): granted (with the claim's number, for
-    /// [`ClientIds::release`]) when nobody holds it or the same identity does (a reconnect,
-    /// possibly through another listener); refused with the holder's identity otherwise.
-    pub(crate) fn claim(&self, client_id: &str, tenant: &str, device_id: &str) -> Result<u64, String> {
+    /// Claims `client_id` for (`tenant`, `device_id`, `principal`): granted (with the claim's
+    /// number, for [`ClientIds::release`]) when nobody holds it or the same identity does (a
+    /// reconnect, possibly through another listener); refused otherwise, with the holder's
+    /// device id (never its principal, nor another tenant's names).
+    pub(crate) fn claim(
+        &self,
+        client_id: &str,
+        tenant: &str,
+        device_id: &str,
+        principal: Option<&str>,
+    ) -> Result<u64, String> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = held.get(client_id)
-            && (h.tenant != tenant || h.device_id != device_id)
+            && (h.tenant != tenant || h.device_id != device_id || h.principal.as_deref() != principal)
         {
-            let shown = h.device_id.split('\0').next().unwrap_or_default().to_owned();
-            return Err(if h.tenant == tenant { shown } else { "a device of another tenant".to_owned() });
+            return Err(if h.tenant == tenant { h.device_id.clone() } else { "a device of another tenant".to_owned() });
         }
         let claim = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        held.insert(client_id.to_owned(), Holder { tenant: tenant.to_owned(), device_id: device_id.to_owned(), claim });
+        let holder = Holder {
+            tenant: tenant.to_owned(),
+            device_id: device_id.to_owned(),
+            principal: principal.map(str::to_owned),
+            claim,
+        };
+        held.insert(client_id.to_owned(), holder);
         Ok(claim)
     }
 
@@ -78,14 +92,18 @@ mod tests {
     #[test]
     fn a_client_id_belongs_to_one_identity_until_released() {
         let ids = ClientIds::new();
-        let first = ids.claim("c1", "acme", "d1").unwrap();
-        assert_eq!(ids.claim("c1", "acme", "d2"), Err("d1".into()));
-        assert_eq!(ids.claim("c1", "globex", "d1"), Err("a device of another tenant".into()), "no tenant's names leak");
-        let again = ids.claim("c1", "acme", "d1").unwrap();
+        let first = ids.claim("c1", "acme", "d1", None).unwrap();
+        assert_eq!(ids.claim("c1", "acme", "d2", None), Err("d1".into()));
+        assert_eq!(
+            ids.claim("c1", "globex", "d1", None),
+            Err("a device of another tenant".into()),
+            "no tenant's names leak"
+        );
+        let again = ids.claim("c1", "acme", "d1", None).unwrap();
         ids.release("c1", first);
-        assert_eq!(ids.claim("c1", "acme", "d2"), Err("d1".into()), "the newer claim still holds it");
+        assert_eq!(ids.claim("c1", "acme", "d2", None), Err("d1".into()), "the newer claim still holds it");
         ids.release("c1", again);
-        assert!(ids.claim("c1", "acme", "d2").is_ok());
+        assert!(ids.claim("c1", "acme", "d2", None).is_ok());
         assert_eq!(ids.len(), 1);
     }
 }

@@ -295,7 +295,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                         "defer",
                         format!("no policy is loaded for tenant {tenant}; fail_mode open defers to the broker"),
                     );
-                    let claim = match self.client_ids.claim(hello.client_id, &tenant, "") {
+                    let claim = match self.client_ids.claim(hello.client_id, &tenant, "", None) {
                         Ok(claim) => claim,
                         Err(holder) => return reject(self, &tenant, taken(hello.client_id, &holder, "this client")),
                     };
@@ -370,7 +370,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                 e.device_id = Some(info.device_id.clone());
                 e.policy = Some(policy.module().short_digest().to_owned());
                 let owner = hello.client_id.to_owned();
-                let claim = match self.client_ids.claim(&owner, &tenant, &holder_of(&info)) {
+                let claim = match self.client_ids.claim(&owner, &tenant, &info.device_id, principal_of(&info)) {
                     Ok(claim) => claim,
                     Err(holder) => {
                         // The broker would hand this connection the session (subscriptions,
@@ -820,7 +820,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
     /// Holds an admitted restored session: offline, owning its client id (refused if the
     /// process already gave that id to another identity).
     fn keep_restored(&mut self, key: K, mut session: Session) -> bool {
-        match self.client_ids.claim(&session.client_id, &session.tenant, &session.device_id) {
+        match self.client_ids.claim(&session.client_id, &session.tenant, &session.device_id, None) {
             Ok(claim) => session.claim = Some(claim),
             Err(holder) => {
                 let why = format!("client identifier {} is held by {holder}", session.client_id);
@@ -904,13 +904,9 @@ fn taken(client_id: &str, holder: &str, claimant: &str) -> Denial {
     }
 }
 
-/// Who holds a session, for takeovers: its device id, and the `principal` attribute a policy
-/// adds when more than the device id tells holders apart (hub-rules: an application's API key,
-/// since several keys may connect as the same application id).
-fn holder_of(info: &mqtt_policy_host::SessionInfo) -> String {
-    match info.attributes.iter().find(|(k, _)| k == "principal") {
-        // After a NUL, which no device id holds: refusals name the device id only.
-        Some((_, p)) => format!("{}\0{p}", info.device_id),
-        None => info.device_id.clone(),
-    }
+/// The `principal` attribute a policy adds when more than the device id tells a session's
+/// holders apart (hub-rules: an application's API key, since several keys may connect as the
+/// same application id); takeovers compare it too.
+fn principal_of(info: &mqtt_policy_host::SessionInfo) -> Option<&str> {
+    info.attributes.iter().find(|(k, _)| k == "principal").map(|(_, p)| p.as_str())
 }
