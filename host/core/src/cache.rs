@@ -133,10 +133,12 @@ impl DecisionCache {
         if key.topic.len() > MAX_CACHED_TOPIC || self.pool.bytes() + cost(key.topic) > MAX_CACHE_BYTES {
             return;
         }
-        let pool = self.pool.clone();
         let (before, after) = pick(self).remember(key, max_payload, decision);
-        pool.0.fetch_add(after, Ordering::Relaxed);
-        pool.0.fetch_sub(before, Ordering::Relaxed);
+        if after >= before {
+            self.pool.0.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.pool.0.fetch_sub(before - after, Ordering::Relaxed);
+        }
     }
 
     /// Forgets every decision.
