@@ -921,7 +921,7 @@ impl Hub {
         // `sensor-a`), so a token for one never admits the other.
         let user_ok = c.username.as_deref().is_some_and(|u| {
             let rest = host_prefix(u, &sas.hostname).and_then(|r| r.strip_prefix(id));
-            matches!(rest, Some("") | Some("/")) || rest.is_some_and(|r| r.starts_with("/?"))
+            rest.is_some_and(|r| r.is_empty() || r.starts_with('/'))
         });
         if !user_ok {
             return Err(bad(format!(
