@@ -57,9 +57,9 @@ impl<D> Default for Entries<D> {
 
 impl<D: Clone> Entries<D> {
     /// The decision kept for `key`, if it applies.
-    pub(crate) fn lookup(&self, key: &Key<'_>) -> Option<D> {
+    pub(crate) fn lookup(&self, key: &Key<'_>) -> Option<&D> {
         let c = self.map.get(key.topic)?;
-        (c.qos == key.qos && c.retain == key.retain && key.payload_size <= c.max_payload).then(|| c.decision.clone())
+        (c.qos == key.qos && c.retain == key.retain && key.payload_size <= c.max_payload).then_some(&c.decision)
     }
 
     /// Keeps `decision` for `key`; returns the bytes the entries cost before and after.
@@ -189,7 +189,7 @@ mod tests {
     fn a_decision_applies_to_the_same_flags_within_the_bound() {
         let mut e = Entries::default();
         e.remember(&key("a/b", 10), 100, PublishDecision::Allow);
-        assert_eq!(e.lookup(&key("a/b", 100)), Some(PublishDecision::Allow));
+        assert_eq!(e.lookup(&key("a/b", 100)), Some(&PublishDecision::Allow));
         assert_eq!(e.lookup(&key("a/b", 101)), None, "over the bound");
         assert_eq!(e.lookup(&Key { qos: 0, ..key("a/b", 1) }), None, "another QoS");
         assert_eq!(e.lookup(&Key { retain: true, ..key("a/b", 1) }), None, "another retain flag");

@@ -34,6 +34,11 @@ pub(crate) trait Check {
     fn event(tenant: &str, decision: &Self::Decision) -> Option<Event> {
         decision.denial().map(|d| Event::denial(tenant, Self::ACTION, "deny", d))
     }
+    /// Whether [`Check::event`] gives nothing for `decision`: such a reused decision is
+    /// answered without building one.
+    fn event_free(decision: &Self::Decision) -> bool {
+        decision.denial().is_none()
+    }
 }
 
 impl Check for Publish<'_> {
@@ -84,6 +89,10 @@ impl Check for Publish<'_> {
             }
             _ => None,
         }
+    }
+
+    fn event_free(decision: &PublishDecision) -> bool {
+        matches!(decision, PublishDecision::Allow | PublishDecision::Defer)
     }
 }
 

@@ -358,13 +358,34 @@ impl Policy {
     /// policy's answer (denied if it is not admissible, kept if the policy allows); then the
     /// decision's event, whichever way it was reached.
     fn check<C: Check>(&mut self, session: SessionId, input: &C) -> C::Decision {
+        // The hot path: a reused decision that deserves no event, for a session whose proof
+        // does not expire, is answered here and nothing else is touched. Returning the
+        // borrowed decision's clone straight away (instead of carrying an `Option` of it
+        // through the general path) also keeps the decision from being copied around the
+        // stack, which cost a third of a cached check (BENCHMARKS.md, "Cached checks").
+        if self.caching
+            && let Some(s) = self.sessions.get(&session.0)
+            && s.info.expires_at_ms.is_none()
+            && let Some(d) = C::entries(&s.cache).lookup(&input.key())
+            && C::event_free(d)
+        {
+            return d.clone();
+        }
+        self.check_in_full(session, input)
+    }
+
+    /// [`Policy::check`] for everything but an eventless reused decision: the expiry of the
+    /// session's proof, the cache, the call, the event.
+    #[inline(never)]
+    fn check_in_full<C: Check>(&mut self, session: SessionId, input: &C) -> C::Decision {
         // The clock is read only for sessions whose proof expires: most have none, and a read
         // costs more than a cached decision.
         let key = input.key();
         let (expires, cached) = match self.sessions.get(&session.0) {
-            Some(s) => {
-                (s.info.expires_at_ms.is_some(), if self.caching { C::entries(&s.cache).lookup(&key) } else { None })
-            }
+            Some(s) => (
+                s.info.expires_at_ms.is_some(),
+                if self.caching { C::entries(&s.cache).lookup(&key).cloned() } else { None },
+            ),
             None => (false, None),
         };
         if let Some(d) = expires.then(|| self.expiry(C::ACTION, session, now_ms())).flatten() {
