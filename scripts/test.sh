@@ -25,3 +25,6 @@ python3 scripts/module_cycles.py
 
 echo "==> cargo test (builds every guest to wasm from current sources first)"
 cargo test --workspace --all-targets --locked
+
+echo "==> cargo build --workspace (as the demo and the measuring scripts build: without the test-only features)"
+cargo build --workspace --locked

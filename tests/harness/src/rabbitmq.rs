@@ -376,7 +376,8 @@ impl Drop for DecisionService {
 }
 
 /// The shipped ibm-platform example as the RabbitMQ tests use it: tenant `acme`, MQTT 3.1.1
-/// clients.
+/// clients. With the `plugin` feature (its clients and proofs).
+#[cfg(feature = "plugin")]
 pub mod ibm {
     use crate::client::{Opts, Proto};
     use crate::proofs::{API_KEY, API_TOKEN, device_token};
