@@ -72,6 +72,9 @@ def run_once(args, run_dir: Path, setup: Setup, scenario) -> dict:
             "--qos", str(qos), "--duration", str(args.duration), "--warmup", str(args.warmup),
             "--payload", "64", "--json",
         ]
+        if args.rate:
+            # The offered rate is the scenario's total: each publisher sends its share.
+            cmd += ["--rate", str(max(1, args.rate // pubs))]
         out = subprocess.run(pinned(args, cmd, LOADGEN_CPU), capture_output=True, text=True, timeout=args.duration + args.warmup + 120)
         cpu1 = cpu_seconds(broker.pid)
         rss = rss_kib(broker.pid)
@@ -106,12 +109,25 @@ def main() -> None:
     ap.add_argument("--write", default=str(ROOT / "BENCHMARKS.md"), help="file whose marked section gets the table ('' to skip)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the broker to CPU 0 and the load generator to CPU 1")
     ap.add_argument("--raw", default=str(ROOT / "target/bench-broker.jsonl"), help="every run's summary, one JSON line each")
+    ap.add_argument("--rate", type=int, default=0,
+                    help="messages per second offered in all per scenario (0: as fast as the broker takes them); "
+                         "at a fixed rate the broker CPU per message is steadier than at saturation")
+    ap.add_argument("--configs", default="bare,small,large,nocache,acl",
+                    help="which configurations to run, of bare, small, large, nocache (large, cache off), acl")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mqtt-policy-bench-"))
     print(f"==> work directory {work}", flush=True)
+    wanted = set(args.configs.split(","))
+    unknown = wanted - {"bare", "small", "large", "nocache", "acl"}
+    if unknown:
+        raise SystemExit(f"--configs: unknown configuration(s) {', '.join(sorted(unknown))}")
+    if "bare" not in wanted:
+        raise SystemExit("--configs: bare is needed, every ratio is over it")
     setups = [Setup("bare")]
-    for n, cache in [(args.small, "on"), (args.large, "on"), (args.large, "off")]:
+    for key, n, cache in [("small", args.small, "on"), ("large", args.large, "on"), ("nocache", args.large, "off")]:
+        if key not in wanted:
+            continue
         pdir = work / f"policies-{n}"
         if not pdir.exists():
             pdir.mkdir()
@@ -123,8 +139,9 @@ def main() -> None:
         label = f"mqtt-policy, {n:,} devices" + ("" if cache == "on" else ", decision cache off")
         setups.append(Setup(label, plugin=args.plugin, policies={"bench": pdir / "bench.wasm"},
                             options={"tenant": "bench", "memory_mib": 128, "decision_cache": cache}))
-    (work / "acl").write_text(acl_file(args.large))
-    setups.append(Setup(f"acl_file, {args.large:,} devices", conf=[f"acl_file {work / 'acl'}"]))
+    if "acl" in wanted:
+        (work / "acl").write_text(acl_file(args.large))
+        setups.append(Setup(f"acl_file, {args.large:,} devices", conf=[f"acl_file {work / 'acl'}"]))
 
     results: dict[tuple[str, str], list[dict]] = {}
     raw = Path(args.raw)
@@ -150,7 +167,7 @@ def main() -> None:
     print("\n" + table)
     if args.write:
         path = Path(args.write)
-        write_section(path, "bench-broker", table)
+        write_section(path, "bench-broker-rate" if args.rate else "bench-broker", table)
         print(f"==> wrote the table into {path}; every run is in {raw}")
     shutil.rmtree(work, ignore_errors=True)
 
@@ -171,12 +188,15 @@ def render(args, setups, results, elapsed) -> str:
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPUs ({cpu}), {version}. "
         f"{args.rounds} interleaved rounds of {args.duration} s per run (+{args.warmup} s warm-up), "
-        f"64-byte payloads, {elapsed / 60:.0f} min in all. "
+        f"64-byte payloads, {elapsed / 60:.0f} min in all, "
+        + (f"{args.rate:,} messages/s offered per scenario. " if args.rate else "publishers as fast as the broker takes them. ")
         + ("Broker pinned to CPU 0 and load generator to CPU 1 (taskset)." if pinning(args) else "No CPU pinning."),
         "",
         "Command: `scripts/bench-broker.sh"
         + (f" --rounds {args.rounds}" if args.rounds != 3 else "")
         + (f" --duration {args.duration}" if args.duration != 6 else "")
+        + (f" --rate {args.rate}" if args.rate else "")
+        + (f" --configs {args.configs}" if args.configs != "bare,small,large,nocache,acl" else "")
         + (" --no-pin" if args.no_pin else "") + "`",
         "",
         "Deliveries per second received by the subscribers (median of the rounds; in brackets, that median "

@@ -12,12 +12,104 @@
 //! half as CPU time from then on. An uncontended loop is stopped at the full deadline, as with
 //! a pure wall-clock bound; a call whose thread is not running is not charged in the second half.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
 use std::time::Duration;
 
 use wasmtime::UpdateDeadline;
 
 /// Granularity of deadlines: the epoch ticker's period.
 pub(crate) const TICK: Duration = Duration::from_millis(1);
+
+/// Ticks without any call started or running after which the ticker parks.
+const IDLE_TICKS: u32 = 20;
+
+/// How long a parked ticker sleeps before it looks whether its engine is gone (a dropped
+/// engine's thread lingers that long, parked).
+const PARKED_FOR: Duration = Duration::from_secs(10);
+
+/// The engine's epoch ticker. Epochs only matter while wasm runs, and in a broker most checks
+/// are answered from the decision cache without entering wasm, so the ticker parks once no call
+/// has started or run for [`IDLE_TICKS`]; a call that finds it parked wakes it. A ticker that
+/// woke the broker's core 1,000 times a second for nothing cost the broker more CPU per message
+/// than the plugin's own work (BENCHMARKS.md, "At a fixed offered rate").
+#[derive(Debug, Default)]
+pub(crate) struct Ticker {
+    started: AtomicU64,
+    ended: AtomicU64,
+    parked: AtomicBool,
+    thread: OnceLock<Thread>,
+}
+
+impl Ticker {
+    /// Starts the ticker thread of `engine`; it ends by itself when the engine is dropped
+    /// (within [`PARKED_FOR`] if it was parked).
+    pub(crate) fn spawn(engine: &wasmtime::Engine) -> Arc<Ticker> {
+        let ticker = Arc::new(Ticker::default());
+        let weak = engine.weak();
+        let t = ticker.clone();
+        let handle = std::thread::Builder::new()
+            .name("mqtt-policy-epoch".into())
+            .spawn(move || {
+                let mut idle = 0;
+                let mut seen = t.started.load(Ordering::SeqCst);
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                    let started = t.started.load(Ordering::SeqCst);
+                    if started != seen || t.ended.load(Ordering::SeqCst) != started {
+                        (seen, idle) = (started, 0);
+                        continue;
+                    }
+                    idle += 1;
+                    if idle < IDLE_TICKS {
+                        continue;
+                    }
+                    // Park unless a call started meanwhile: a call stores `started` before it
+                    // reads `parked`, the ticker stores `parked` before it reads `started`
+                    // (all SeqCst), so at least one of them sees the other.
+                    t.parked.store(true, Ordering::SeqCst);
+                    if t.started.load(Ordering::SeqCst) == seen {
+                        std::thread::park_timeout(PARKED_FOR);
+                    }
+                    t.parked.store(false, Ordering::SeqCst);
+                    idle = 0;
+                }
+            })
+            .expect("spawning the epoch thread");
+        let _ = ticker.thread.set(handle.thread().clone());
+        ticker
+    }
+
+    /// Marks a call into wasm as running until the guard is dropped, waking the ticker first if
+    /// it is parked.
+    pub(crate) fn running(&self) -> Running<'_> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst)
+            && let Some(t) = self.thread.get()
+        {
+            t.unpark();
+        }
+        Running(self)
+    }
+
+    /// Whether the ticker is parked now.
+    #[cfg(test)]
+    fn is_parked(&self) -> bool {
+        self.parked.load(Ordering::SeqCst)
+    }
+}
+
+/// A call into wasm in progress (see [`Ticker::running`]).
+pub(crate) struct Running<'a>(&'a Ticker);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.ended.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 /// Epoch ticks covering `d`, at least one.
 pub(crate) fn ticks(d: Duration) -> u64 {
@@ -108,6 +200,31 @@ mod tests {
         assert!(matches!(d.passed(), UpdateDeadline::Interrupt));
         d.start(Duration::from_millis(2));
         assert!(matches!(d.passed(), UpdateDeadline::Continue(1)));
+    }
+
+    #[test]
+    fn the_ticker_parks_when_idle_and_a_call_wakes_it() {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = wasmtime::Engine::new(&config).unwrap();
+        let ticker = Ticker::spawn(&engine);
+        // Well under PARKED_FOR: a call that did not wake the ticker would be seen here.
+        let wait = |what: &str, parked: bool| {
+            let until = std::time::Instant::now() + PARKED_FOR / 2;
+            while ticker.is_parked() != parked {
+                assert!(std::time::Instant::now() < until, "the ticker never {what}");
+                std::thread::sleep(TICK);
+            }
+        };
+        wait("parked", true);
+        {
+            let _call = ticker.running();
+            wait("woke", false);
+            // A call that runs long (a loop) keeps it ticking.
+            std::thread::sleep(TICK * IDLE_TICKS * 5);
+            assert!(!ticker.is_parked(), "parked under a running call");
+        }
+        wait("parked again", true);
     }
 
     #[test]

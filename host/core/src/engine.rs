@@ -14,6 +14,7 @@ use wasmtime::component::{Component, Linker};
 
 use crate::bindings::{self, HostState, WORLD};
 use crate::compiler::{self, Failure};
+use crate::deadline::{Running, Ticker};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 
@@ -32,6 +33,8 @@ struct EngineInner {
     cache: Mutex<HashMap<[u8; 32], Component>>,
     /// The `mqtt-policy-compile` binary to compile in, if compiling is bounded.
     compiler: Option<PathBuf>,
+    /// Advances the epoch while calls run (see [`crate::deadline`]).
+    ticker: Arc<Ticker>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -77,9 +80,9 @@ impl Engine {
     fn build(limits: Limits, compiler: Option<PathBuf>) -> Result<Engine> {
         let wasm = wasmtime::Engine::new(&config()).map_err(|e| Error::Engine(e.to_string()))?;
         let linker = bindings::linker(&wasm).map_err(|e| Error::Engine(e.to_string()))?;
-        spawn_ticker(&wasm);
+        let ticker = Ticker::spawn(&wasm);
         let cache = Mutex::new(HashMap::new());
-        Ok(Engine { inner: Arc::new(EngineInner { wasm, linker, limits, cache, compiler }) })
+        Ok(Engine { inner: Arc::new(EngineInner { wasm, linker, limits, cache, compiler, ticker }) })
     }
 
     /// The child process policies are compiled in, if any.
@@ -94,6 +97,11 @@ impl Engine {
 
     pub(crate) fn wasm(&self) -> &wasmtime::Engine {
         &self.inner.wasm
+    }
+
+    /// To be held over every call into wasm, so that its deadline ticks.
+    pub(crate) fn running(&self) -> Running<'_> {
+        self.inner.ticker.running()
     }
 
     /// Compiles `bytes`, or reuses the component compiled under the same `key` (the digest of
@@ -158,20 +166,6 @@ pub(crate) fn config() -> wasmtime::Config {
         // Compiling on every core stalls the broker thread that calls policies.
         .parallel_compilation(false);
     config
-}
-
-fn spawn_ticker(engine: &wasmtime::Engine) {
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("mqtt-policy-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(crate::deadline::TICK);
-            }
-        })
-        .expect("spawning the epoch thread");
 }
 
 /// Interface prefixes a policy may import. Everything else is refused with a clear message.

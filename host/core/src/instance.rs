@@ -52,6 +52,7 @@ impl Instance {
     ) -> Result<Answer<R>, Error> {
         let limits = self.module.engine().limits();
         let ticks = self.store.data_mut().deadline.start(deadline);
+        let _running = self.module.engine().running();
         self.store.set_epoch_deadline(ticks);
         self.store.data_mut().begin_call();
         match f(&mut self.store, &self.exports) {

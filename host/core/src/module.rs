@@ -131,6 +131,7 @@ impl PolicyModule {
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_callback(|mut cx| Ok(cx.data_mut().deadline.passed()));
         let ticks = store.data_mut().deadline.start(limits.setup_deadline);
+        let _running = m.engine.running();
         store.set_epoch_deadline(ticks);
         let exports = m.pre.instantiate(&mut store).map_err(|e| Error::Instantiate {
             source_name: m.source_name.clone(),

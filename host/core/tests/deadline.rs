@@ -64,3 +64,21 @@ fn a_looping_policy_is_still_stopped_after_a_stall() {
     // The instance was replaced; the next check is answered.
     assert_eq!(policy.authorize_publish(s, &publish("fine")), PublishDecision::Allow);
 }
+
+#[test]
+fn a_looping_policy_is_stopped_after_the_engine_was_idle() {
+    // The epoch ticker parks when no call has run for a while (most checks in a broker are
+    // answered from the decision cache); the next call must wake it, or a loop would run on.
+    let (mut policy, sink) = setup(Duration::ZERO);
+    let ConnectDecision::Accept(s, _) = policy.authenticate(&Connect::new("acme", "d1")) else { panic!("connect") };
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    match policy.authorize_publish(s, &publish("boom/loop")) {
+        PublishDecision::Deny(d) => assert!(d.message.contains("deadline of 50ms"), "{d:?}"),
+        other => panic!("a loop must time out, got {other:?}"),
+    }
+    // A generous bound (100 times the deadline) that a parked ticker would still miss: it
+    // sleeps 10 s when nobody wakes it.
+    assert!(started.elapsed() < Duration::from_secs(5), "stopped only after {:?}", started.elapsed());
+    assert!(sink.events.take().iter().any(|e| e.outcome == "timeout"));
+}
