@@ -109,7 +109,14 @@ pub struct Worker<K, S = FxBuildHasher> {
     unrestorable: HashMap<K, Denial, S>,
     /// The generation of `latest` this worker's policies are at.
     seen: u64,
+    /// When [`Worker::tick`] looks for expired proofs next.
+    next_sweep: Option<Instant>,
 }
+
+/// How often [`Worker::tick`] looks for sessions whose proof expired. Mosquitto ticks its
+/// plugins on every turn of its event loop, tens of thousands of times a second under load;
+/// an expired session is denied at its next check anyway, the sweep only disconnects it.
+const EXPIRY_SWEEP: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
     /// A worker with every policy the gateway has loaded so far, and a client-id registry
@@ -131,6 +138,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             by_client_id: HashMap::default(),
             client_ids,
             ending: Vec::new(),
+            next_sweep: None,
             offline: std::collections::VecDeque::new(),
             unrestorable: HashMap::default(),
             seen: 0,
@@ -166,10 +174,14 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
     ///
     /// Returns the client ids of connected sessions whose proof expired (a SAS token's `se`):
     /// the broker disconnects them (each is reported once, with an `expired` event, and every
-    /// later check of it is denied).
-    pub fn tick(&mut self, _now: Instant) -> Vec<String> {
+    /// later check of it is denied). Expired proofs are looked for every 100 ms at most.
+    pub fn tick(&mut self, now: Instant) -> Vec<String> {
         self.sync();
         self.end_pending();
+        if self.next_sweep.is_some_and(|at| now < at) {
+            return Vec::new();
+        }
+        self.next_sweep = Some(now + EXPIRY_SWEEP);
         let now_ms = mqtt_policy_host::events::now_ms();
         let mut expired = Vec::new();
         for policy in self.policies.values_mut() {

@@ -190,6 +190,11 @@ pub struct Summary {
     pub hit_time_cap: bool,
     /// Some deliveries were still missing when the drain time ran out.
     pub drain_timed_out: bool,
+    /// Deliveries of messages sent outside the warm-up.
+    pub measured_deliveries: u64,
+    /// With `--cpu-of PID`: the time that process ran (all its threads) from the end of the warm-up
+    /// to the last publish, seconds.
+    pub cpu_of_measured_secs: Option<f64>,
 }
 
 impl Summary {

@@ -103,6 +103,11 @@ pub struct Options {
     /// QoS 1 messages a publisher may have unacknowledged at once.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
     pub window: u16,
+    /// Also report the CPU time process PID (e.g. the broker) used in the measured
+    /// window, from the end of the warm-up to the last publish: what loading a policy at the first
+    /// connect or the warm-up's messages cost is then left out.
+    #[arg(long, value_name = "PID")]
+    pub cpu_of: Option<u32>,
     /// After publishing, wait at most this long for missing deliveries and acknowledgements.
     #[arg(long, default_value_t = 2000)]
     pub drain_ms: u64,
@@ -118,7 +123,7 @@ pub struct Options {
         long,
         requires = "duration",
         conflicts_with_all = [
-            "publishers", "subscribers", "qos", "payload", "rate", "window", "topic_pattern",
+            "publishers", "subscribers", "qos", "payload", "rate", "window", "topic_pattern", "cpu_of",
             "subscribe_filter", "client_id_prefix", "drain_ms",
         ]
     )]
@@ -182,6 +187,7 @@ struct Plan {
     warmup: Duration,
     rate: u32,
     window: u16,
+    cpu_of: Option<u32>,
     drain: Duration,
     filter: String,
     username_from_device: bool,
@@ -260,6 +266,7 @@ impl Plan {
             warmup,
             rate: o.rate,
             window: o.window,
+            cpu_of: o.cpu_of,
             drain: Duration::from_millis(o.drain_ms),
             filter: o.subscribe_filter.clone(),
             username_from_device: o.username_from_device,
@@ -799,6 +806,15 @@ async fn drive(shared: &Arc<Shared>, plan: &Arc<Plan>) -> Result<Summary> {
     let warmup_end_ns = start_ns + plan.warmup.as_nanos() as u64;
     shared.measure_from_ns.store(warmup_end_ns, Ordering::SeqCst);
     shared.go.send_replace(true);
+    // The process's CPU clock at the end of the warm-up, read by a thread of its own so the
+    // client's runtime is not held up.
+    let cpu_from = plan.cpu_of.map(|pid| {
+        let warmup = plan.warmup;
+        std::thread::spawn(move || {
+            std::thread::sleep(warmup);
+            process_cpu_secs(pid)
+        })
+    });
 
     // Publishers bound themselves by the deadline; the slack only guards against a bug.
     let all_done = wait_until(shared, plan.publish_for + Duration::from_secs(10), || {
@@ -806,6 +822,13 @@ async fn drive(shared: &Arc<Shared>, plan: &Arc<Plan>) -> Result<Summary> {
     })
     .await;
     let publish_done_ns = shared.now_ns();
+    let cpu_measured_secs = match (plan.cpu_of, cpu_from) {
+        (Some(pid), Some(from)) => {
+            let from = from.join().map_err(|_| anyhow!("reading the CPU time of process {pid} panicked"))??;
+            Some(process_cpu_secs(pid)? - from)
+        }
+        _ => None,
+    };
     if !all_done {
         shared.fail();
         return Err(first_error(subs, pubs).await.unwrap_or_else(|| anyhow!("publishers did not finish in time")));
@@ -878,7 +901,25 @@ async fn drive(shared: &Arc<Shared>, plan: &Arc<Plan>) -> Result<Summary> {
         drain_secs: secs(publish_done_ns, end_ns),
         hit_time_cap,
         drain_timed_out: !drained,
+        measured_deliveries,
+        cpu_of_measured_secs: cpu_measured_secs,
     })
+}
+
+/// CPU time of process `pid` so far, seconds: the time its threads ran, to the nanosecond
+/// (`/proc/PID/task/*/schedstat`; `/proc/PID/stat` counts in 10 ms ticks, too coarse for a
+/// few seconds of a broker at a fixed rate).
+fn process_cpu_secs(pid: u32) -> Result<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).with_context(|| format!("--cpu-of {pid}"))?;
+    let mut ns = 0u64;
+    for task in tasks {
+        let path = task?.path().join("schedstat");
+        // A thread that ended meanwhile has no file any more: its time is lost to both readings.
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let first = text.split_whitespace().next().and_then(|f| f.parse::<u64>().ok());
+        ns += first.ok_or_else(|| anyhow!("{}: no run time", path.display()))?;
+    }
+    Ok(ns as f64 / 1e9)
 }
 
 /// After a failure: stops every task and returns the first error any of them reported.
