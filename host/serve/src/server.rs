@@ -21,6 +21,7 @@ use crate::Error;
 use crate::metrics::{CountingSink, Metrics};
 use crate::pool::Pool;
 use crate::rabbitmq::{self, Dialect};
+use crate::{Reply, emqx, vernemq};
 
 /// How the service runs. [`Options::default`] gives the defaults.
 #[derive(Debug, Clone)]
@@ -49,6 +50,8 @@ pub struct Options {
     pub idle_session: Duration,
     /// The RabbitMQ dialect's settings.
     pub rabbitmq: Dialect,
+    /// The VerneMQ dialect's settings.
+    pub vernemq: vernemq::Dialect,
 }
 
 /// The default listening address: loopback only.
@@ -67,6 +70,7 @@ impl Default for Options {
             max_connections: 1024,
             idle_session: Duration::from_secs(3600),
             rabbitmq: Dialect::default(),
+            vernemq: vernemq::Dialect::default(),
         }
     }
 }
@@ -203,17 +207,59 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Whose conventions a refusal follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    /// RabbitMQ (and anything unknown): the status, body `deny`.
+    Text,
+    /// EMQX: `200 {"result": "deny"}`, since EMQX takes any other status as `ignore` (and
+    /// then its `no_match`, by default allow).
+    Emqx,
+    /// VerneMQ: the status with `{"result": {"error": REASON}}` (any status but 200 is the
+    /// hook's error, a refusal).
+    Vernemq,
+}
+
+impl Flavor {
+    /// The flavor of a request path: by its dialect segment, first or after the secret, so
+    /// that even a wrong secret is refused in the broker's terms.
+    fn of(path: &str) -> Flavor {
+        let mut segments = path.split('/').skip(1).take(2);
+        match (segments.next(), segments.next()) {
+            (Some("emqx"), _) | (_, Some("emqx")) => Flavor::Emqx,
+            (Some("vernemq"), _) | (_, Some("vernemq")) => Flavor::Vernemq,
+            _ => Flavor::Text,
+        }
+    }
+
+    fn refuse(self, status: StatusCode, reason: &'static str) -> Response<Full<Bytes>> {
+        match self {
+            Flavor::Text => text(status, "deny"),
+            Flavor::Emqx => json_response(StatusCode::OK, &serde_json::json!({ "result": "deny" })),
+            Flavor::Vernemq => json_response(status, &crate::vernemq::error(reason)),
+        }
+    }
+}
+
 /// A request refused before any policy was asked: its status and metrics reason. The body is
-/// always `deny`.
+/// always a deny in the broker's terms ([`Flavor`]).
 type Refusal = (StatusCode, &'static str);
 
 async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let started = Instant::now();
+    let flavor = Flavor::of(req.uri().path());
     match route(state, req, started).await {
         Ok(response) => response,
         Err((status, reason)) => {
             state.metrics.rejected(reason);
-            text(status, "deny")
+            flavor.refuse(status, reason)
         }
     }
 }
@@ -221,6 +267,37 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
 /// Constant-time comparison: the time taken does not tell how much of a guess was right.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What a decision request asks, parsed.
+enum Parsed {
+    Rabbitmq(rabbitmq::Request),
+    Emqx(emqx::Request),
+    Vernemq(vernemq::Request),
+}
+
+/// Which dialect and endpoint a path is.
+enum Endpoint {
+    Rabbitmq(rabbitmq::Path),
+    Emqx(emqx::Path),
+    /// The hook named by the path, if it names one.
+    Vernemq(Option<String>),
+}
+
+fn endpoint(rest: &str) -> Option<Endpoint> {
+    if let Some(segment) = rest.strip_prefix("/rabbitmq/") {
+        return rabbitmq::Path::from_segment(segment).map(Endpoint::Rabbitmq);
+    }
+    if let Some(segment) = rest.strip_prefix("/emqx/") {
+        return emqx::Path::from_segment(segment).map(Endpoint::Emqx);
+    }
+    match rest.strip_prefix("/vernemq") {
+        Some("" | "/") => Some(Endpoint::Vernemq(None)),
+        Some(hook) => {
+            hook.strip_prefix('/').filter(|h| !h.contains('/')).map(|h| Endpoint::Vernemq(Some(h.to_owned())))
+        }
+        None => None,
+    }
 }
 
 async fn route(state: &State, req: Request<Incoming>, started: Instant) -> Result<Response<Full<Bytes>>, Refusal> {
@@ -250,12 +327,35 @@ async fn route(state: &State, req: Request<Incoming>, started: Instant) -> Resul
     if rest == "/metrics" {
         return Ok(text_owned(StatusCode::OK, state.metrics.render(state.pool.sessions())));
     }
-    let Some(kind) = rest.strip_prefix("/rabbitmq/").and_then(rabbitmq::Path::from_segment) else {
+    let Some(endpoint) = endpoint(rest) else {
         return Err((StatusCode::NOT_FOUND, "not-found"));
     };
-    if req.method() != Method::GET && req.method() != Method::POST {
+    let method = req.method().clone();
+    let allowed = match endpoint {
+        Endpoint::Rabbitmq(_) | Endpoint::Emqx(_) => method == Method::GET || method == Method::POST,
+        // VerneMQ always POSTs.
+        Endpoint::Vernemq(_) => method == Method::POST,
+    };
+    if !allowed {
         return Err((StatusCode::METHOD_NOT_ALLOWED, "method"));
     }
+    let hook = match &endpoint {
+        Endpoint::Vernemq(by_path) => {
+            let by_header = match req.headers().get("vernemq-hook").map(|v| v.to_str()) {
+                None => None,
+                Some(Ok(h)) => Some(h.to_owned()),
+                Some(Err(_)) => return Err((StatusCode::BAD_REQUEST, "bad-request")),
+            };
+            let name = match (by_path, by_header) {
+                (Some(p), Some(h)) if *p != h => return Err((StatusCode::BAD_REQUEST, "bad-request")),
+                (Some(p), _) => p.clone(),
+                (None, Some(h)) => h,
+                (None, None) => return Err((StatusCode::BAD_REQUEST, "bad-request")),
+            };
+            Some(vernemq::Hook::from_name(&name).ok_or((StatusCode::NOT_FOUND, "not-found"))?)
+        }
+        _ => None,
+    };
     let max = state.options.max_body;
     let declared = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
@@ -271,25 +371,50 @@ async fn route(state: &State, req: Request<Incoming>, started: Instant) -> Resul
         Ok(Err(_)) => return Err((StatusCode::BAD_REQUEST, "bad-request")),
         Ok(Ok(b)) => b.to_bytes(),
     };
-    let request =
-        rabbitmq::parse(kind, query.as_deref(), &body).map_err(|_| (StatusCode::BAD_REQUEST, "bad-request"))?;
+    let bad = |_| (StatusCode::BAD_REQUEST, "bad-request");
+    let parsed = match (endpoint, hook) {
+        (Endpoint::Rabbitmq(kind), _) => Parsed::Rabbitmq(rabbitmq::parse(kind, query.as_deref(), &body).map_err(bad)?),
+        (Endpoint::Emqx(kind), _) => Parsed::Emqx(emqx::parse(kind, query.as_deref(), &body).map_err(bad)?),
+        (Endpoint::Vernemq(_), Some(hook)) => {
+            Parsed::Vernemq(vernemq::parse(hook, &state.options.vernemq, &body).map_err(bad)?)
+        }
+        (Endpoint::Vernemq(_), None) => unreachable!("a VerneMQ request always has its hook"),
+    };
     let (tx, rx) = oneshot::channel();
-    let dialect = state.options.rabbitmq.clone();
-    let client_id = request.client_id().to_owned();
+    let client_id = match &parsed {
+        Parsed::Rabbitmq(r) => r.client_id(),
+        Parsed::Emqx(r) => r.client_id(),
+        Parsed::Vernemq(r) => r.client_id(),
+    }
+    .to_owned();
+    let rabbit = state.options.rabbitmq.clone();
+    let verne = state.options.vernemq.clone();
     let job = Box::new(move |shard: &mut crate::pool::Shard| {
-        let _ = tx.send(rabbitmq::decide(shard, &dialect, &request));
+        let answer = match &parsed {
+            Parsed::Rabbitmq(r) => {
+                let a = rabbitmq::decide(shard, &rabbit, r);
+                // The body is text: only `allow` matters.
+                ("rabbitmq", Reply { allow: a.allow, kind: a.kind, tenant: a.tenant, body: serde_json::Value::Null })
+            }
+            Parsed::Emqx(r) => ("emqx", emqx::decide(shard, r)),
+            Parsed::Vernemq(r) => ("vernemq", vernemq::decide(shard, &verne, r)),
+        };
+        let _ = tx.send(answer);
     });
     if state.pool.submit(&client_id, job).is_err() {
         return Err((StatusCode::SERVICE_UNAVAILABLE, "overloaded"));
     }
-    let answer = match tokio::time::timeout_at(deadline.into(), rx).await {
+    let (dialect, reply) = match tokio::time::timeout_at(deadline.into(), rx).await {
         Err(_) => return Err((StatusCode::SERVICE_UNAVAILABLE, "timeout")),
         // The worker panicked.
         Ok(Err(_)) => return Err((StatusCode::SERVICE_UNAVAILABLE, "fault")),
         Ok(Ok(a)) => a,
     };
-    state.metrics.decision("rabbitmq", &answer.tenant, answer.kind, answer.allow, started.elapsed());
-    Ok(text(StatusCode::OK, if answer.allow { "allow" } else { "deny" }))
+    state.metrics.decision(dialect, &reply.tenant, reply.kind, reply.allow, started.elapsed());
+    Ok(match dialect {
+        "rabbitmq" => text(StatusCode::OK, if reply.allow { "allow" } else { "deny" }),
+        _ => json_response(StatusCode::OK, &reply.body),
+    })
 }
 
 fn text_owned(status: StatusCode, body: String) -> Response<Full<Bytes>> {
