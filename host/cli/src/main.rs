@@ -110,6 +110,9 @@ struct ServeArgs {
     /// Address to listen on (loopback by default).
     #[arg(long, default_value = mqtt_policy_serve::DEFAULT_LISTEN)]
     listen: std::net::SocketAddr,
+    /// Also listen on this Unix socket (bounded like TCP; its permissions are the umask's).
+    #[arg(long)]
+    unix: Option<PathBuf>,
     /// Every client belongs to this tenant (instead of the tenant named by the virtual host).
     #[arg(long, conflicts_with = "tenant_from")]
     tenant: Option<String>,
@@ -254,7 +257,7 @@ fn serve(args: &ServeArgs) -> Result<ExitCode, BadInput> {
     config.limits.memory = args.memory_mib << 20;
     config.compiler = args.compiler.clone();
     config.reload_poll = std::time::Duration::from_millis(args.reload_poll_ms.max(1));
-    let mut options = mqtt_policy_serve::Options { listen: args.listen, ..Default::default() };
+    let mut options = mqtt_policy_serve::Options { listen: args.listen, unix: args.unix.clone(), ..Default::default() };
     if let Some(n) = args.workers {
         options.workers = n.max(1);
     }

@@ -47,6 +47,14 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The Unix socket could not be opened.
+    #[error("listening on {}: {source}", path.display())]
+    ListenUnix {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// A thread or the async runtime could not be started.
     #[error("starting the service's threads: {0}")]
     Threads(#[source] std::io::Error),

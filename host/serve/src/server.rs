@@ -28,6 +28,9 @@ use crate::{Reply, emqx, vernemq};
 pub struct Options {
     /// Address to listen on; loopback by default (`127.0.0.1:8790`).
     pub listen: SocketAddr,
+    /// A Unix socket to listen on as well (none by default), bounded like TCP (the same
+    /// connection bound, header and request timeouts, body size).
+    pub unix: Option<std::path::PathBuf>,
     /// Worker threads, each with its own policy instances; default: the available cores.
     pub workers: usize,
     /// Requests waiting per worker before the service answers 503 `deny`.
@@ -61,6 +64,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             listen: DEFAULT_LISTEN.parse().expect("a valid address"),
+            unix: None,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             queue: 1024,
             secret: None,
@@ -85,6 +89,7 @@ struct State {
 /// A running service; stopped when dropped.
 pub struct Service {
     addr: SocketAddr,
+    unix: Option<std::path::PathBuf>,
     gateway: Arc<Gateway>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -114,15 +119,21 @@ impl Service {
             .map_err(|source| Error::Listen { addr: options.listen, source })?;
         std_listener.set_nonblocking(true).map_err(Error::Threads)?;
         let addr = std_listener.local_addr().map_err(Error::Threads)?;
+        let unix = match &options.unix {
+            None => None,
+            Some(path) => Some(bind_unix(path)?),
+        };
         let (tx, rx) = oneshot::channel();
+        let unix_path = options.unix.clone();
         let state = Arc::new(State { pool, metrics, options });
         let thread = std::thread::Builder::new()
             .name("serve".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    match tokio::net::TcpListener::from_std(std_listener) {
-                        Ok(listener) => accept(listener, state, rx).await,
-                        Err(e) => eprintln!("mqtt-policy serve: {e}"),
+                    let unix = unix.map(tokio::net::UnixListener::from_std).transpose();
+                    match (tokio::net::TcpListener::from_std(std_listener), unix) {
+                        (Ok(tcp), Ok(unix)) => accept(Listeners { tcp, unix }, state, rx).await,
+                        (Err(e), _) | (_, Err(e)) => eprintln!("mqtt-policy serve: {e}"),
                     }
                 });
                 // Dropping the runtime ends the connections' tasks; the pool's threads end
@@ -130,7 +141,7 @@ impl Service {
                 runtime.shutdown_timeout(Duration::from_secs(1));
             })
             .map_err(Error::Threads)?;
-        Ok(Service { addr, gateway, shutdown: Some(tx), thread: Some(thread) })
+        Ok(Service { addr, unix: unix_path, gateway, shutdown: Some(tx), thread: Some(thread) })
     }
 
     /// The address the service listens on (with the port chosen when `listen` said 0).
@@ -151,6 +162,23 @@ impl Service {
     }
 }
 
+/// Binds the Unix socket at `path`: a socket left there by an earlier run is replaced, any
+/// other file is an error. Its permissions are the umask's: restrict them (or its directory)
+/// to the broker's user.
+fn bind_unix(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let listen = |source| Error::ListenUnix { path: path.to_owned(), source };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(listen(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "a file that is not a socket")));
+        }
+        std::fs::remove_file(path).map_err(listen)?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(listen)?;
+    listener.set_nonblocking(true).map_err(listen)?;
+    Ok(listener)
+}
+
 impl Drop for Service {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -159,45 +187,77 @@ impl Drop for Service {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        if let Some(path) = &self.unix {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
-async fn accept(listener: tokio::net::TcpListener, state: Arc<State>, mut shutdown: oneshot::Receiver<()>) {
+/// The listeners of a service: TCP, and a Unix socket if configured.
+struct Listeners {
+    tcp: tokio::net::TcpListener,
+    unix: Option<tokio::net::UnixListener>,
+}
+
+async fn accept(listeners: Listeners, state: Arc<State>, mut shutdown: oneshot::Receiver<()>) {
+    // One bound for both listeners.
     let connections = Arc::new(Semaphore::new(state.options.max_connections));
     loop {
-        let stream = tokio::select! {
+        let accepted = tokio::select! {
             _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                // Out of file descriptors and the like: wait instead of spinning.
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
+            accepted = listeners.tcp.accept() => accepted.map(|(stream, _)| {
+                let _ = stream.set_nodelay(true);
+                Stream::Tcp(stream)
+            }),
+            accepted = async { listeners.unix.as_ref().expect("only polled when set").accept().await },
+                if listeners.unix.is_some() => accepted.map(|(stream, _)| Stream::Unix(stream)),
+        };
+        let stream = match accepted {
+            Ok(stream) => stream,
+            // Out of file descriptors and the like: wait instead of spinning.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             state.metrics.rejected("connections");
             drop(stream);
             continue;
         };
-        let _ = stream.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
-            let header_timeout = state.options.header_timeout;
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
-            });
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(64 << 10)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match stream {
+                Stream::Tcp(s) => serve_connection(s, state).await,
+                Stream::Unix(s) => serve_connection(s, state).await,
+            }
             drop(permit);
         });
     }
+}
+
+/// An accepted connection.
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+/// Serves one connection's requests, bounded alike whatever the listener.
+async fn serve_connection<S>(stream: S, state: Arc<State>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = state.options.header_timeout;
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+    });
+    let _ = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(64 << 10)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
