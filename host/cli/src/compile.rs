@@ -156,42 +156,89 @@ pub enum Broker {
     Mosquitto,
     /// RabbitMQ 3.10 through `mqtt-policy serve` (`rabbitmq_auth_backend_http`).
     Rabbitmq,
+    /// EMQX 5 through `mqtt-policy serve` (HTTP authentication and authorization).
+    Emqx,
+    /// VerneMQ through `mqtt-policy serve` (webhooks).
+    Vernemq,
 }
 
 /// Warnings `check --broker` prints: every rule of a hub rules document that `broker` cannot
-/// enforce, so an operator does not believe it holds (README, "Clusters (RabbitMQ)").
+/// enforce, so an operator does not believe it holds (README, "Clusters": the capability
+/// matrix).
 pub fn broker_warnings(settings: &str, broker: Broker) -> Vec<String> {
     let Ok(doc) = settings.parse::<toml::Table>() else { return Vec::new() };
-    if broker == Broker::Mosquitto {
-        return Vec::new();
-    }
+    let name = match broker {
+        Broker::Mosquitto => return Vec::new(),
+        Broker::Rabbitmq => "RabbitMQ",
+        Broker::Emqx => "EMQX",
+        Broker::Vernemq => "VerneMQ",
+    };
     let hub = doc.get("hub").and_then(|h| h.as_table());
     let hub_str = |key: &str| hub.and_then(|h| h.get(key)).and_then(|v| v.as_str());
     let mut out = Vec::new();
     if let Some(max) = hub.and_then(|h| h.get("max-payload")) {
-        out.push(format!("hub.max-payload = {max} is not enforced: RabbitMQ sends no payload size"));
+        match broker {
+            Broker::Vernemq => out.push(format!(
+                "hub.max-payload = {max} holds only while VerneMQ sends the payload (not with the webhook's \
+                 no_payload = on), and serve's --max-body-kib must hold it base64-encoded"
+            )),
+            _ => out.push(format!("hub.max-payload = {max} is not enforced: {name} sends no payload size")),
+        }
     }
-    if let Some(r @ ("deny" | "override")) = hub_str("retained") {
-        out.push(format!("hub.retained = \"{r}\" is not enforced: RabbitMQ sends no retained flag"));
+    match (broker, hub_str("retained")) {
+        (Broker::Rabbitmq, Some(r @ ("deny" | "override"))) => {
+            out.push(format!("hub.retained = \"{r}\" is not enforced: RabbitMQ sends no retained flag"))
+        }
+        (Broker::Emqx, Some("override")) => out.push(
+            "hub.retained = \"override\" becomes a refusal: EMQX's authorization cannot clear the retained flag"
+                .to_owned(),
+        ),
+        _ => {}
     }
-    if hub_str("service-level") == Some("shared") {
-        out.push(
+    let shared = hub_str("service-level") == Some("shared");
+    match broker {
+        Broker::Rabbitmq if shared => out.push(
             "hub.service-level = \"shared\": its retained rule cannot hold (RabbitMQ sends no retained flag) and, \
              subscriptions being checked at QoS 1 (RabbitMQ sends no QoS), every subscription is refused"
+                .to_owned(),
+        ),
+        Broker::Emqx if shared => out.push(
+            "hub.service-level = \"shared\": its clean-session rule is not enforced (EMQX's authentication sends \
+             no clean start)"
+                .to_owned(),
+        ),
+        _ => {}
+    }
+    if broker == Broker::Emqx && hub_str("shared-subscribe") == Some("downgrade") {
+        out.push(
+            "hub.shared-subscribe = \"downgrade\" becomes a refusal: EMQX's authorization cannot lower a \
+             subscription's QoS"
                 .to_owned(),
         );
     }
     if hub.and_then(|h| h.get("rate")).is_some() {
-        out.push(
-            "hub.rate counts checks, not messages: RabbitMQ asks about each topic about twice per connection, \
-             then keeps the answer for the connection's life"
-                .to_owned(),
-        );
+        match broker {
+            Broker::Rabbitmq => out.push(
+                "hub.rate counts checks, not messages: RabbitMQ asks about each topic about twice per connection, \
+                 then keeps the answer for the connection's life"
+                    .to_owned(),
+            ),
+            Broker::Emqx => out.push(
+                "hub.rate counts checks, not messages, while EMQX's authorization cache is on (default: 32 topics \
+                 per client for 1 minute); set authorization.cache.enable = false"
+                    .to_owned(),
+            ),
+            _ => {}
+        }
     }
     if let Some(max) = hub.and_then(|h| h.get("max-connections")) {
+        let end = match broker {
+            Broker::Vernemq => "at VerneMQ's on_client_offline / on_client_gone hooks (or when idle)",
+            _ => "when idle (serve --idle-session-s), not at disconnect: the broker reports none",
+        };
         out.push(format!(
-            "hub.max-connections = {max} is counted by each decision service on its own, and a session ends \
-             when idle (serve --idle-session-s), not at disconnect: RabbitMQ reports none"
+            "hub.max-connections = {max} is counted by each decision service on its own (quotas are per service \
+             instance), and a session ends {end}"
         ));
     }
     let rules = doc.get("rule").and_then(|r| r.as_array()).cloned().unwrap_or_default();
@@ -199,20 +246,27 @@ pub fn broker_warnings(settings: &str, broker: Broker) -> Vec<String> {
         r.get("actions").and_then(|a| a.as_array()).is_some_and(|a| a.iter().any(|v| v.as_str() == Some("delivery")))
     });
     if delivery {
-        out.push("rules with action \"delivery\" are never asked: RabbitMQ checks at subscribe only".to_owned());
+        out.push(format!("rules with action \"delivery\" are never asked: {name} checks at subscribe only"));
     }
     let by_cert = doc.get("identity").and_then(|i| i.get("from")).and_then(|v| v.as_str()) == Some("certificate");
     if by_cert || hub.and_then(|h| h.get("require-mtls")).and_then(|v| v.as_bool()) == Some(true) {
-        out.push(
-            "certificate identities are not supported with RabbitMQ yet: ssl_cert_login sends only a user name, \
-             no certificate and no client id, and serve refuses such logins"
+        out.push(match broker {
+            Broker::Rabbitmq => "certificate identities are not supported with RabbitMQ yet: ssl_cert_login sends \
+                                 only a user name, no certificate and no client id, and serve refuses such logins"
                 .to_owned(),
-        );
+            _ => format!("certificate identities are not supported with {name} yet: serve does not read the client certificate {name} can send"),
+        });
     }
-    out.push(
-        "with RabbitMQ, revocation reaches a connection only at a topic it has not used: RabbitMQ keeps allowed \
-         topics for the connection's life"
+    out.push(match broker {
+        Broker::Rabbitmq => "with RabbitMQ, revocation reaches a connection only at a topic it has not used: \
+                             RabbitMQ keeps allowed topics for the connection's life"
             .to_owned(),
-    );
+        Broker::Emqx => "with EMQX, revocation reaches a connection once its authorization cache entry expires \
+                         (default 1 minute)"
+            .to_owned(),
+        _ => "with VerneMQ, revocation reaches a connection at its next publish or subscription (serve sends no \
+              cache-control), but it is not disconnected"
+            .to_owned(),
+    });
     out
 }

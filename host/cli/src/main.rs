@@ -96,6 +96,10 @@ enum BrokerArg {
     Mosquitto,
     /// RabbitMQ 3.10 through `mqtt-policy serve`.
     Rabbitmq,
+    /// EMQX 5 through `mqtt-policy serve`.
+    Emqx,
+    /// VerneMQ through `mqtt-policy serve`.
+    Vernemq,
 }
 
 #[derive(Args)]
@@ -106,6 +110,9 @@ struct ServeArgs {
     /// Address to listen on (loopback by default).
     #[arg(long, default_value = mqtt_policy_serve::DEFAULT_LISTEN)]
     listen: std::net::SocketAddr,
+    /// Also listen on this Unix socket (bounded like TCP; its permissions are the umask's).
+    #[arg(long)]
+    unix: Option<PathBuf>,
     /// Every client belongs to this tenant (instead of the tenant named by the virtual host).
     #[arg(long, conflicts_with = "tenant_from")]
     tenant: Option<String>,
@@ -141,6 +148,15 @@ struct ServeArgs {
     /// Sessions without any request for this many seconds end (RabbitMQ never reports disconnects).
     #[arg(long, default_value_t = 3600)]
     idle_session_s: u64,
+    /// Largest request body in KiB (VerneMQ's auth_on_publish carries the payload, base64).
+    #[arg(long, default_value_t = (mqtt_policy_serve::Options::default().max_body >> 10) as u64)]
+    max_body_kib: u64,
+    /// VerneMQ: a non-empty mountpoint names the client's tenant.
+    #[arg(long)]
+    vernemq_tenant_from_mountpoint: bool,
+    /// VerneMQ: the webhooks send payloads as is (base64payload = off), not base64.
+    #[arg(long)]
+    vernemq_raw_payload: bool,
 }
 
 #[derive(Args)]
@@ -241,7 +257,7 @@ fn serve(args: &ServeArgs) -> Result<ExitCode, BadInput> {
     config.limits.memory = args.memory_mib << 20;
     config.compiler = args.compiler.clone();
     config.reload_poll = std::time::Duration::from_millis(args.reload_poll_ms.max(1));
-    let mut options = mqtt_policy_serve::Options { listen: args.listen, ..Default::default() };
+    let mut options = mqtt_policy_serve::Options { listen: args.listen, unix: args.unix.clone(), ..Default::default() };
     if let Some(n) = args.workers {
         options.workers = n.max(1);
     }
@@ -250,6 +266,9 @@ fn serve(args: &ServeArgs) -> Result<ExitCode, BadInput> {
         options.secret = Some(text.trim().to_owned());
     }
     options.idle_session = std::time::Duration::from_secs(args.idle_session_s);
+    options.max_body = usize::try_from(args.max_body_kib.max(1) << 10).unwrap_or(usize::MAX);
+    options.vernemq.tenant_from_mountpoint = args.vernemq_tenant_from_mountpoint;
+    options.vernemq.raw_payload = args.vernemq_raw_payload;
     options.rabbitmq = mqtt_policy_serve::rabbitmq::Dialect {
         tenant_from_vhost: from_vhost,
         exchange: args.rabbitmq_exchange.clone(),
@@ -351,6 +370,8 @@ fn check(args: &PolicyArgs, broker: Option<BrokerArg>) -> Result<ExitCode, BadIn
     let broker = broker.map(|b| match b {
         BrokerArg::Mosquitto => compile::Broker::Mosquitto,
         BrokerArg::Rabbitmq => compile::Broker::Rabbitmq,
+        BrokerArg::Emqx => compile::Broker::Emqx,
+        BrokerArg::Vernemq => compile::Broker::Vernemq,
     });
     for warning in broker.map(|b| compile::broker_warnings(module.settings(), b)).unwrap_or_default() {
         println!("warning:  {warning}");

@@ -248,3 +248,53 @@ fn check_for_rabbitmq_warns_about_every_rule_it_cannot_enforce() {
     assert!(out.contains("warning:  certificate identities are not supported with RabbitMQ yet"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_for_emqx_and_vernemq_warns_about_what_each_cannot_enforce() {
+    let dir = scratch("brokers");
+    let build = |name: &str, rules: &str| {
+        let wasm = dir.join(format!("{name}.wasm"));
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, rules).unwrap();
+        let o = run(&["build", path.to_str().unwrap(), "-o", wasm.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        wasm
+    };
+    let ibm = std::fs::read_to_string(root().join("policies/examples/ibm-platform/rules.toml")).unwrap();
+    let shared = std::fs::read_to_string(root().join("policies/examples/shared-hub/rules.toml"))
+        .unwrap()
+        .replace(r#"shared-subscribe = "refuse""#, r#"shared-subscribe = "downgrade""#);
+    let (ibm, shared) = (build("acme", &ibm), build("shared", &shared));
+    let check = |wasm: &std::path::Path, broker: &str| {
+        let o = run(&["check", wasm.to_str().unwrap(), "--broker", broker]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        text(&o)
+    };
+    let emqx = check(&ibm, "emqx") + &check(&shared, "emqx");
+    for warning in [
+        "warning:  hub.max-payload = 131072 is not enforced: EMQX sends no payload size",
+        "warning:  hub.retained = \"override\" becomes a refusal",
+        "warning:  hub.rate counts checks, not messages, while EMQX's authorization cache is on",
+        "warning:  hub.max-connections = 100 is counted by each decision service on its own (quotas are per service instance)",
+        "warning:  hub.service-level = \"shared\": its clean-session rule is not enforced",
+        "warning:  hub.shared-subscribe = \"downgrade\" becomes a refusal",
+        "warning:  with EMQX, revocation reaches a connection once its authorization cache entry expires",
+    ] {
+        assert!(emqx.contains(warning), "{warning}\n{emqx}");
+    }
+    let verne = check(&ibm, "vernemq") + &check(&shared, "vernemq");
+    for warning in [
+        "warning:  hub.max-payload = 131072 holds only while VerneMQ sends the payload",
+        "warning:  hub.max-connections = 3 is counted by each decision service on its own",
+        "at VerneMQ's on_client_offline / on_client_gone hooks",
+        "warning:  with VerneMQ, revocation reaches a connection at its next publish",
+    ] {
+        assert!(verne.contains(warning), "{warning}\n{verne}");
+    }
+    // VerneMQ applies retain overrides, downgrades and the clean-session rule, and every publish is asked.
+    let warnings: Vec<&str> = verne.lines().filter(|l| l.starts_with("warning:")).collect();
+    for absent in ["hub.retained", "shared-subscribe", "service-level", "hub.rate"] {
+        assert!(!warnings.iter().any(|w| w.contains(absent)), "{absent}\n{verne}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

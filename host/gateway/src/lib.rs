@@ -46,5 +46,5 @@ pub use gateway::Gateway;
 pub use monitoring::BrokerClose;
 pub use tenancy::TenantSource;
 pub use trust::TenantCas;
-pub use types::{Access, Check, CheckOutcome, ClientFacts, ConnectOutcome, Hello, Restored};
+pub use types::{Access, Adjusted, AdmittedAs, Check, CheckOutcome, ClientFacts, ConnectOutcome, Hello, Restored};
 pub use worker::Worker;

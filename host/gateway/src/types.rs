@@ -144,3 +144,32 @@ pub enum CheckOutcome {
     /// Not the gateway's call: the broker's own rules decide (client let in by fail-open mode).
     Defer,
 }
+
+/// The answer to [`Worker::check_lowering`](crate::Worker::check_lowering), for brokers that
+/// can lower a message's or a subscription's QoS and clear a message's retained flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Adjusted {
+    /// As [`Worker::check`](crate::Worker::check) answers.
+    As(CheckOutcome),
+    /// Allowed, at a lower QoS or without the retained flag: for a publish, the QoS and the
+    /// retained flag to store and deliver it with; for a subscription, the QoS to grant
+    /// (`retain` false).
+    Lowered {
+        /// The QoS (never above the one asked for).
+        qos: u8,
+        /// The retained flag (never set unless the publish set it).
+        retain: bool,
+    },
+}
+
+/// Who a session was admitted as ([`Worker::admitted_as`](crate::Worker::admitted_as)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmittedAs<'a> {
+    /// Its tenant.
+    pub tenant: &'a str,
+    /// The device id the policy named (empty when it named none).
+    pub device_id: &'a str,
+    /// When the proof it connected with expires (ms since the Unix epoch), if it does: a SAS
+    /// token's `se`.
+    pub expires_at_ms: Option<u64>,
+}

@@ -21,7 +21,7 @@ use crate::directory::Latest;
 use crate::gateway::Gateway;
 use crate::monitoring::{self, BrokerClose, Closing, Facts, Traffic};
 use crate::tenancy::{TenantSource, check_name};
-use crate::types::{Access, Check, CheckOutcome, ConnectOutcome, Hello, Restored};
+use crate::types::{Access, Adjusted, AdmittedAs, Check, CheckOutcome, ConnectOutcome, Hello, Restored};
 
 /// What a worker holds for one broker session.
 struct Session {
@@ -57,6 +57,12 @@ struct Watched {
     closing: Option<Closing>,
     /// Its `Disconnect` was sent (a takeover sends it before the new connection's `Connect`).
     reported: bool,
+}
+
+/// A downgrade a policy asked for, for [`Worker::check_lowering`].
+enum Lower {
+    Publish(mqtt_policy_host::PublishRewrite),
+    Subscribe(u8),
 }
 
 /// Whether the broker may keep a session after its connection closes. MQTT 3.1.1: clean
@@ -483,7 +489,35 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
 
     /// Decides a publish, subscription, unsubscription or delivery of a connected client.
     pub fn check(&mut self, key: &K, check: &Check<'_>) -> CheckOutcome {
-        let outcome = self.decide(key, check);
+        match self.check_lowering_as(key, check, false) {
+            Adjusted::As(outcome) => outcome,
+            // Only asked for below.
+            Adjusted::Lowered { .. } => unreachable!("a check that may not lower was lowered"),
+        }
+    }
+
+    /// As [`Worker::check`], for a broker that can lower the QoS of a publish or a
+    /// subscription on the service's word (VerneMQ's webhook modifiers and per-topic SUBACK
+    /// QoS): a policy's QoS downgrade becomes [`Adjusted::Lowered`] instead of a refusal.
+    pub fn check_lowering(&mut self, key: &K, check: &Check<'_>) -> Adjusted {
+        self.check_lowering_as(key, check, true)
+    }
+
+    /// The device a session was admitted as, with its tenant and when its proof expires; `None`
+    /// for a key without a session a policy admitted (see [`Worker::admitted`]).
+    pub fn admitted_as(&self, key: &K) -> Option<AdmittedAs<'_>> {
+        let s = self.sessions.get(key).filter(|s| s.state != Lifetime::Ending)?;
+        let info = self.policies.get(&s.tenant)?.session_info(s.policy_session?)?;
+        Some(AdmittedAs { tenant: &s.tenant, device_id: &s.device_id, expires_at_ms: info.expires_at_ms })
+    }
+
+    fn check_lowering_as(&mut self, key: &K, check: &Check<'_>, lowering: bool) -> Adjusted {
+        let adjusted = self.decide(key, check, lowering);
+        let outcome = match &adjusted {
+            Adjusted::As(o) => o.clone(),
+            Adjusted::Lowered { retain, .. } if check.retain && !retain => CheckOutcome::AllowRetainCleared,
+            Adjusted::Lowered { .. } => CheckOutcome::Allow,
+        };
         if self.gateway.monitoring().is_some()
             && let Some(w) = self.sessions.get_mut(key).and_then(|s| s.watch.as_deref_mut())
         {
@@ -508,32 +542,42 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                 w.closing = Some(Closing::of_denial(d.reason, &d.message));
             }
         }
-        outcome
+        adjusted
     }
 
-    fn decide(&mut self, key: &K, check: &Check<'_>) -> CheckOutcome {
+    fn decide(&mut self, key: &K, check: &Check<'_>, lowering: bool) -> Adjusted {
+        let (qos, retain) = (check.qos, check.retain);
+        match self.decide_as(key, check, lowering) {
+            Ok(outcome) => Adjusted::As(outcome),
+            Err(Lower::Publish(r)) => Adjusted::Lowered { qos: r.qos.min(qos), retain: retain && r.retain },
+            Err(Lower::Subscribe(granted)) => Adjusted::Lowered { qos: granted, retain: false },
+        }
+    }
+
+    /// The outcome, or (only when `lowering`) the downgrade the policy asked for.
+    fn decide_as(&mut self, key: &K, check: &Check<'_>, lowering: bool) -> Result<CheckOutcome, Lower> {
         self.sync();
         if check.access == Access::Unsubscribe {
-            return CheckOutcome::Allow;
+            return Ok(CheckOutcome::Allow);
         }
-        let Some(client) = self.sessions.get(key) else { return self.unknown(key) };
+        let Some(client) = self.sessions.get(key) else { return Ok(self.unknown(key)) };
         let stale = check.client.is_some_and(|c| c.client_id != client.client_id || c.username != client.username.as_deref())
             // An away client subscribes to nothing: a connected one took the key.
             || (check.access == Access::Subscribe && client.state != Lifetime::Online);
         if stale {
             self.forget(key);
-            return self.unknown(key);
+            return Ok(self.unknown(key));
         }
-        let Some(client) = self.sessions.get(key) else { return self.unknown(key) };
-        let Some(session) = client.policy_session else { return CheckOutcome::Defer };
+        let Some(client) = self.sessions.get(key) else { return Ok(self.unknown(key)) };
+        let Some(session) = client.policy_session else { return Ok(CheckOutcome::Defer) };
         // The broker checks a Last Will after telling us the connection closed.
         let will = client.state != Lifetime::Online;
         let Some(policy) = self.policies.get_mut(&client.tenant) else {
-            return CheckOutcome::Deny(Denial {
+            return Ok(CheckOutcome::Deny(Denial {
                 reason: ReasonCode::ServerUnavailable,
                 message: format!("no policy is loaded for tenant {}", client.tenant),
                 disconnect: false,
-            });
+            }));
         };
         let deny = |policy: &Policy, action: Action, topic: Option<&str>, d: Denial| {
             let mut e = Event::denial(&client.tenant, action, "deny", &d);
@@ -548,7 +592,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                 message: "topic is not valid UTF-8".into(),
                 disconnect: false,
             };
-            return deny(policy, Action::Publish, None, d);
+            return Ok(deny(policy, Action::Publish, None, d));
         };
         let topic = match client.prefix.as_deref() {
             None => topic,
@@ -560,12 +604,12 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                         message: format!("topic {topic} is outside the tenant's topic space {prefix}"),
                         disconnect: false,
                     };
-                    return match check.access {
+                    return Ok(match check.access {
                         // Deliveries from elsewhere are skipped quietly: they are other tenants' traffic.
                         Access::Delivery => CheckOutcome::Deny(d),
                         Access::Subscribe => deny(policy, Action::Subscribe, Some(topic), d),
                         _ => deny(policy, Action::Publish, Some(topic), d),
-                    };
+                    });
                 }
             },
         };
@@ -577,15 +621,19 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                 message: format!("unauthorized topic {topic}: monitoring messages are published by the broker only"),
                 disconnect: false,
             };
-            return deny(policy, Action::Publish, Some(topic), d);
+            return Ok(deny(policy, Action::Publish, Some(topic), d));
         }
         let (qos, retain, payload_size) = (check.qos, check.retain, check.payload_size);
-        match check.access {
+        Ok(match check.access {
             Access::Publish => match policy.authorize_publish(session, &Publish { topic, qos, retain, payload_size }) {
                 // A policy's defer on a check is taken as allow (SECURITY.md known gaps).
                 PublishDecision::Allow | PublishDecision::Defer => CheckOutcome::Allow,
-                // Only the retained flag can be acted on: the host refuses a rewrite that raises
-                // QoS, and no broker integration lowers it yet.
+                // The host refuses a rewrite that raises QoS; a broker that can lower it (and
+                // clear the retained flag, a will's too) gets the rewrite as asked.
+                PublishDecision::Rewrite(r) if lowering && (r.qos < qos || (retain && !r.retain)) => {
+                    return Err(Lower::Publish(r));
+                }
+                // Otherwise only the retained flag can be acted on.
                 PublishDecision::Rewrite(r) if retain && !r.retain && will => {
                     // A broker sends a will without the message hook that clears the flag.
                     let d = Denial {
@@ -604,6 +652,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             },
             Access::Subscribe => match policy.authorize_subscribe(session, &Subscribe { filter: topic, qos }) {
                 SubscribeDecision::Grant(granted) if granted >= qos => CheckOutcome::Allow,
+                SubscribeDecision::Grant(granted) if lowering => return Err(Lower::Subscribe(granted)),
                 SubscribeDecision::Grant(granted) => {
                     // Refuse rather than grant more than the policy allows: brokers such as
                     // Mosquitto 2.0 cannot lower the QoS a plugin grants.
@@ -626,7 +675,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                 }
             }
             Access::Unsubscribe => CheckOutcome::Allow,
-        }
+        })
     }
 
     /// The client's network connection closed: emits `disconnect`. A persistent session stays

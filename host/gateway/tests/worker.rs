@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mqtt_policy_gateway::{
-    Access, Check, CheckOutcome, ClientFacts, ClientIds, Config, ConnectOutcome, FailMode, Gateway, Hello, Monitor,
-    Restored, TenantSource, Worker,
+    Access, Adjusted, Check, CheckOutcome, ClientFacts, ClientIds, Config, ConnectOutcome, FailMode, Gateway, Hello,
+    Monitor, Restored, TenantSource, Worker,
 };
 use mqtt_policy_host::embedded::{EmbeddedCa, embed_all};
 use mqtt_policy_host::events::{Event, MemorySink};
@@ -109,6 +109,14 @@ fn connect_publish_subscribe_and_delivery_through_hub_rules() {
     // hub-rules' `retained = "override"`: stored and delivered without the flag.
     let retained = Check { retain: true, ..check(Access::Publish, "devices/d1/state", 1) };
     assert_eq!(w.check(&1, &retained), CheckOutcome::AllowRetainCleared);
+    // A broker that can apply rewrites (VerneMQ's modifiers) gets the rewrite itself; one without
+    // a downgrade to apply is answered as by `check`.
+    assert_eq!(w.check_lowering(&1, &retained), Adjusted::Lowered { qos: 1, retain: false });
+    let plain = check(Access::Publish, "devices/d1/state", 1);
+    assert_eq!(w.check_lowering(&1, &plain), Adjusted::As(CheckOutcome::Allow));
+    let who = w.admitted_as(&1).expect("admitted");
+    assert_eq!((who.tenant, who.device_id, who.expires_at_ms), ("acme", "d1", None));
+    assert!(w.admitted_as(&2).is_none());
 
     let not_utf8 = Check { topic: b"devices/d1/\xff", ..check(Access::Publish, "", 1) };
     assert_eq!(denied(w.check(&1, &not_utf8)), ReasonCode::TopicNameInvalid);

@@ -5,7 +5,11 @@
 //! It is a thin adapter on [`mqtt_policy_gateway`], like the plugin: the gateway loads and
 //! hot-reloads `TENANT.wasm` files, resolves tenants, holds sessions and applies fail-closed
 //! faults, limits and events; this crate only speaks HTTP and maps each broker's requests
-//! ([`rabbitmq`]) to the gateway's inputs and its outcomes to the broker's answers.
+//! ([`rabbitmq`], [`emqx`], [`vernemq`]) to the gateway's inputs and its outcomes to the
+//! broker's answers. Each dialect module is translation only; sessions over these stateless
+//! protocols (created at a login, keyed by (the broker's scope of client ids, client id),
+//! re-established with `resumed = true` when unknown, ended when idle or at a disconnect
+//! hook) are the pool's.
 //!
 //! - A pool of worker threads ([`Options::workers`]), each owning one
 //!   [`mqtt_policy_gateway::Worker`] (policy instances are not `Sync`), so checks run in
@@ -18,10 +22,12 @@
 //! - `/healthz` and `/metrics` (Prometheus text format, [`metrics`]).
 #![deny(missing_docs)]
 
+pub mod emqx;
 pub mod metrics;
 mod pool;
 pub mod rabbitmq;
 mod server;
+pub mod vernemq;
 
 pub use server::{DEFAULT_LISTEN, Options, Service};
 
@@ -41,10 +47,46 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The Unix socket could not be opened.
+    #[error("listening on {}: {source}", path.display())]
+    ListenUnix {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// A thread or the async runtime could not be started.
     #[error("starting the service's threads: {0}")]
     Threads(#[source] std::io::Error),
     /// The options are inconsistent.
     #[error("{0}")]
     Options(String),
+}
+
+/// A request the service cannot read; answered with a deny (4xx for RabbitMQ and VerneMQ, a 200
+/// `deny` for EMQX, which takes any other status as `ignore`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Garbage(pub String);
+
+/// The answer of a JSON dialect (EMQX, VerneMQ) to one request, with what metrics need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// Whether it allows (anything but a refusal; a rewrite or downgrade allows).
+    pub allow: bool,
+    /// The metrics kind: `connect`, `publish`, `subscribe` or `disconnect`.
+    pub kind: &'static str,
+    /// The tenant label (`*` when unknown).
+    pub tenant: String,
+    /// The JSON body.
+    pub body: serde_json::Value,
+}
+
+/// The fields of a JSON object body, for the JSON dialects.
+pub(crate) fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, Garbage> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Garbage("the body is not a JSON object".into())),
+        Err(e) => Err(Garbage(format!("the body is not JSON: {e}"))),
+    }
 }

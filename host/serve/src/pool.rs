@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mqtt_policy_gateway::{Gateway, Worker};
+use mqtt_policy_gateway::{ConnectOutcome, Gateway, Hello, Restored, Worker};
 
 /// What a broker names a client by: (its scope of client ids, e.g. a RabbitMQ virtual host;
 /// client id). Clients choose both, hence [`RandomState`] for the maps.
@@ -37,6 +37,8 @@ struct Current {
     /// When the last request about it came: brokers such as RabbitMQ never say a client
     /// disconnected, so sessions end after [`Shard::idle`] without a request.
     seen: Instant,
+    /// When it became the client's current session.
+    since: Instant,
     /// The keyed hash of the login's user name and password, and when it was accepted.
     login: Option<(u64, Instant)>,
 }
@@ -91,12 +93,58 @@ impl Shard {
     pub fn adopt(&mut self, client: Client, key: Key, login: Option<(&str, Option<&str>)>) {
         let now = Instant::now();
         let login = login.map(|l| (self.hasher.hash_one(l), now));
-        if let Some(old) = self.current.insert(client, Current { key: key.clone(), seen: now, login })
+        if let Some(old) = self.current.insert(client, Current { key: key.clone(), seen: now, since: now, login })
             && old.key != key
         {
             // Taken over by the new login: the gateway already ended it (or will, at its tick).
             self.worker.disconnect(&old.key);
         }
+    }
+
+    /// A login of `client`: a session of its own, made `client`'s current one if the policy
+    /// admits it (a refused login leaves the session already there alone).
+    pub fn login(&mut self, client: Client, hello: &Hello<'_>) -> (ConnectOutcome, Key) {
+        let key = self.fresh(&client);
+        let outcome = self.worker.connect(key.clone(), hello);
+        if matches!(outcome, ConnectOutcome::Accept { .. }) {
+            self.adopt(client, key.clone(), None);
+        }
+        (outcome, key)
+    }
+
+    /// The key of `client`'s session; one the service does not hold (it restarted, or the
+    /// client's node asked another service) is re-established from `restored` with
+    /// `resumed = true`, and kept even when refused: its checks then get the refusal, until a
+    /// login.
+    pub fn session_or_restore(&mut self, client: &Client, restored: &Restored<'_>) -> Key {
+        if let Some(key) = self.session(client) {
+            return key;
+        }
+        let key = self.fresh(client);
+        self.worker.restore(key.clone(), restored);
+        self.adopt(client.clone(), key.clone(), None);
+        key
+    }
+
+    /// Ends `client`'s session now (the broker said its client disconnected for good); whether
+    /// there was one.
+    pub fn end(&mut self, client: &Client) -> bool {
+        match self.current.remove(client) {
+            Some(c) => {
+                self.worker.end(&c.key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// As [`Shard::end`], unless `client`'s session became its current one less than `grace`
+    /// ago (a disconnect hook that may be about the connection it took over).
+    pub fn end_unless_newer(&mut self, client: &Client, grace: Duration) -> bool {
+        if self.current.get(client).is_some_and(|c| c.since.elapsed() < grace) {
+            return false;
+        }
+        self.end(client)
     }
 
     /// Ends the sessions idle for longer than `idle` (a connected one with the gateway's

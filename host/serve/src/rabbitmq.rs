@@ -126,10 +126,7 @@ pub enum Request {
     },
 }
 
-/// A request the service cannot read; answered 400 `deny`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Garbage(pub String);
+pub use crate::Garbage;
 
 /// Parses the parameters of a request to `path`: the query string and the form-encoded body
 /// together. A parameter given twice, a missing required one, or an unknown permission is
@@ -298,17 +295,8 @@ pub(crate) fn decide(shard: &mut Shard, dialect: &Dialect, request: &Request) ->
         // A defer lets RabbitMQ try its next authentication backend.
         return answer(accepted);
     }
-    let key = match shard.session(&client) {
-        Some(key) => key,
-        None => {
-            let key = shard.fresh(&client);
-            let restored = Restored { client_id, username: Some(username), protocol: Protocol::Mqtt311, tenant };
-            shard.worker.restore(key.clone(), &restored);
-            // Kept even when refused: its checks then get the refusal, until a login.
-            shard.adopt(client, key.clone(), None);
-            key
-        }
-    };
+    let restored = Restored { client_id, username: Some(username), protocol: Protocol::Mqtt311, tenant };
+    let key = shard.session_or_restore(&client, &restored);
     match request {
         Request::User { .. } => unreachable!("answered above"),
         Request::Vhost { .. } => answer(shard.worker.admitted(&key)),

@@ -350,3 +350,54 @@ fn idle_sessions_end_because_rabbitmq_never_reports_a_disconnect() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// One request over the Unix socket at `path`: the status and body (`None` if the service
+/// closed the connection without answering).
+fn unix_request(path: &std::path::Path, request: &str) -> Option<(u16, String)> {
+    let mut s = std::os::unix::net::UnixStream::connect(path).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(request.as_bytes()).ok()?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    Some((code, text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned()))
+}
+
+#[test]
+fn a_unix_socket_listener_answers_and_is_bounded_like_tcp() {
+    let sockets = TempDir::new("serve-unix");
+    let path = sockets.join("serve.sock");
+    // A socket file left by an earlier run is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let options = Options { unix: Some(path.clone()), max_connections: 2, max_body: 1024, ..Options::default() };
+    let (s, _dir) = start("serve-unix-policies", options);
+    let close = "Connection: close\r\n\r\n";
+    assert_eq!(
+        unix_request(&path, &format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{close}")),
+        Some((200, "ok\n".into()))
+    );
+    let body = login("s1");
+    let post = format!(
+        "POST /rabbitmq/user HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n{close}{body}",
+        body.len()
+    );
+    assert_eq!(unix_request(&path, &post), Some((200, "allow".into())));
+    let huge =
+        format!("POST /rabbitmq/user HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n{close}{}", "x".repeat(5000));
+    assert_eq!(unix_request(&path, &huge), Some((413, "deny".into())), "the body bound holds");
+    // The connection bound is shared with TCP: two idle connections (one per listener) hold it,
+    // the next is closed unanswered on either.
+    let idle_unix = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let idle_tcp = TcpStream::connect(s.local_addr()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(unix_request(&path, &format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{close}")), None);
+    drop((idle_unix, idle_tcp));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while unix_request(&path, &format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{close}")).is_none() {
+        assert!(Instant::now() < deadline, "the bound was released");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(s);
+    assert!(!path.exists(), "the socket is removed when the service stops");
+}
