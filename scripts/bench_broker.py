@@ -224,8 +224,8 @@ def render(args, setups, results, elapsed) -> str:
             xs = [x["delivered_per_sec"] for x in results[(setup.name, scen[0])]]
             cells.append(f"{fmt_rate(min(xs))}-{fmt_rate(max(xs))}")
         lines.append(f"| {setup.name} | " + " | ".join(cells) + " |")
-    lines += ["", "Broker CPU (user+system) per delivered message (median), from the end of the warm-up to the last "
-              "publish (so loading the policy at the first connect is left out), and the publishers' send rate:", "",
+    lines += ["", "Broker CPU (the time its threads ran) per delivered message (median), from the end of the warm-up to "
+              "the last publish (so loading the policy at the first connect is left out), and the publishers' send rate:", "",
               header, "|---|" + "---:|" * len(SCENARIOS)]
     for setup in setups:
         cells = []
