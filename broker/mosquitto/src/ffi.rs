@@ -242,6 +242,8 @@ pub struct Broker {
     pub client_keepalive: unsafe extern "C" fn(client: *const Client) -> c_int,
     /// `mosquitto_client_certificate`.
     pub client_certificate: unsafe extern "C" fn(client: *const Client) -> *mut c_void,
+    /// `mosquitto_client_protocol`: `mp_websockets` (2) for MQTT over websockets.
+    pub client_protocol: unsafe extern "C" fn(client: *const Client) -> c_int,
     /// `mosquitto_client_protocol_version`.
     pub client_protocol_version: unsafe extern "C" fn(client: *const Client) -> c_int,
     /// `mosquitto_client_username`.
@@ -298,6 +300,7 @@ impl Broker {
             client_id: get!(c"mosquitto_client_id"),
             client_keepalive: get!(c"mosquitto_client_keepalive"),
             client_certificate: get!(c"mosquitto_client_certificate"),
+            client_protocol: get!(c"mosquitto_client_protocol"),
             client_protocol_version: get!(c"mosquitto_client_protocol_version"),
             client_username: get!(c"mosquitto_client_username"),
             set_username: get!(c"mosquitto_set_username"),
@@ -353,6 +356,9 @@ pub unsafe fn str_or_none<'a>(p: *const c_char) -> Option<&'a str> {
     }
 }
 
+/// `mp_websockets` of `enum mosquitto_protocol` (`include/mosquitto_broker.h`).
+pub const MP_WEBSOCKETS: c_int = 2;
+
 /// `enum mosquitto_client_state` values (`lib/mosquitto_internal.h` of 2.0.11) that say how a
 /// connection is closing.
 pub mod state {
@@ -361,6 +367,8 @@ pub mod state {
     pub const DISCONNECTING: c_int = 2;
     /// `mosq_cs_active`: closing without a DISCONNECT (socket closed, keep-alive, protocol error).
     pub const ACTIVE: c_int = 3;
+    /// `mosq_cs_disconnect_ws`: a websockets connection closing, for whatever reason.
+    pub const DISCONNECT_WS: c_int = 6;
     /// `mosq_cs_duplicate`: taken over by a new connection with the same client id.
     pub const DUPLICATE: c_int = 17;
     /// `mosq_cs_disconnect_with_will`: DISCONNECT with reason 0x04 (send the will).

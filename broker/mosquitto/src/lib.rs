@@ -23,7 +23,9 @@ use std::ffi::{CStr, CString, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
-use mqtt_policy_gateway::{Access, Check, ClientFacts, ClientIds, ConnectOutcome, Gateway, Hello, Restored, Worker};
+use mqtt_policy_gateway::{
+    Access, Check, ClientFacts, ClientIds, ConnectOutcome, Gateway, Hello, Restored, TenantSource, Worker,
+};
 
 use ffi::{Broker, Callback, Client, EvtAclCheck, EvtBasicAuth, EvtDisconnect, EvtMessage, Opt, PluginId, err, event};
 use mapping::RetainRewrites;
@@ -37,6 +39,50 @@ struct Instance {
     /// Keyed by the client pointer, which Mosquitto keeps for the life of the connection.
     worker: Worker<usize>,
     rewrites: RetainRewrites,
+    /// Held while this instance publishes monitoring messages in the broker's unprefixed topics.
+    _monitoring_space: Option<UnprefixedMonitoring>,
+}
+
+/// The tenant whose monitoring messages use the broker's topics without a prefix, and how many
+/// plugin instances (listeners) publish them: Mosquitto has one topic space, so with
+/// `per_listener_settings true` two listeners of different tenants, both with `monitoring ibm`
+/// and no `tenant_prefix`, would write each other's devices' retained status.
+static UNPREFIXED_MONITORING: std::sync::Mutex<Option<(String, usize)>> = std::sync::Mutex::new(None);
+
+/// A claim on [`UNPREFIXED_MONITORING`], given back when the instance is unloaded.
+struct UnprefixedMonitoring;
+
+impl UnprefixedMonitoring {
+    fn claim(tenant: &str) -> Result<UnprefixedMonitoring, String> {
+        let mut held = UNPREFIXED_MONITORING.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *held {
+            Some((other, _)) if other != tenant => Err(format!(
+                "plugin_opt_monitoring ibm: tenant {tenant} would publish its monitoring messages in the same \
+                 topics as tenant {other} (another listener, no plugin_opt_tenant_prefix), and each could \
+                 overwrite the other's device status: give these listeners plugin_opt_tenant_prefix"
+            )),
+            Some((_, n)) => {
+                *n += 1;
+                Ok(UnprefixedMonitoring)
+            }
+            None => {
+                *held = Some((tenant.to_owned(), 1));
+                Ok(UnprefixedMonitoring)
+            }
+        }
+    }
+}
+
+impl Drop for UnprefixedMonitoring {
+    fn drop(&mut self) {
+        let mut held = UNPREFIXED_MONITORING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, n)) = &mut *held {
+            *n -= 1;
+            if *n == 0 {
+                *held = None;
+            }
+        }
+    }
 }
 
 const CALLBACKS: &[(c_int, Callback)] = &[
@@ -138,6 +184,22 @@ unsafe fn init(broker: Broker, id: *mut PluginId, options: *mut Opt, count: c_in
         }
     }
     let config = config::parse(pairs).map_err(|e| e.to_string())?;
+    // Several tenants on one listener need a prefix already (config::parse); this is about
+    // fixed tenants on several listeners.
+    let monitoring_space = match &config.tenant {
+        TenantSource::Fixed(tenant) if config.monitoring && config.tenant_prefix.is_none() => {
+            Some(UnprefixedMonitoring::claim(tenant)?)
+        }
+        _ => None,
+    };
+    if config.monitoring && config.monitoring_state.is_none() {
+        broker.log(
+            ffi::log::WARNING,
+            "plugin_opt_monitoring ibm without plugin_opt_monitoring_state: Mosquitto reports no \
+             disconnects when it stops, so devices connected then keep a retained Connect status until \
+             they connect again; set plugin_opt_monitoring_state FILE for the Disconnect (93) at the next start",
+        );
+    }
     if !config.policy_dir.is_dir() {
         broker.log(
             ffi::log::WARNING,
@@ -164,6 +226,7 @@ unsafe fn init(broker: Broker, id: *mut PluginId, options: *mut Opt, count: c_in
         id,
         worker: Worker::sharing(gateway, process_client_ids()),
         rewrites: RetainRewrites::default(),
+        _monitoring_space: monitoring_space,
     }))
 }
 
@@ -229,6 +292,7 @@ unsafe extern "C" fn on_basic_auth(_event: c_int, data: *mut c_void, userdata: *
             protocol: mapping::protocol_of(unsafe { (b.client_protocol_version)(client) }),
             certificate: unsafe { b.certificate_der(client) },
             peer,
+            websockets: unsafe { (b.client_protocol)(client) } == ffi::MP_WEBSOCKETS,
             // The listener's port, from the client's socket (see `Broker::internals`); only
             // monitoring messages report it, so nothing is read from the broker's struct otherwise.
             port: if inst.worker.gateway().config().monitoring {

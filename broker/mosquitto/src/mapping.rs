@@ -41,12 +41,18 @@ pub fn broker_close(
     peer_closed: impl FnOnce(c_int) -> bool,
 ) -> BrokerClose {
     let Some(i) = internals else { return BrokerClose::Unknown };
+    // A time of the last packet outside [0, now] means the layout guess read something else:
+    // nothing is concluded from it.
+    let silent_too_long = (0..=now_s).contains(&i.last_msg_in)
+        && keepalive > 0
+        && now_s - i.last_msg_in > i64::from(keepalive) * 3 / 2;
     match i.state {
         state::DISCONNECTING | state::DISCONNECT_WITH_WILL => BrokerClose::Normal,
         state::DUPLICATE => BrokerClose::Takeover,
-        state::ACTIVE if keepalive > 0 && now_s - i.last_msg_in > i64::from(keepalive) * 3 / 2 => {
-            BrokerClose::KeepAlive
-        }
+        // Websockets connections close through this state whatever the cause: only the
+        // keep-alive test tells something.
+        state::ACTIVE | state::DISCONNECT_WS if silent_too_long => BrokerClose::KeepAlive,
+        state::ACTIVE if !(0..=now_s).contains(&i.last_msg_in) => BrokerClose::Unknown,
         state::ACTIVE => match i.sock {
             Some(fd) if !peer_closed(fd) => BrokerClose::ServerClosed,
             _ => BrokerClose::ClientClosed,
@@ -150,6 +156,17 @@ mod tests {
         assert_eq!(check_rc(Access::Publish, &d), err::UNKNOWN);
         assert_eq!(check_rc(Access::Publish, &CheckOutcome::Defer), err::PLUGIN_DEFER);
         assert_eq!(check_rc(Access::Publish, &CheckOutcome::AllowRetainCleared), err::SUCCESS);
+    }
+
+    #[test]
+    fn websockets_closings_and_implausible_times() {
+        let i = |state, last_msg_in| Some(Internals { state, last_msg_in, sock: Some(7) });
+        let open = |_| false;
+        assert_eq!(broker_close(i(state::DISCONNECT_WS, 100), 10, 120, open), BrokerClose::KeepAlive);
+        assert_eq!(broker_close(i(state::DISCONNECT_WS, 115), 10, 120, open), BrokerClose::Unknown);
+        // A last-packet time in the future or before the epoch is not believed.
+        assert_eq!(broker_close(i(state::ACTIVE, 500), 10, 120, open), BrokerClose::Unknown);
+        assert_eq!(broker_close(i(state::ACTIVE, -5), 10, 120, open), BrokerClose::Unknown);
     }
 
     #[test]

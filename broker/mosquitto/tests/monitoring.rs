@@ -363,3 +363,23 @@ fn reconnecting_never_multiplies_monitoring_messages() {
     assert_eq!(got.len(), 3 * CYCLES, "nothing else: {:?}", got.iter().map(|m| &m.0).collect::<Vec<_>>());
     assert!(b.events().iter().all(|e| !(field(e, "action") == "delivery" && field(e, "topic").ends_with("/mon"))));
 }
+
+#[test]
+fn two_tenants_on_separate_listeners_cannot_share_unprefixed_monitoring_topics() {
+    // The README's layout: one fixed tenant per listener. Without prefixes both tenants' status
+    // messages would land on the same `iot-2/...` topics, so the second listener is refused.
+    let policy = support::hub_policy(&rules(), &[]);
+    let refused = Broker::start_per_listener(
+        "mon-shared",
+        &[("acme", policy.clone()), ("globex", policy.clone())],
+        "plugin_opt_monitoring ibm\n",
+    );
+    let err = format!("{:#}", refused.err().expect("a shared monitoring topic space must be refused"));
+    assert!(err.contains("tenant globex would publish its monitoring messages in the same topics as tenant acme"), "{err}");
+    // With a prefix each, both start; one tenant on two listeners shares its own topics.
+    let prefixed = "plugin_opt_monitoring ibm\nplugin_opt_tenant_prefix {tenant}/\n";
+    let b = Broker::start_per_listener("mon-prefixed", &[("acme", policy.clone()), ("globex", policy.clone())], prefixed);
+    assert!(b.is_ok(), "{:#}", b.err().unwrap());
+    let same = Broker::start_per_listener("mon-same", &[("acme", policy.clone()), ("acme", policy)], "plugin_opt_monitoring ibm\n");
+    assert!(same.is_ok(), "{:#}", same.err().unwrap());
+}

@@ -163,12 +163,15 @@ pub fn topic_of(subject: &MonitorSubject, prefix: Option<&str>) -> String {
 
 pub use crate::config::is_monitoring_topic;
 
-/// IBM's protocol name (no `-ws`: see the README for what Mosquitto tells a plugin).
-pub fn protocol_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Mqtt31 => "mqtt3",
-        Protocol::Mqtt311 => "mqtt4",
-        Protocol::Mqtt5 => "mqtt5",
+/// IBM's protocol name: `mqtt3`, `mqtt4` or `mqtt5`, with `-ws` over websockets.
+pub fn protocol_name(p: Protocol, websockets: bool) -> &'static str {
+    match (p, websockets) {
+        (Protocol::Mqtt31, false) => "mqtt3",
+        (Protocol::Mqtt311, false) => "mqtt4",
+        (Protocol::Mqtt5, false) => "mqtt5",
+        (Protocol::Mqtt31, true) => "mqtt3-ws",
+        (Protocol::Mqtt311, true) => "mqtt4-ws",
+        (Protocol::Mqtt5, true) => "mqtt5-ws",
     }
 }
 
@@ -206,7 +209,7 @@ pub struct Facts {
     pub port: u16,
     /// Whether the connection presented a client certificate over TLS.
     pub secure: bool,
-    /// `mqtt3`, `mqtt4` or `mqtt5`.
+    /// `mqtt3`, `mqtt4` or `mqtt5`, with `-ws` over websockets.
     pub protocol: &'static str,
     /// The user name it sent.
     pub user: Option<String>,
@@ -272,15 +275,20 @@ pub fn message(
     traffic: Option<Traffic>,
 ) -> String {
     let closing = closing.filter(|c| c.code != 0);
+    // A refused client chose these freely (up to 64 KiB each), and every application watching
+    // would receive them at the FailedConnect rate.
+    let failed = action == "FailedConnect";
+    let bounded = |s: &'_ str| -> String { if failed { clip(s, MAX_FAILED_FIELD).to_owned() } else { s.to_owned() } };
+    let (client_id, user) = (bounded(&facts.client_id), facts.user.as_deref().map(bounded));
     let json = Json {
         action,
         time: iso_time(now_ms),
         client_addr: &facts.client_addr,
-        client_id: &facts.client_id,
+        client_id: &client_id,
         port: facts.port,
         secure: facts.secure,
         protocol: facts.protocol,
-        user: facts.user.as_deref(),
+        user: user.as_deref(),
         certname: facts.certname.as_deref(),
         connect_time: facts.connect_ms.map(iso_time),
         close_code: closing.map(|c| c.code),
@@ -291,6 +299,21 @@ pub fn message(
         write_msg: traffic.map(|t| t.write_msgs),
     };
     serde_json::to_string(&json).expect("plain data serializes")
+}
+
+/// Longest `ClientID` and `User` of a `FailedConnect`, in bytes.
+pub const MAX_FAILED_FIELD: usize = 256;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The gateway's monitoring: where messages go, the state file, the `FailedConnect` budget.
@@ -361,7 +384,13 @@ impl Monitoring {
                 topics.sort();
                 for (topic, connect) in topics {
                     if let Some(payload) = recovered(&connect, now) {
-                        queue.push_message(MonitorMessage { topic, payload, retain: true });
+                        // An application's Disconnect is not retained, and its retained
+                        // Connect is cleared, as when it leaves while the broker runs.
+                        let app = is_application_topic(&topic);
+                        queue.push_message(MonitorMessage { topic: topic.clone(), payload, retain: !app });
+                        if app {
+                            queue.push_message(MonitorMessage { topic, payload: String::new(), retain: true });
+                        }
                     }
                 }
                 std::fs::write(path, "")?;
@@ -421,6 +450,16 @@ impl Monitoring {
         }
         self.queue.push_message(MonitorMessage { topic, payload, retain: false });
     }
+}
+
+/// Whether a monitoring topic is an application's (`…iot-2/app/{app}/mon`, one level for the
+/// id) rather than a device's (`…iot-2/type/{type}/id/{id}/mon`).
+fn is_application_topic(topic: &str) -> bool {
+    let mut levels = topic.rsplit('/');
+    matches!(
+        (levels.next(), levels.next(), levels.next(), levels.next()),
+        (Some("mon"), Some(_), Some("app"), Some("iot-2"))
+    )
 }
 
 /// The recovery `Disconnect` (93) for a stored `Connect`: its facts, the time now, counters 0
@@ -509,6 +548,19 @@ mod tests {
         assert_eq!(out.len(), 1, "only b was still connected");
         assert_eq!((out[0].topic.as_str(), out[0].retain), ("b/mon", true));
         assert!(out[0].payload.contains("\"CloseCode\":93"), "{}", out[0].payload);
+        // An application still connected at the stop: a Disconnect that is not retained, and
+        // its retained Connect cleared.
+        let app = "t/iot-2/app/dash/mon";
+        m.connect(app.into(), r#"{"Action":"Connect","ClientID":"a:t:dash"}"#.into(), true);
+        q.drain();
+        drop(m);
+        let m = Monitoring::start(q.clone(), Some(&path)).unwrap();
+        let out = q.drain();
+        let got: Vec<(&str, bool, bool)> =
+            out.iter().map(|m| (m.topic.as_str(), m.retain, m.payload.contains("\"CloseCode\":93"))).collect();
+        assert_eq!(got, [(app, false, true), (app, true, false)], "{out:?}");
+        assert!(out[1].payload.is_empty());
+        assert!(!is_application_topic("t/iot-2/type/app/id/x/mon"), "a device of type app");
         drop(m);
         let m = Monitoring::start(q.clone(), Some(&path)).unwrap();
         assert!(q.drain().is_empty(), "recovered once");
@@ -521,6 +573,30 @@ mod tests {
         let lines = std::fs::read_to_string(&path).unwrap().lines().count();
         assert!(lines <= MAX_STATE_LINES, "{lines} lines");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failed_connects_client_id_and_user_name_are_cut() {
+        let long = "é".repeat(40_000);
+        let facts = Facts {
+            client_addr: "127.0.0.1".into(),
+            client_id: long.clone(),
+            port: 1883,
+            secure: false,
+            protocol: "mqtt4",
+            user: Some(long.clone()),
+            certname: None,
+            connect_ms: None,
+        };
+        let failed: serde_json::Value =
+            serde_json::from_str(&message("FailedConnect", 0, &facts, Some(&Closing::code(180)), None)).unwrap();
+        for field in ["ClientID", "User"] {
+            let v = failed[field].as_str().unwrap();
+            assert!(v.len() <= MAX_FAILED_FIELD && v.len() >= MAX_FAILED_FIELD - 1, "{field}: {} bytes", v.len());
+            assert!(long.starts_with(v));
+        }
+        let connect: serde_json::Value = serde_json::from_str(&message("Connect", 0, &facts, None, None)).unwrap();
+        assert_eq!(connect["ClientID"].as_str().map(str::len), Some(long.len()), "an admitted client's id is whole");
     }
 
     #[test]

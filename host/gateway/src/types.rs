@@ -21,6 +21,8 @@ pub struct Hello<'a> {
     pub certificate: Option<Vec<u8>>,
     /// Peer address.
     pub peer: &'a str,
+    /// Whether the client speaks MQTT over websockets (monitoring messages' `-ws` protocols).
+    pub websockets: bool,
     /// The broker's port the client connected to, if the broker says (monitoring messages'
     /// `Port`).
     pub port: Option<u16>,
@@ -42,6 +44,7 @@ impl<'a> Hello<'a> {
             protocol: Protocol::Mqtt5,
             certificate: None,
             peer: "",
+            websockets: false,
             port: None,
             tenant: None,
         }

@@ -351,7 +351,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             client_id: hello.client_id.to_owned(),
             port: hello.port.unwrap_or(0),
             secure: certificate.is_some(),
-            protocol: monitoring::protocol_name(hello.protocol),
+            protocol: monitoring::protocol_name(hello.protocol, hello.websockets),
             user: hello.username.map(str::to_owned),
             certname: certificate.as_ref().and_then(|c| c.subject_cn.clone()),
             connect_ms: None,
