@@ -12,6 +12,17 @@ use clap::{Args, Parser, Subcommand};
 use mqtt_policy_host::events::MemorySink;
 use mqtt_policy_host::{Engine, Limits, PolicyModule, Tenant, WORLD};
 
+/// Writes one line to stdout. A closed stdout (`mqtt-policy build ... | head -1`) is not an
+/// error: what the command did (writing a policy) is done, and the rest of the report has no
+/// reader; Rust ignores SIGPIPE, so the write fails with EPIPE, which `println!` would turn
+/// into a panic (exit 101).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(name = "mqtt-policy", version, about = "WebAssembly policies for MQTT brokers")]
 struct Cli {
@@ -21,9 +32,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compile a hub rules document into a self-contained policy file for one tenant.
+    /// Embed settings into a policy: one self-contained policy file for one tenant (a hub rules
+    /// document into the built-in hub-rules policy, or any settings into `--policy`).
     Build {
-        /// The rules document (TOML, see README).
+        /// The settings: a hub rules document (TOML, see README), or the settings of `--policy`.
         rules: PathBuf,
         /// Where to write the policy.
         #[arg(short, long)]
@@ -279,7 +291,13 @@ fn load(args: &PolicyArgs) -> Result<PolicyModule, BadInput> {
         ..Limits::default()
     };
     let engine = Engine::new(limits)?;
-    Ok(engine.load_file(&args.policy, settings.as_deref())?)
+    engine.load_file(&args.policy, settings.as_deref()).map_err(|e| match (e, &args.settings) {
+        // The settings file is at fault, not the policy: name it first.
+        (mqtt_policy_host::Error::InvalidSettings { message, .. }, Some(path)) => {
+            BadInput(format!("{}: invalid settings for {}: {message}", path.display(), args.policy.display()))
+        }
+        (e, _) => e.into(),
+    })
 }
 
 fn build(rules: &Path, output: &Path, policy: Option<&Path>, memory_mib: usize) -> Result<ExitCode, BadInput> {
@@ -292,9 +310,9 @@ fn build(rules: &Path, output: &Path, policy: Option<&Path>, memory_mib: usize) 
         if e.contains("memory limit") { BadInput(format!("{e} (raise it with --memory-mib)")) } else { BadInput(e) }
     })?;
     compile::write_atomically(output, &bytes).map_err(BadInput)?;
-    println!("built {} from {}", output.display(), rules.display());
-    println!("size:     {} bytes", bytes.len());
-    println!("digest:   sha256:{}", module.digest());
+    out!("built {} from {}", output.display(), rules.display());
+    out!("size:     {} bytes", bytes.len());
+    out!("digest:   sha256:{}", module.digest());
     print_settings(&module);
     Ok(ExitCode::SUCCESS)
 }
@@ -328,7 +346,7 @@ fn hash(iterations: u32) -> Result<ExitCode, BadInput> {
     }
     let mut salt = [0u8; 16];
     getrandom::getrandom(&mut salt).map_err(|e| format!("random salt: {e}"))?;
-    println!("{}", hub_rules::credentials::hash_secret(secret.as_bytes(), &salt, iterations)?);
+    out!("{}", hub_rules::credentials::hash_secret(secret.as_bytes(), &salt, iterations)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -339,23 +357,23 @@ fn check(args: &PolicyArgs, broker: Option<BrokerArg>) -> Result<ExitCode, BadIn
         None if module.settings().is_empty() => "none".to_owned(),
         None => "embedded".to_owned(),
     };
-    println!("policy:   {}", args.policy.display());
-    println!("world:    {WORLD}");
-    println!("size:     {} bytes", module.size());
-    println!("digest:   sha256:{}", module.digest());
-    println!("settings: {source}, {} bytes, accepted by the policy", module.settings().len());
+    out!("policy:   {}", args.policy.display());
+    out!("world:    {WORLD}");
+    out!("size:     {} bytes", module.size());
+    out!("digest:   sha256:{}", module.digest());
+    out!("settings: {source}, {} bytes, accepted by the policy", module.settings().len());
     print_settings(&module);
     for warning in compile::warnings(module.settings()) {
-        println!("warning:  {warning}");
+        out!("warning:  {warning}");
     }
     let broker = broker.map(|b| match b {
         BrokerArg::Mosquitto => compile::Broker::Mosquitto,
         BrokerArg::Rabbitmq => compile::Broker::Rabbitmq,
     });
     for warning in broker.map(|b| compile::broker_warnings(module.settings(), b)).unwrap_or_default() {
-        println!("warning:  {warning}");
+        out!("warning:  {warning}");
     }
-    println!(
+    out!(
         "limits:   {:?} per check, {} MiB memory",
         module.engine().limits().deadline,
         module.engine().limits().memory >> 20
@@ -366,21 +384,21 @@ fn check(args: &PolicyArgs, broker: Option<BrokerArg>) -> Result<ExitCode, BadIn
 /// The settings as a summary of their TOML (or their first lines), then the embedded CAs.
 fn print_settings(module: &PolicyModule) {
     match compile::summary(module.settings()).filter(|s| !s.is_empty()) {
-        Some(lines) => lines.iter().for_each(|l| println!("rules:    {l}")),
+        Some(lines) => lines.iter().for_each(|l| out!("settings: {l}")),
         None => {
             let lines: Vec<String> =
                 module.settings().lines().filter(|l| !l.trim().is_empty()).map(compile::redact_line).collect();
-            lines.iter().take(20).for_each(|l| println!("  | {l}"));
+            lines.iter().take(20).for_each(|l| out!("  | {l}"));
             if lines.len() > 20 {
-                println!("  | ... ({} more lines)", lines.len() - 20);
+                out!("  | ... ({} more lines)", lines.len() - 20);
             }
         }
     }
     for line in compile::credentials(module.settings()) {
-        println!("proofs:   {line}");
+        out!("proofs:   {line}");
     }
     for ca in module.tenant_cas() {
-        println!("ca:       {}", ca.name());
+        out!("ca:       {}", ca.name());
     }
 }
 
@@ -403,7 +421,7 @@ fn eval(args: &EvalArgs) -> Result<ExitCode, BadInput> {
         connect.certificate = Some(read_certificate(&module, path)?);
     }
     let (outcome, session) = run::run_connect(&mut policy, &connect);
-    println!("connect {:<40} -> {outcome}", args.client_id);
+    out!("connect {:<40} -> {outcome}", args.client_id);
     if let Some(s) = session {
         let body = |topic: &str| cases::PublishSpec {
             topic: topic.to_owned(),
@@ -412,18 +430,18 @@ fn eval(args: &EvalArgs) -> Result<ExitCode, BadInput> {
             payload_size: args.payload_size,
         };
         if let Some(t) = &args.publish {
-            println!("publish {t:<40} -> {}", run::run_publish(&mut policy, s, &body(t)));
+            out!("publish {t:<40} -> {}", run::run_publish(&mut policy, s, &body(t)));
         }
         if let Some(f) = &args.subscribe {
             let sub = cases::SubscribeSpec { filter: f.clone(), qos: args.qos };
-            println!("subscribe {f:<38} -> {}", run::run_subscribe(&mut policy, s, &sub));
+            out!("subscribe {f:<38} -> {}", run::run_subscribe(&mut policy, s, &sub));
         }
         if let Some(t) = &args.deliver {
-            println!("deliver {t:<40} -> {}", run::run_delivery(&mut policy, s, &body(t)));
+            out!("deliver {t:<40} -> {}", run::run_delivery(&mut policy, s, &body(t)));
         }
     }
     for event in events.take() {
-        println!("event   {}", event.to_json());
+        out!("event   {}", event.to_json());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -442,27 +460,27 @@ fn read_certificate(module: &PolicyModule, path: &Path) -> Result<mqtt_policy_ho
 }
 
 fn test(args: &PolicyArgs, cases_path: &Path, verbose: bool) -> Result<ExitCode, BadInput> {
-    let file = cases::CasesFile::load(cases_path).map_err(BadInput)?;
+    let file = cases::load(cases_path).map_err(BadInput)?;
     let module = load(args)?;
     let mut policy = module.instantiate(Tenant::new(&file.tenant));
     let width = file.cases.iter().map(|c| c.name.chars().count()).max().unwrap_or(0).min(60);
     let (mut passed, mut failed) = (0, 0);
-    println!("{} against {} ({} cases)", args.policy.display(), cases_path.display(), file.cases.len());
+    out!("{} against {} ({} cases)", args.policy.display(), cases_path.display(), file.cases.len());
     for case in &file.cases {
         let outcome = run::run_case(&mut policy, &file.tenant, case);
         if outcome.problems.is_empty() {
             passed += 1;
             if verbose {
-                println!("  PASS  {:<width$}  {:<9} -> {}", case.name, case.action(), outcome.actual);
+                out!("  PASS  {:<width$}  {:<9} -> {}", case.name, case.action(), outcome.actual);
             }
         } else {
             failed += 1;
-            println!("  FAIL  {:<width$}  {:<9} -> {}", case.name, case.action(), outcome.actual);
+            out!("  FAIL  {:<width$}  {:<9} -> {}", case.name, case.action(), outcome.actual);
             for p in &outcome.problems {
-                println!("        {:<width$}  {p}", "");
+                out!("        {:<width$}  {p}", "");
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    out!("{passed} passed, {failed} failed");
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -134,7 +134,9 @@ fn bad_input_exits_2_with_one_line_naming_the_problem() {
 
     let o = run(&["check", guest_artifacts::HELLO, "--settings", typo.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).contains("invalid settings: line 1"), "{}", text(&o));
+    // The settings file is named first: it is what to fix.
+    let want = format!("error: {}: invalid settings for {}: line 1", typo.display(), guest_artifacts::HELLO);
+    assert!(text(&o).contains(&want), "{}", text(&o));
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -145,7 +147,7 @@ fn check_describes_the_policy() {
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("world:    mqtt-policy:policy@0.2.0"), "{out}");
     assert!(out.contains("digest:   sha256:"), "{out}");
-    assert!(out.contains("rules:    max-payload = 4096"), "{out}");
+    assert!(out.contains("settings: max-payload = 4096"), "{out}");
 }
 
 #[test]
