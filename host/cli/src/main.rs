@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 success (all cases pass), 1 a case failed, 2 bad input.
 
-use mqtt_policy_cli::{cases, compile, run};
+use mqtt_policy_cli::{cases, compile, new, run};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -58,6 +58,19 @@ enum Command {
     },
     /// Ask a policy for decisions on one connect and, optionally, one check; explain them.
     Eval(EvalArgs),
+    /// Create a policy crate NAME (typed settings, rules with native tests, a cases file, a
+    /// README) that builds on its own with `cargo build --offline --target wasm32-wasip2 --profile wasm`.
+    New {
+        /// The policy's (cargo package) name.
+        name: String,
+        /// Directory to create (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The SDK (`mqtt-policy-guest`) directory the crate depends on (default: the one this
+        /// command was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Hash a secret (a device token, an API key's token, a password) for the rules document.
     /// The secret is read from stdin, or prompted for on a terminal; never from the command line.
     Hash {
@@ -222,6 +235,7 @@ fn main() -> ExitCode {
         Command::Check { policy, broker } => check(&policy, broker),
         Command::Eval(args) => eval(&args),
         Command::Hash { iterations } => hash(iterations),
+        Command::New { name, dir, sdk } => new_policy(&name, dir, sdk),
         Command::Serve(args) => serve(&args),
         Command::Test { policy, cases, verbose } => test(&policy, &cases, verbose),
     };
@@ -232,6 +246,20 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn new_policy(name: &str, dir: Option<PathBuf>, sdk: Option<PathBuf>) -> Result<ExitCode, BadInput> {
+    let dir = dir.unwrap_or_else(|| new::default_dir(name));
+    let sdk = sdk.unwrap_or_else(|| PathBuf::from(new::DEFAULT_SDK));
+    let artifact = new::generate(name, &dir, &sdk).map_err(BadInput)?;
+    let d = dir.display();
+    out!("created {d}: policy {name}");
+    out!("  cd {d}");
+    out!("  cargo test --offline                                          # rules and cases.toml, natively");
+    out!("  cargo build --offline --target wasm32-wasip2 --profile wasm  # target/wasm32-wasip2/wasm/{artifact}.wasm");
+    out!("  mqtt-policy test target/wasm32-wasip2/wasm/{artifact}.wasm cases.toml --settings settings.toml");
+    out!("  mqtt-policy build settings.toml --policy target/wasm32-wasip2/wasm/{artifact}.wasm -o acme.wasm");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(args: &ServeArgs) -> Result<ExitCode, BadInput> {
