@@ -178,13 +178,17 @@ pub enum Broker {
     Mosquitto,
     /// RabbitMQ 3.10 through `mqtt-policy serve` (`rabbitmq_auth_backend_http`).
     Rabbitmq,
+    /// EMQX 5 (HTTP authentication and authorization).
+    Emqx,
+    /// VerneMQ (webhooks).
+    Vernemq,
 }
 
 /// Warnings `check --broker` prints: every rule of a hub rules document that `broker` cannot
 /// enforce, so an operator does not believe it holds (README, "Clusters (RabbitMQ)").
 pub fn broker_warnings(settings: &str, broker: Broker) -> Vec<String> {
     let Ok(doc) = settings.parse::<toml::Table>() else { return Vec::new() };
-    if broker == Broker::Mosquitto {
+    if broker != Broker::Rabbitmq {
         return Vec::new();
     }
     let hub = doc.get("hub").and_then(|h| h.as_table());

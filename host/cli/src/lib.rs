@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod cases;
+pub mod client_view;
 pub mod compile;
 pub mod new;
 pub mod run;

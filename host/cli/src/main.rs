@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success (all cases pass), 1 a case failed, 2 bad input.
 
+use mqtt_policy_cli::client_view::{self, Asked};
 use mqtt_policy_cli::{cases, compile, new, run};
 
 use std::path::{Path, PathBuf};
@@ -91,6 +92,11 @@ enum Command {
         /// Print every case, not only failures.
         #[arg(short, long)]
         verbose: bool,
+        /// Also show what this broker's client sees for each decision, compare it with the
+        /// cases' `client-sees`, and flag decisions the broker cannot carry out (default: the
+        /// cases file's `broker`, else none).
+        #[arg(long, value_enum)]
+        broker: Option<BrokerArg>,
     },
 }
 
@@ -114,13 +120,31 @@ fn default_memory_mib() -> usize {
     Limits::default().memory >> 20
 }
 
-/// The brokers `check --broker` knows.
+/// The brokers `check`, `eval` and `test` know.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BrokerArg {
     /// Mosquitto 2.0 with the plugin.
     Mosquitto,
     /// RabbitMQ 3.10 through `mqtt-policy serve`.
     Rabbitmq,
+    /// EMQX 5 (HTTP authentication and authorization; as documented, not tested here).
+    Emqx,
+    /// VerneMQ (webhooks; as documented, not tested here).
+    Vernemq,
+    /// No broker: the policy's decision only.
+    None,
+}
+
+impl BrokerArg {
+    fn broker(self) -> Option<compile::Broker> {
+        match self {
+            BrokerArg::Mosquitto => Some(compile::Broker::Mosquitto),
+            BrokerArg::Rabbitmq => Some(compile::Broker::Rabbitmq),
+            BrokerArg::Emqx => Some(compile::Broker::Emqx),
+            BrokerArg::Vernemq => Some(compile::Broker::Vernemq),
+            BrokerArg::None => None,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -217,6 +241,9 @@ struct EvalArgs {
     /// Payload size in bytes.
     #[arg(long, default_value_t = 0)]
     payload_size: u32,
+    /// Also show what this broker's client sees, and flag what it cannot carry out.
+    #[arg(long, value_enum, default_value = "none")]
+    broker: BrokerArg,
 }
 
 /// A failure that is the user's input, not the policy's verdict: exit code 2.
@@ -237,7 +264,7 @@ fn main() -> ExitCode {
         Command::Hash { iterations } => hash(iterations),
         Command::New { name, dir, sdk } => new_policy(&name, dir, sdk),
         Command::Serve(args) => serve(&args),
-        Command::Test { policy, cases, verbose } => test(&policy, &cases, verbose),
+        Command::Test { policy, cases, verbose, broker } => test(&policy, &cases, verbose, broker),
     };
     match result {
         Ok(code) => code,
@@ -394,10 +421,7 @@ fn check(args: &PolicyArgs, broker: Option<BrokerArg>) -> Result<ExitCode, BadIn
     for warning in compile::warnings(module.settings()) {
         out!("warning:  {warning}");
     }
-    let broker = broker.map(|b| match b {
-        BrokerArg::Mosquitto => compile::Broker::Mosquitto,
-        BrokerArg::Rabbitmq => compile::Broker::Rabbitmq,
-    });
+    let broker = broker.and_then(BrokerArg::broker);
     for warning in broker.map(|b| compile::broker_warnings(module.settings(), b)).unwrap_or_default() {
         out!("warning:  {warning}");
     }
@@ -448,8 +472,20 @@ fn eval(args: &EvalArgs) -> Result<ExitCode, BadInput> {
     if let Some(path) = &args.cert {
         connect.certificate = Some(read_certificate(&module, path)?);
     }
+    let broker = args.broker.broker();
+    let protocol = cases::protocol(args.protocol);
+    let sees = |action: &'static str, outcome: &run::Outcome| {
+        let Some(b) = broker else { return };
+        let asked = Asked { action, protocol, qos: args.qos, retain: args.retain };
+        let seen = client_view::client_sees(b, &asked, outcome);
+        out!("          {} client sees: {}", b.name(), seen.client);
+        for flag in seen.flags {
+            out!("          warning: {flag}");
+        }
+    };
     let (outcome, session) = run::run_connect(&mut policy, &connect);
     out!("connect {:<40} -> {outcome}", args.client_id);
+    sees("connect", &outcome);
     if let Some(s) = session {
         let body = |topic: &str| cases::PublishSpec {
             topic: topic.to_owned(),
@@ -458,14 +494,20 @@ fn eval(args: &EvalArgs) -> Result<ExitCode, BadInput> {
             payload_size: args.payload_size,
         };
         if let Some(t) = &args.publish {
-            out!("publish {t:<40} -> {}", run::run_publish(&mut policy, s, &body(t)));
+            let o = run::run_publish(&mut policy, s, &body(t));
+            out!("publish {t:<40} -> {o}");
+            sees("publish", &o);
         }
         if let Some(f) = &args.subscribe {
             let sub = cases::SubscribeSpec { filter: f.clone(), qos: args.qos };
-            out!("subscribe {f:<38} -> {}", run::run_subscribe(&mut policy, s, &sub));
+            let o = run::run_subscribe(&mut policy, s, &sub);
+            out!("subscribe {f:<38} -> {o}");
+            sees("subscribe", &o);
         }
         if let Some(t) = &args.deliver {
-            out!("deliver {t:<40} -> {}", run::run_delivery(&mut policy, s, &body(t)));
+            let o = run::run_delivery(&mut policy, s, &body(t));
+            out!("deliver {t:<40} -> {o}");
+            sees("deliver", &o);
         }
     }
     for event in events.take() {
@@ -487,28 +529,74 @@ fn read_certificate(module: &PolicyModule, path: &Path) -> Result<mqtt_policy_ho
     Ok(module.verify_certificate(&der).map_err(|e| format!("{}: {e}", path.display()))?)
 }
 
-fn test(args: &PolicyArgs, cases_path: &Path, verbose: bool) -> Result<ExitCode, BadInput> {
+fn test(args: &PolicyArgs, cases_path: &Path, verbose: bool, broker: Option<BrokerArg>) -> Result<ExitCode, BadInput> {
     let file = cases::load(cases_path).map_err(BadInput)?;
+    let broker = match broker {
+        Some(b) => b.broker(),
+        None => match &file.broker {
+            Some(name) => compile::Broker::parse(name).map_err(|e| format!("{}: broker: {e}", cases_path.display()))?,
+            None => None,
+        },
+    };
     let module = load(args)?;
     let mut policy = module.instantiate(Tenant::new(&file.tenant));
     let width = file.cases.iter().map(|c| c.name.chars().count()).max().unwrap_or(0).min(60);
     let (mut passed, mut failed) = (0, 0);
-    out!("{} against {} ({} cases)", args.policy.display(), cases_path.display(), file.cases.len());
+    let against = broker.map(|b| format!(", as a {} client sees it", b.name())).unwrap_or_default();
+    out!("{} against {} ({} cases{against})", args.policy.display(), cases_path.display(), file.cases.len());
     for case in &file.cases {
-        let outcome = run::run_case(&mut policy, &file.tenant, case);
-        if outcome.problems.is_empty() {
-            passed += 1;
-            if verbose {
-                out!("  PASS  {:<width$}  {:<9} -> {}", case.name, case.action(), outcome.actual);
-            }
-        } else {
+        let mut outcome = run::run_case(&mut policy, &file.tenant, case);
+        let seen = broker.map(|b| (b, client_view::client_sees(b, &asked(case, &outcome.actual), &outcome.actual)));
+        match (&case.client_sees, &seen) {
+            (Some(want), Some((b, seen))) if !seen.client.starts_with(want.as_str()) => outcome.problems.push(format!(
+                "expected the client to see {want}, a {} client sees {}",
+                b.name(),
+                seen.client
+            )),
+            (Some(want), None) => outcome
+                .problems
+                .push(format!("client-sees = {want:?} needs a broker: `broker = ...` in the file or --broker")),
+            _ => {}
+        }
+        let shown = match &seen {
+            Some((b, s)) => format!("{}  [{}: {}]", outcome.actual, b.name(), s.client),
+            None => outcome.actual.to_string(),
+        };
+        let flags = seen.map(|(_, s)| s.flags).unwrap_or_default();
+        let status = if !outcome.problems.is_empty() {
             failed += 1;
-            out!("  FAIL  {:<width$}  {:<9} -> {}", case.name, case.action(), outcome.actual);
-            for p in &outcome.problems {
-                out!("        {:<width$}  {p}", "");
+            "FAIL"
+        } else {
+            passed += 1;
+            if flags.is_empty() { "PASS" } else { "WARN" }
+        };
+        if status != "PASS" || verbose {
+            out!("  {status}  {:<width$}  {:<9} -> {shown}", case.name, case.action());
+        }
+        for p in &outcome.problems {
+            out!("        {:<width$}  {p}", "");
+        }
+        if status != "PASS" || verbose {
+            for f in &flags {
+                out!("        {:<width$}  the broker: {f}", "");
             }
         }
     }
     out!("{passed} passed, {failed} failed");
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// What a case asked the broker, for the client's view of its outcome: the check, or the
+/// connect when the connect was refused before it.
+fn asked(case: &cases::Case, actual: &run::Outcome) -> Asked {
+    let protocol = cases::protocol(case.connect.protocol.unwrap_or_default());
+    let connect_refused = matches!(actual.kind, "accept" | "reject");
+    let (action, qos, retain) = match (&case.publish, &case.subscribe, &case.deliver) {
+        _ if connect_refused || case.action() == "connect" => ("connect", 0, false),
+        (Some(p), _, _) => ("publish", p.qos, p.retain),
+        (_, Some(s), _) => ("subscribe", s.qos, false),
+        (_, _, Some(d)) => ("deliver", d.qos, d.retain),
+        _ => ("connect", 0, false),
+    };
+    Asked { action, protocol, qos, retain }
 }

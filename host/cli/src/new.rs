@@ -27,7 +27,11 @@ fn check_name(name: &str) -> Result<(), String> {
     let ok = (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok { Ok(()) } else { Err(format!("`{name}`: a policy name is 1-64 of a-z, 0-9, - and _, starting with a letter")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{name}`: a policy name is 1-64 of a-z, 0-9, - and _, starting with a letter"))
+    }
 }
 
 /// Writes the policy crate `name` into `dir` (which must not exist) against the SDK at `sdk`,
@@ -45,7 +49,9 @@ pub fn generate(name: &str, dir: &Path, sdk: &Path) -> Result<String, String> {
     let artifact = name.replace('-', "_");
     let sdk_text = sdk.to_str().ok_or_else(|| format!("{}: the SDK path is not UTF-8", sdk.display()))?;
     let fill = |text: &str| {
-        text.replace("{{name}}", name).replace("{{crate}}", &artifact).replace("{{sdk}}", &sdk_text.replace('\\', "\\\\"))
+        text.replace("{{name}}", name)
+            .replace("{{crate}}", &artifact)
+            .replace("{{sdk}}", &sdk_text.replace('\\', "\\\\"))
     };
     for (path, text) in FILES {
         let target = dir.join(path);

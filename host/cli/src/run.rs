@@ -22,6 +22,8 @@ pub struct Outcome {
     pub device: Option<String>,
     /// The attributes the policy attached to an accepted session (shown in events too).
     pub attributes: Vec<(String, String)>,
+    /// Whether a denial asks for the connection to be closed.
+    pub disconnect: bool,
 }
 
 /// What running a case produced.
@@ -34,12 +36,31 @@ pub struct CaseOutcome {
 }
 
 impl Outcome {
+    /// An outcome of `kind` with nothing else known (for tests and other runners).
+    pub fn plain_kind(kind: &'static str) -> Outcome {
+        Outcome::plain(kind)
+    }
+
     fn plain(kind: &'static str) -> Outcome {
-        Outcome { kind, reason: None, message: None, qos: None, retain: None, device: None, attributes: Vec::new() }
+        Outcome {
+            kind,
+            reason: None,
+            message: None,
+            qos: None,
+            retain: None,
+            device: None,
+            attributes: Vec::new(),
+            disconnect: false,
+        }
     }
 
     fn denied(kind: &'static str, d: &Denial) -> Outcome {
-        Outcome { reason: Some(d.reason), message: Some(d.message.clone()), ..Outcome::plain(kind) }
+        Outcome {
+            reason: Some(d.reason),
+            message: Some(d.message.clone()),
+            disconnect: d.disconnect,
+            ..Outcome::plain(kind)
+        }
     }
 }
 
@@ -55,6 +76,9 @@ impl std::fmt::Display for Outcome {
         }
         if let Some(r) = self.reason {
             write!(f, " {r}")?;
+        }
+        if self.disconnect {
+            write!(f, " (disconnect)")?;
         }
         if let Some(q) = self.qos {
             write!(f, " qos={q}")?;
