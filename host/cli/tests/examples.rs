@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use mqtt_policy_cli::cases::CasesFile;
 use mqtt_policy_cli::{compile, run};
 use mqtt_policy_host::events::MemorySink;
 use mqtt_policy_host::{Limits, PolicyModule, Tenant};
