@@ -3,9 +3,17 @@
 //! Counters live in the host, per tenant, so they are shared by every instance of the
 //! tenant's policy and survive a reload.
 
-use crate::bindings::mqtt_policy::policy::host as h;
+//!
+//! In a native build (`cargo test`), these calls go to the in-memory fakes of
+//! [`crate::testing`] (a clock you set, counters, captured logs and cache calls) instead of the
+//! host, which only a `.wasm` has.
 
-pub use h::Level;
+#[cfg(target_arch = "wasm32")]
+use crate::bindings::mqtt_policy::policy::host as h;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::testing::fake as h;
+
+pub use crate::bindings::mqtt_policy::policy::host::Level;
 
 /// Writes a line into the host's event stream. Lines past 1 KiB are cut; at most 8 lines
 /// per call and 100 per tenant per second are written, the rest are counted in one

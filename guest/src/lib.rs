@@ -1,8 +1,10 @@
 //! Write mqtt-policy policies in Rust.
 //!
 //! Implement [`Policy`] and export it with [`export_policy!`]; build with
-//! `cargo build --target wasm32-wasip2 --release`. The SDK keeps each accepted
-//! client's session for you and hands it to every later check.
+//! `cargo build --target wasm32-wasip2 --profile wasm` (the profile is in the policy's own
+//! `Cargo.toml`; `mqtt-policy new NAME` writes one). The SDK keeps each accepted client's
+//! session for you and hands it to every later check. [`settings`] parses typed settings;
+//! natively, [`testing`] makes `host` calls work with fakes and runs cases files.
 //!
 //! ```ignore
 //! use mqtt_policy_guest::*;
@@ -26,7 +28,10 @@
 
 pub mod collections;
 pub mod host;
+pub mod settings;
 pub mod template;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 pub mod topic;
 
 #[doc(hidden)]
@@ -93,6 +98,71 @@ pub trait Policy: Sized + 'static {
 
     /// The client disconnected.
     fn end_session(&self, _session: Self::Session) {}
+}
+
+macro_rules! reason_names {
+    ($($variant:ident = $code:literal, $name:literal;)*) => {
+        impl ReasonCode {
+            /// Every reason code, in numeric order.
+            pub const ALL: &'static [ReasonCode] = &[$(ReasonCode::$variant,)*];
+
+            /// The number sent on the wire (MQTT 5.0 §2.4).
+            pub fn code(self) -> u8 {
+                match self { $(ReasonCode::$variant => $code,)* }
+            }
+
+            /// The spec's name, e.g. "not authorized".
+            pub fn name(self) -> &'static str {
+                match self { $(ReasonCode::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+// The numbers are the WIT's (`reason-code`, one per variant, checked by this match being
+// exhaustive); names as MQTT 5.0 spells them.
+reason_names! {
+    UnspecifiedError = 0x80, "unspecified error";
+    MalformedPacket = 0x81, "malformed packet";
+    ProtocolError = 0x82, "protocol error";
+    ImplementationSpecificError = 0x83, "implementation specific error";
+    UnsupportedProtocolVersion = 0x84, "unsupported protocol version";
+    ClientIdentifierNotValid = 0x85, "client identifier not valid";
+    BadUserNameOrPassword = 0x86, "bad user name or password";
+    NotAuthorized = 0x87, "not authorized";
+    ServerUnavailable = 0x88, "server unavailable";
+    ServerBusy = 0x89, "server busy";
+    Banned = 0x8A, "banned";
+    BadAuthenticationMethod = 0x8C, "bad authentication method";
+    TopicFilterInvalid = 0x8F, "topic filter invalid";
+    TopicNameInvalid = 0x90, "topic name invalid";
+    PacketTooLarge = 0x95, "packet too large";
+    MessageRateTooHigh = 0x96, "message rate too high";
+    QuotaExceeded = 0x97, "quota exceeded";
+    AdministrativeAction = 0x98, "administrative action";
+    PayloadFormatInvalid = 0x99, "payload format invalid";
+    RetainNotSupported = 0x9A, "retain not supported";
+    QosNotSupported = 0x9B, "QoS not supported";
+    SharedSubscriptionsNotSupported = 0x9E, "shared subscriptions not supported";
+    ConnectionRateExceeded = 0x9F, "connection rate exceeded";
+    WildcardSubscriptionsNotSupported = 0xA2, "wildcard subscriptions not supported";
+}
+
+impl ReasonCode {
+    /// Looks a code up by number (`0x87`, `135`), by spec name (`not authorized`) or kebab-case
+    /// name (`not-authorized`), case-insensitively: as cases files name them.
+    pub fn parse(text: &str) -> Option<ReasonCode> {
+        let t = text.trim();
+        let number = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+            Some(hex) => u8::from_str_radix(hex, 16).ok(),
+            None => t.parse::<u8>().ok(),
+        };
+        if let Some(n) = number {
+            return Self::ALL.iter().copied().find(|c| c.code() == n);
+        }
+        let wanted = t.replace(['-', '_'], " ").to_ascii_lowercase();
+        Self::ALL.iter().copied().find(|c| c.name().to_ascii_lowercase() == wanted)
+    }
 }
 
 impl Denial {

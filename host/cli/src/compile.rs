@@ -78,27 +78,49 @@ pub fn redact_line(line: &str) -> String {
 }
 
 /// One line per part of a TOML settings document: scalar keys of tables, and counts of
-/// arrays of tables; credentials show as `<redacted>`. `None` when the settings are not TOML.
+/// arrays of tables; credentials show as `<redacted>`, at any depth. `None` when the settings
+/// are not TOML.
 pub fn summary(settings: &str) -> Option<Vec<String>> {
     let doc = settings.parse::<toml::Table>().ok()?;
     let mut lines = Vec::new();
     for (key, value) in &doc {
         match value {
+            // A table named as a credential (`[passwords]`) is secret as a whole.
+            toml::Value::Table(_) if is_secret_key(key) => lines.push(format!("[{key}] <redacted>")),
             toml::Value::Table(t) => {
                 let fields: Vec<String> = t
                     .iter()
                     .filter(|(_, v)| !v.is_table() && !v.is_array())
-                    .map(|(k, v)| if is_secret_key(k) { format!("{k}=<redacted>") } else { format!("{k}={v}") })
+                    .map(|(k, v)| format!("{k}={}", shown(k, v)))
                     .collect();
                 lines.push(format!("[{key}] {}", fields.join(" ")));
             }
-            toml::Value::Array(a) if a.iter().all(toml::Value::is_table) => {
+            toml::Value::Array(a) if !a.is_empty() && a.iter().all(toml::Value::is_table) => {
                 lines.push(format!("{} [[{key}]]", a.len()));
             }
-            other => lines.push(format!("{key} = {other}")),
+            other => lines.push(format!("{key} = {}", shown(key, other))),
         }
     }
     Some(lines)
+}
+
+/// A settings value as printed: `<redacted>` under a credential key ([`is_secret_key`]), and
+/// inside inline tables and arrays the same, so no secret is printed at any depth.
+fn shown(key: &str, value: &toml::Value) -> String {
+    if is_secret_key(key) {
+        return "<redacted>".to_owned();
+    }
+    match value {
+        toml::Value::Table(t) => {
+            let fields: Vec<String> = t.iter().map(|(k, v)| format!("{k} = {}", shown(k, v))).collect();
+            format!("{{ {} }}", fields.join(", "))
+        }
+        toml::Value::Array(a) => {
+            let items: Vec<String> = a.iter().map(|v| shown(key, v)).collect();
+            format!("[{}]", items.join(", "))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// What proves identities in a hub rules document, without a secret: e.g.
@@ -269,4 +291,26 @@ pub fn broker_warnings(settings: &str, broker: Broker) -> Vec<String> {
             .to_owned(),
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_print_no_credential_at_any_depth() {
+        let settings = r#"
+password = "top-s3cret"
+ops = { user = "ops", password-hash = "deep-s3cret" }
+tokens = ["list-s3cret"]
+[passwords]
+site-a = "table-s3cret"
+[site]
+name = "a"
+api-key = "field-s3cret"
+"#;
+        let lines = summary(settings).unwrap().join("\n");
+        assert!(!lines.contains("s3cret"), "{lines}");
+        assert!(lines.contains("user=\"ops\"") && lines.contains("name=\"a\""), "{lines}");
+    }
 }

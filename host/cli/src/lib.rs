@@ -1,9 +1,11 @@
 //! The pieces of the `mqtt-policy` command, usable from tests and other tools: the cases
-//! file format and runner, and the hub-rules build.
+//! file format and runner, the hub-rules build, and `new`'s policy template.
 #![deny(missing_docs)]
 
 pub mod cases;
+pub mod client_view;
 pub mod compile;
+pub mod new;
 pub mod run;
 
 /// The generic hub-rules policy (`policies/hub-rules`) that `mqtt-policy build` embeds rules

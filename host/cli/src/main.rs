@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 success (all cases pass), 1 a case failed, 2 bad input.
 
-use mqtt_policy_cli::{cases, compile, run};
+use mqtt_policy_cli::client_view::{self, Asked};
+use mqtt_policy_cli::{cases, compile, new, run};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,6 +12,17 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use mqtt_policy_host::events::MemorySink;
 use mqtt_policy_host::{Engine, Limits, PolicyModule, Tenant, WORLD};
+
+/// Writes one line to stdout. A closed stdout (`mqtt-policy build ... | head -1`) is not an
+/// error: what the command did (writing a policy) is done, and the rest of the report has no
+/// reader; Rust ignores SIGPIPE, so the write fails with EPIPE, which `println!` would turn
+/// into a panic (exit 101).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 
 #[derive(Parser)]
 #[command(name = "mqtt-policy", version, about = "WebAssembly policies for MQTT brokers")]
@@ -21,9 +33,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compile a hub rules document into a self-contained policy file for one tenant.
+    /// Embed settings into a policy: one self-contained policy file for one tenant (a hub rules
+    /// document into the built-in hub-rules policy, or any settings into `--policy`).
     Build {
-        /// The rules document (TOML, see README).
+        /// The settings: a hub rules document (TOML, see README), or the settings of `--policy`.
         rules: PathBuf,
         /// Where to write the policy.
         #[arg(short, long)]
@@ -46,6 +59,19 @@ enum Command {
     },
     /// Ask a policy for decisions on one connect and, optionally, one check; explain them.
     Eval(EvalArgs),
+    /// Create a policy crate NAME (typed settings, rules with native tests, a cases file, a
+    /// README) that builds on its own with `cargo build --offline --target wasm32-wasip2 --profile wasm`.
+    New {
+        /// The policy's (cargo package) name.
+        name: String,
+        /// Directory to create (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The SDK (`mqtt-policy-guest`) directory the crate depends on (default: the one this
+        /// command was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Hash a secret (a device token, an API key's token, a password) for the rules document.
     /// The secret is read from stdin, or prompted for on a terminal; never from the command line.
     Hash {
@@ -66,6 +92,11 @@ enum Command {
         /// Print every case, not only failures.
         #[arg(short, long)]
         verbose: bool,
+        /// Also show what this broker's client sees for each decision, compare it with the
+        /// cases' `client-sees`, and flag decisions the broker cannot carry out (default: the
+        /// cases file's `broker`, else none).
+        #[arg(long, value_enum)]
+        broker: Option<BrokerArg>,
     },
 }
 
@@ -89,17 +120,31 @@ fn default_memory_mib() -> usize {
     Limits::default().memory >> 20
 }
 
-/// The brokers `check --broker` knows.
+/// The brokers `check`, `eval` and `test` know.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BrokerArg {
     /// Mosquitto 2.0 with the plugin.
     Mosquitto,
     /// RabbitMQ 3.10 through `mqtt-policy serve`.
     Rabbitmq,
-    /// EMQX 5 through `mqtt-policy serve`.
+    /// EMQX 5 (HTTP authentication and authorization; as documented, not tested here).
     Emqx,
-    /// VerneMQ through `mqtt-policy serve`.
+    /// VerneMQ (webhooks; as documented, not tested here).
     Vernemq,
+    /// No broker: the policy's decision only.
+    None,
+}
+
+impl BrokerArg {
+    fn broker(self) -> Option<compile::Broker> {
+        match self {
+            BrokerArg::Mosquitto => Some(compile::Broker::Mosquitto),
+            BrokerArg::Rabbitmq => Some(compile::Broker::Rabbitmq),
+            BrokerArg::Emqx => Some(compile::Broker::Emqx),
+            BrokerArg::Vernemq => Some(compile::Broker::Vernemq),
+            BrokerArg::None => None,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -208,6 +253,9 @@ struct EvalArgs {
     /// Payload size in bytes.
     #[arg(long, default_value_t = 0)]
     payload_size: u32,
+    /// Also show what this broker's client sees, and flag what it cannot carry out.
+    #[arg(long, value_enum, default_value = "none")]
+    broker: BrokerArg,
 }
 
 /// A failure that is the user's input, not the policy's verdict: exit code 2.
@@ -226,8 +274,9 @@ fn main() -> ExitCode {
         Command::Check { policy, broker } => check(&policy, broker),
         Command::Eval(args) => eval(&args),
         Command::Hash { iterations } => hash(iterations),
+        Command::New { name, dir, sdk } => new_policy(&name, dir, sdk),
         Command::Serve(args) => serve(&args),
-        Command::Test { policy, cases, verbose } => test(&policy, &cases, verbose),
+        Command::Test { policy, cases, verbose, broker } => test(&policy, &cases, verbose, broker),
     };
     match result {
         Ok(code) => code,
@@ -236,6 +285,20 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn new_policy(name: &str, dir: Option<PathBuf>, sdk: Option<PathBuf>) -> Result<ExitCode, BadInput> {
+    let dir = dir.unwrap_or_else(|| new::default_dir(name));
+    let sdk = sdk.unwrap_or_else(|| PathBuf::from(new::DEFAULT_SDK));
+    let artifact = new::generate(name, &dir, &sdk).map_err(BadInput)?;
+    let d = dir.display();
+    out!("created {d}: policy {name}");
+    out!("  cd {d}");
+    out!("  cargo test --offline                                          # rules and cases.toml, natively");
+    out!("  cargo build --offline --target wasm32-wasip2 --profile wasm  # target/wasm32-wasip2/wasm/{artifact}.wasm");
+    out!("  mqtt-policy test target/wasm32-wasip2/wasm/{artifact}.wasm cases.toml --settings settings.toml");
+    out!("  mqtt-policy build settings.toml --policy target/wasm32-wasip2/wasm/{artifact}.wasm -o acme.wasm");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(args: &ServeArgs) -> Result<ExitCode, BadInput> {
@@ -298,7 +361,13 @@ fn load(args: &PolicyArgs) -> Result<PolicyModule, BadInput> {
         ..Limits::default()
     };
     let engine = Engine::new(limits)?;
-    Ok(engine.load_file(&args.policy, settings.as_deref())?)
+    engine.load_file(&args.policy, settings.as_deref()).map_err(|e| match (e, &args.settings) {
+        // The settings file is at fault, not the policy: name it first.
+        (mqtt_policy_host::Error::InvalidSettings { message, .. }, Some(path)) => {
+            BadInput(format!("{}: invalid settings for {}: {message}", path.display(), args.policy.display()))
+        }
+        (e, _) => e.into(),
+    })
 }
 
 fn build(rules: &Path, output: &Path, policy: Option<&Path>, memory_mib: usize) -> Result<ExitCode, BadInput> {
@@ -311,9 +380,9 @@ fn build(rules: &Path, output: &Path, policy: Option<&Path>, memory_mib: usize) 
         if e.contains("memory limit") { BadInput(format!("{e} (raise it with --memory-mib)")) } else { BadInput(e) }
     })?;
     compile::write_atomically(output, &bytes).map_err(BadInput)?;
-    println!("built {} from {}", output.display(), rules.display());
-    println!("size:     {} bytes", bytes.len());
-    println!("digest:   sha256:{}", module.digest());
+    out!("built {} from {}", output.display(), rules.display());
+    out!("size:     {} bytes", bytes.len());
+    out!("digest:   sha256:{}", module.digest());
     print_settings(&module);
     Ok(ExitCode::SUCCESS)
 }
@@ -347,7 +416,7 @@ fn hash(iterations: u32) -> Result<ExitCode, BadInput> {
     }
     let mut salt = [0u8; 16];
     getrandom::getrandom(&mut salt).map_err(|e| format!("random salt: {e}"))?;
-    println!("{}", hub_rules::credentials::hash_secret(secret.as_bytes(), &salt, iterations)?);
+    out!("{}", hub_rules::credentials::hash_secret(secret.as_bytes(), &salt, iterations)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -358,25 +427,20 @@ fn check(args: &PolicyArgs, broker: Option<BrokerArg>) -> Result<ExitCode, BadIn
         None if module.settings().is_empty() => "none".to_owned(),
         None => "embedded".to_owned(),
     };
-    println!("policy:   {}", args.policy.display());
-    println!("world:    {WORLD}");
-    println!("size:     {} bytes", module.size());
-    println!("digest:   sha256:{}", module.digest());
-    println!("settings: {source}, {} bytes, accepted by the policy", module.settings().len());
+    out!("policy:   {}", args.policy.display());
+    out!("world:    {WORLD}");
+    out!("size:     {} bytes", module.size());
+    out!("digest:   sha256:{}", module.digest());
+    out!("settings: {source}, {} bytes, accepted by the policy", module.settings().len());
     print_settings(&module);
     for warning in compile::warnings(module.settings()) {
-        println!("warning:  {warning}");
+        out!("warning:  {warning}");
     }
-    let broker = broker.map(|b| match b {
-        BrokerArg::Mosquitto => compile::Broker::Mosquitto,
-        BrokerArg::Rabbitmq => compile::Broker::Rabbitmq,
-        BrokerArg::Emqx => compile::Broker::Emqx,
-        BrokerArg::Vernemq => compile::Broker::Vernemq,
-    });
+    let broker = broker.and_then(BrokerArg::broker);
     for warning in broker.map(|b| compile::broker_warnings(module.settings(), b)).unwrap_or_default() {
-        println!("warning:  {warning}");
+        out!("warning:  {warning}");
     }
-    println!(
+    out!(
         "limits:   {:?} per check, {} MiB memory",
         module.engine().limits().deadline,
         module.engine().limits().memory >> 20
@@ -387,21 +451,21 @@ fn check(args: &PolicyArgs, broker: Option<BrokerArg>) -> Result<ExitCode, BadIn
 /// The settings as a summary of their TOML (or their first lines), then the embedded CAs.
 fn print_settings(module: &PolicyModule) {
     match compile::summary(module.settings()).filter(|s| !s.is_empty()) {
-        Some(lines) => lines.iter().for_each(|l| println!("rules:    {l}")),
+        Some(lines) => lines.iter().for_each(|l| out!("settings: {l}")),
         None => {
             let lines: Vec<String> =
                 module.settings().lines().filter(|l| !l.trim().is_empty()).map(compile::redact_line).collect();
-            lines.iter().take(20).for_each(|l| println!("  | {l}"));
+            lines.iter().take(20).for_each(|l| out!("  | {l}"));
             if lines.len() > 20 {
-                println!("  | ... ({} more lines)", lines.len() - 20);
+                out!("  | ... ({} more lines)", lines.len() - 20);
             }
         }
     }
     for line in compile::credentials(module.settings()) {
-        println!("proofs:   {line}");
+        out!("proofs:   {line}");
     }
     for ca in module.tenant_cas() {
-        println!("ca:       {}", ca.name());
+        out!("ca:       {}", ca.name());
     }
 }
 
@@ -423,8 +487,20 @@ fn eval(args: &EvalArgs) -> Result<ExitCode, BadInput> {
     if let Some(path) = &args.cert {
         connect.certificate = Some(read_certificate(&module, path)?);
     }
+    let broker = args.broker.broker();
+    let protocol = cases::protocol(args.protocol);
+    let sees = |action: &'static str, outcome: &run::Outcome| {
+        let Some(b) = broker else { return };
+        let asked = Asked { action, protocol, qos: args.qos, retain: args.retain };
+        let seen = client_view::client_sees(b, &asked, outcome);
+        out!("          {} client sees: {}", b.name(), seen.client);
+        for flag in seen.flags {
+            out!("          warning: {flag}");
+        }
+    };
     let (outcome, session) = run::run_connect(&mut policy, &connect);
-    println!("connect {:<40} -> {outcome}", args.client_id);
+    out!("connect {:<40} -> {outcome}", args.client_id);
+    sees("connect", &outcome);
     if let Some(s) = session {
         let body = |topic: &str| cases::PublishSpec {
             topic: topic.to_owned(),
@@ -433,18 +509,24 @@ fn eval(args: &EvalArgs) -> Result<ExitCode, BadInput> {
             payload_size: args.payload_size,
         };
         if let Some(t) = &args.publish {
-            println!("publish {t:<40} -> {}", run::run_publish(&mut policy, s, &body(t)));
+            let o = run::run_publish(&mut policy, s, &body(t));
+            out!("publish {t:<40} -> {o}");
+            sees("publish", &o);
         }
         if let Some(f) = &args.subscribe {
             let sub = cases::SubscribeSpec { filter: f.clone(), qos: args.qos };
-            println!("subscribe {f:<38} -> {}", run::run_subscribe(&mut policy, s, &sub));
+            let o = run::run_subscribe(&mut policy, s, &sub);
+            out!("subscribe {f:<38} -> {o}");
+            sees("subscribe", &o);
         }
         if let Some(t) = &args.deliver {
-            println!("deliver {t:<40} -> {}", run::run_delivery(&mut policy, s, &body(t)));
+            let o = run::run_delivery(&mut policy, s, &body(t));
+            out!("deliver {t:<40} -> {o}");
+            sees("deliver", &o);
         }
     }
     for event in events.take() {
-        println!("event   {}", event.to_json());
+        out!("event   {}", event.to_json());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -462,28 +544,74 @@ fn read_certificate(module: &PolicyModule, path: &Path) -> Result<mqtt_policy_ho
     Ok(module.verify_certificate(&der).map_err(|e| format!("{}: {e}", path.display()))?)
 }
 
-fn test(args: &PolicyArgs, cases_path: &Path, verbose: bool) -> Result<ExitCode, BadInput> {
-    let file = cases::CasesFile::load(cases_path).map_err(BadInput)?;
+fn test(args: &PolicyArgs, cases_path: &Path, verbose: bool, broker: Option<BrokerArg>) -> Result<ExitCode, BadInput> {
+    let file = cases::load(cases_path).map_err(BadInput)?;
+    let broker = match broker {
+        Some(b) => b.broker(),
+        None => match &file.broker {
+            Some(name) => compile::Broker::parse(name).map_err(|e| format!("{}: broker: {e}", cases_path.display()))?,
+            None => None,
+        },
+    };
     let module = load(args)?;
     let mut policy = module.instantiate(Tenant::new(&file.tenant));
     let width = file.cases.iter().map(|c| c.name.chars().count()).max().unwrap_or(0).min(60);
     let (mut passed, mut failed) = (0, 0);
-    println!("{} against {} ({} cases)", args.policy.display(), cases_path.display(), file.cases.len());
+    let against = broker.map(|b| format!(", as a {} client sees it", b.name())).unwrap_or_default();
+    out!("{} against {} ({} cases{against})", args.policy.display(), cases_path.display(), file.cases.len());
     for case in &file.cases {
-        let outcome = run::run_case(&mut policy, &file.tenant, case);
-        if outcome.problems.is_empty() {
-            passed += 1;
-            if verbose {
-                println!("  PASS  {:<width$}  {:<9} -> {}", case.name, case.action(), outcome.actual);
-            }
-        } else {
+        let mut outcome = run::run_case(&mut policy, &file.tenant, case);
+        let seen = broker.map(|b| (b, client_view::client_sees(b, &asked(case, &outcome.actual), &outcome.actual)));
+        match (&case.client_sees, &seen) {
+            (Some(want), Some((b, seen))) if !seen.client.starts_with(want.as_str()) => outcome.problems.push(format!(
+                "expected the client to see {want}, a {} client sees {}",
+                b.name(),
+                seen.client
+            )),
+            (Some(want), None) => outcome
+                .problems
+                .push(format!("client-sees = {want:?} needs a broker: `broker = ...` in the file or --broker")),
+            _ => {}
+        }
+        let shown = match &seen {
+            Some((b, s)) => format!("{}  [{}: {}]", outcome.actual, b.name(), s.client),
+            None => outcome.actual.to_string(),
+        };
+        let flags = seen.map(|(_, s)| s.flags).unwrap_or_default();
+        let status = if !outcome.problems.is_empty() {
             failed += 1;
-            println!("  FAIL  {:<width$}  {:<9} -> {}", case.name, case.action(), outcome.actual);
-            for p in &outcome.problems {
-                println!("        {:<width$}  {p}", "");
+            "FAIL"
+        } else {
+            passed += 1;
+            if flags.is_empty() { "PASS" } else { "WARN" }
+        };
+        if status != "PASS" || verbose {
+            out!("  {status}  {:<width$}  {:<9} -> {shown}", case.name, case.action());
+        }
+        for p in &outcome.problems {
+            out!("        {:<width$}  {p}", "");
+        }
+        if status != "PASS" || verbose {
+            for f in &flags {
+                out!("        {:<width$}  the broker: {f}", "");
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    out!("{passed} passed, {failed} failed");
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// What a case asked the broker, for the client's view of its outcome: the check, or the
+/// connect when the connect was refused before it.
+fn asked(case: &cases::Case, actual: &run::Outcome) -> Asked {
+    let protocol = cases::protocol(case.connect.protocol.unwrap_or_default());
+    let connect_refused = matches!(actual.kind, "accept" | "reject");
+    let (action, qos, retain) = match (&case.publish, &case.subscribe, &case.deliver) {
+        _ if connect_refused || case.action() == "connect" => ("connect", 0, false),
+        (Some(p), _, _) => ("publish", p.qos, p.retain),
+        (_, Some(s), _) => ("subscribe", s.qos, false),
+        (_, _, Some(d)) => ("deliver", d.qos, d.retain),
+        _ => ("connect", 0, false),
+    };
+    Asked { action, protocol, qos, retain }
 }

@@ -3,7 +3,7 @@
 use mqtt_policy_host::cert::Certificate;
 use mqtt_policy_host::*;
 
-use crate::cases::{Case, CertificateSpec, ConnectSpec, PublishSpec, SubscribeSpec};
+use crate::cases::{self, Case, CertificateSpec, ConnectSpec, PublishSpec, SubscribeSpec, defaults};
 
 /// A decision of any kind, reduced to what cases compare and reports print.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,10 @@ pub struct Outcome {
     pub retain: Option<bool>,
     /// Device id of an accepted connect.
     pub device: Option<String>,
+    /// The attributes the policy attached to an accepted session (shown in events too).
+    pub attributes: Vec<(String, String)>,
+    /// Whether a denial asks for the connection to be closed.
+    pub disconnect: bool,
 }
 
 /// What running a case produced.
@@ -32,12 +36,31 @@ pub struct CaseOutcome {
 }
 
 impl Outcome {
+    /// An outcome of `kind` with nothing else known (for tests and other runners).
+    pub fn plain_kind(kind: &'static str) -> Outcome {
+        Outcome::plain(kind)
+    }
+
     fn plain(kind: &'static str) -> Outcome {
-        Outcome { kind, reason: None, message: None, qos: None, retain: None, device: None }
+        Outcome {
+            kind,
+            reason: None,
+            message: None,
+            qos: None,
+            retain: None,
+            device: None,
+            attributes: Vec::new(),
+            disconnect: false,
+        }
     }
 
     fn denied(kind: &'static str, d: &Denial) -> Outcome {
-        Outcome { reason: Some(d.reason), message: Some(d.message.clone()), ..Outcome::plain(kind) }
+        Outcome {
+            reason: Some(d.reason),
+            message: Some(d.message.clone()),
+            disconnect: d.disconnect,
+            ..Outcome::plain(kind)
+        }
     }
 }
 
@@ -47,8 +70,15 @@ impl std::fmt::Display for Outcome {
         if let Some(d) = &self.device {
             write!(f, " as {d}")?;
         }
+        if !self.attributes.is_empty() {
+            let shown: Vec<String> = self.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            write!(f, " {{{}}}", shown.join(", "))?;
+        }
         if let Some(r) = self.reason {
             write!(f, " {r}")?;
+        }
+        if self.disconnect {
+            write!(f, " (disconnect)")?;
         }
         if let Some(q) = self.qos {
             write!(f, " qos={q}")?;
@@ -68,14 +98,12 @@ pub fn connect(tenant: &str, spec: &ConnectSpec) -> Connect {
     let mut c = Connect::new(tenant, &spec.client_id);
     c.username = spec.username.clone();
     c.password = spec.password.as_ref().map(|p| p.as_bytes().to_vec());
-    c.clean_start = spec.clean_start.unwrap_or(true);
-    c.keep_alive = spec.keep_alive.unwrap_or(60);
-    c.protocol = spec.protocol.unwrap_or_default().into();
+    c.clean_start = spec.clean_start.unwrap_or(defaults::CLEAN_START);
+    c.keep_alive = spec.keep_alive.unwrap_or(defaults::KEEP_ALIVE);
+    c.protocol = cases::protocol(spec.protocol.unwrap_or_default());
     c.certificate = spec.certificate.as_ref().map(certificate);
     c.tls = spec.tls.unwrap_or(c.certificate.is_some());
-    if let Some(p) = &spec.peer {
-        c.peer = p.clone();
-    }
+    c.peer = spec.peer.clone().unwrap_or_else(|| defaults::PEER.to_owned());
     c
 }
 
@@ -88,10 +116,10 @@ fn certificate(spec: &CertificateSpec) -> Certificate {
         subject_cn: spec.subject_cn.clone(),
         subject,
         issuer: spec.issuer.clone().unwrap_or_default(),
-        serial: spec.serial.clone().unwrap_or_else(|| "01".to_owned()),
+        serial: spec.serial.clone().unwrap_or_else(|| defaults::SERIAL.to_owned()),
         sha256: String::new(),
         not_before: spec.not_before.unwrap_or(0),
-        not_after: spec.not_after.unwrap_or(i64::from(i32::MAX)),
+        not_after: spec.not_after.unwrap_or(defaults::NOT_AFTER),
         dns_names: spec.dns_names.clone(),
         uris: spec.uris.clone(),
         authority_key_id: None,
@@ -104,7 +132,9 @@ fn certificate(spec: &CertificateSpec) -> Certificate {
 pub fn run_connect(policy: &mut Policy, c: &Connect) -> (Outcome, Option<SessionId>) {
     match policy.authenticate(c) {
         ConnectDecision::Accept(id, info) => {
-            (Outcome { device: Some(info.device_id), ..Outcome::plain("accept") }, Some(id))
+            let outcome =
+                Outcome { device: Some(info.device_id), attributes: info.attributes, ..Outcome::plain("accept") };
+            (outcome, Some(id))
         }
         ConnectDecision::Reject(d) => (Outcome::denied("reject", &d), None),
         ConnectDecision::Defer => (Outcome::plain("defer"), None),

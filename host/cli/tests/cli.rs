@@ -134,7 +134,9 @@ fn bad_input_exits_2_with_one_line_naming_the_problem() {
 
     let o = run(&["check", guest_artifacts::HELLO, "--settings", typo.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).contains("invalid settings: line 1"), "{}", text(&o));
+    // The settings file is named first: it is what to fix.
+    let want = format!("error: {}: invalid settings for {}: line 1", typo.display(), guest_artifacts::HELLO);
+    assert!(text(&o).contains(&want), "{}", text(&o));
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -145,7 +147,7 @@ fn check_describes_the_policy() {
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("world:    mqtt-policy:policy@0.2.0"), "{out}");
     assert!(out.contains("digest:   sha256:"), "{out}");
-    assert!(out.contains("rules:    max-payload = 4096"), "{out}");
+    assert!(out.contains("settings: max-payload = 4096"), "{out}");
 }
 
 #[test]
@@ -297,4 +299,94 @@ fn check_for_emqx_and_vernemq_warns_about_what_each_cannot_enforce() {
         assert!(!warnings.iter().any(|w| w.contains(absent)), "{absent}\n{verne}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `test --broker` shows what the broker's client sees, and a case can assert it: a QoS 1
+/// subscription the shared hub grants at QoS 0 (`shared-subscribe = "downgrade"`) is refused by
+/// Mosquitto, which cannot lower a granted QoS (SUBACK 0x87), and granted at QoS 0 by VerneMQ.
+#[test]
+fn test_with_a_broker_shows_and_asserts_what_its_client_sees() {
+    let dir = scratch("broker-view");
+    let rules = std::fs::read_to_string(root().join("policies/examples/shared-hub/rules.toml")).unwrap();
+    let downgrade = rules.replace("shared-subscribe = \"refuse\"", "shared-subscribe = \"downgrade\"");
+    assert_ne!(rules, downgrade);
+    std::fs::write(dir.join("rules.toml"), downgrade).unwrap();
+    let wasm = dir.join("shared.wasm");
+    let o = run(&["build", dir.join("rules.toml").to_str().unwrap(), "-o", wasm.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let connect = r#"connect = { client-id = "thermo-1", username = "shared-hub.example.net/thermo-1/?api-version=2021-04-12", password = "SharedAccessSignature sr=shared-hub.example.net%2Fdevices%2Fthermo-1&sig=VGDCLUYWhWv9jXDCTv0bs0%2FdDjJ3FLX8rJqNhuiu9MM%3D&se=4102444800" }"#;
+    let cases = format!(
+        "tenant = \"shared\"\nbroker = \"mosquitto\"\n\n[[case]]\nname = \"downgraded\"\n{connect}\n\
+         subscribe = {{ filter = \"devices/thermo-1/commands/#\", qos = 1 }}\nexpect = \"grant\"\nqos = 0\n\
+         client-sees = \"SUBACK 0x87\"\n"
+    );
+    let file = dir.join("cases.toml");
+    std::fs::write(&file, cases).unwrap();
+    let (w, f) = (wasm.to_str().unwrap(), file.to_str().unwrap());
+
+    let o = run(&["test", w, f]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("WARN  downgraded") && out.contains("[mosquitto: SUBACK 0x87]"), "{out}");
+    assert!(out.contains("refused, not downgraded: Mosquitto 2.0 cannot lower the granted QoS"), "{out}");
+
+    let o = run(&["test", w, f, "--broker", "vernemq"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("expected the client to see SUBACK 0x87, a vernemq client sees SUBACK 0x00"),
+        "{}",
+        text(&o)
+    );
+
+    let o = run(&["test", w, f, "--broker", "none"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("needs a broker"), "{}", text(&o));
+
+    let o = run(&["eval", w, "--tenant", "shared", "--client-id", "x", "--broker", "mosquitto"]);
+    assert!(text(&o).contains("mosquitto client sees: CONNACK 0x87"), "{}", text(&o));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A closed stdout is not a crash: the policy is written and the command exits 0.
+#[test]
+fn build_into_a_closed_pipe_exits_0_after_writing_the_policy() {
+    let dir = scratch("closed-pipe");
+    let out = dir.join("hub.wasm");
+    let rules = root().join("policies/examples/shared-hub/rules.toml");
+    let script = format!(
+        "set -o pipefail; '{}' build '{}' -o '{}' | head -1",
+        env!("CARGO_BIN_EXE_mqtt-policy"),
+        rules.display(),
+        out.display()
+    );
+    let o = Command::new("bash").args(["-c", &script]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("built "), "{}", text(&o));
+    assert!(!text(&o).contains("panicked"), "{}", text(&o));
+    assert!(out.is_file());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `check` and `build` print settings without their secrets, and a policy without any settings
+/// says so in those words.
+#[test]
+fn check_prints_no_secret_and_names_missing_settings() {
+    let dir = scratch("secrets");
+    let rules = std::fs::read_to_string(root().join("policies/examples/shared-hub/rules.toml")).unwrap();
+    let secret = rules.lines().find_map(|l| l.strip_prefix("key = \"")).map(|k| k.trim_end_matches('"').to_owned());
+    let secret = secret.expect("the shared hub has a SAS policy key");
+    let path = dir.join("rules.toml");
+    std::fs::write(&path, &rules).unwrap();
+    let wasm = dir.join("shared.wasm");
+    let built = run(&["build", path.to_str().unwrap(), "-o", wasm.to_str().unwrap()]);
+    let checked = run(&["check", wasm.to_str().unwrap()]);
+    for o in [&built, &checked] {
+        assert_eq!(o.status.code(), Some(0), "{}", text(o));
+        assert!(!text(o).contains(&secret), "a secret was printed: {}", text(o));
+        assert!(text(o).contains("settings: ") && !text(o).contains("rules: "), "{}", text(o));
+    }
+    let o = run(&["check", guest_artifacts::HUB_RULES]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no settings supplied or embedded"), "{}", text(&o));
+    std::fs::remove_dir_all(dir).unwrap();
 }

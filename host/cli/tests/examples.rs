@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use mqtt_policy_cli::cases::CasesFile;
 use mqtt_policy_cli::{compile, run};
 use mqtt_policy_host::events::MemorySink;
 use mqtt_policy_host::{Limits, PolicyModule, Tenant};
@@ -39,7 +38,7 @@ fn every_example_builds_and_its_cases_pass_through_the_cli() {
     }
     let (code, out) = cli(&["check", dir.join("dedicated-ca.wasm").to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("ca:       factory-ca") && out.contains("rules:    3 [[device]]"), "{out}");
+    assert!(out.contains("ca:       factory-ca") && out.contains("settings: 3 [[device]]"), "{out}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -56,7 +55,7 @@ fn run_with(
     target: usize,
     change: impl Fn(&mut mqtt_policy_cli::cases::Case),
 ) -> Vec<Vec<String>> {
-    let mut file = CasesFile::load(&example(hub, "cases.toml")).unwrap();
+    let mut file = mqtt_policy_cli::cases::load(&example(hub, "cases.toml")).unwrap();
     change(&mut file.cases[target]);
     let mut policy = module.instantiate(Tenant::new(&file.tenant));
     file.cases.iter().map(|c| run::run_case(&mut policy, &file.tenant, c).problems).collect()
@@ -66,7 +65,7 @@ fn run_with(
 fn flipping_any_one_expected_outcome_fails_exactly_that_case() {
     for hub in HUBS {
         let module = built(hub);
-        let count = CasesFile::load(&example(hub, "cases.toml")).unwrap().cases.len();
+        let count = mqtt_policy_cli::cases::load(&example(hub, "cases.toml")).unwrap().cases.len();
         for target in 0..count {
             let problems = run_with(&module, hub, target, |case| {
                 case.expect = match (case.action(), case.expect.as_str()) {
@@ -99,7 +98,7 @@ fn a_wrong_reason_or_message_fails_the_case() {
 #[test]
 fn auto_provisioning_emits_an_event_with_name_and_source_address() {
     let module = built("dedicated-ca");
-    let file = CasesFile::load(&example("dedicated-ca", "cases.toml")).unwrap();
+    let file = mqtt_policy_cli::cases::load(&example("dedicated-ca", "cases.toml")).unwrap();
     let case = file.cases.iter().find(|c| c.name == "unknown device is auto-provisioned").unwrap();
     let sink = Arc::new(MemorySink::new());
     let mut policy = module.instantiate(Tenant::with_events("factory", sink.clone()));

@@ -74,6 +74,22 @@ pub struct Event {
     /// Short digest of the policy that decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// The facts the policy attached to the session when it accepted it
+    /// (`session-info.attributes`: device type, groups, how it proved itself), written as a JSON
+    /// object in `accept` events.
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "as_object")]
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Attributes as one JSON object, in the policy's order (a later duplicate key is written too:
+/// the policy's list is shown as it is).
+fn as_object<S: serde::Serializer>(attributes: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(attributes.len()))?;
+    for (k, v) in attributes {
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
 }
 
 impl Event {
@@ -98,6 +114,7 @@ impl Event {
             reason: None,
             message: message.into(),
             policy: None,
+            attributes: Vec::new(),
         }
     }
 

@@ -31,6 +31,9 @@ struct ModuleInner {
     digest: String,
     short_digest: Arc<str>,
     settings: String,
+    /// No settings were supplied and none are embedded: the policy got an empty string, and a
+    /// refusal says so (a raw policy copied into a policy directory is the usual cause).
+    unsupplied: bool,
     cas: Vec<TenantCa>,
     size: usize,
 }
@@ -55,9 +58,12 @@ impl PolicyModule {
         let component = engine.compile(source_name, bytes, embedded::code_digest(bytes).unwrap_or(digest))?;
         let pre = engine.link(source_name, &component)?;
         let unreadable = |message| Error::Compile { source_name: source_name.to_owned(), message };
-        let settings = match settings {
-            Some(s) => s.to_owned(),
-            None => embedded::settings(bytes).map_err(unreadable)?.unwrap_or_default(),
+        let (settings, unsupplied) = match settings {
+            Some(s) => (s.to_owned(), false),
+            None => match embedded::settings(bytes).map_err(unreadable)? {
+                Some(s) => (s, false),
+                None => (String::new(), true),
+            },
         };
         let mut cas = Vec::new();
         for ca in embedded::cas(bytes).map_err(unreadable)? {
@@ -72,6 +78,7 @@ impl PolicyModule {
                 short_digest: digest[..12].into(),
                 digest,
                 settings,
+                unsupplied,
                 cas,
                 size: bytes.len(),
             }),
@@ -139,6 +146,13 @@ impl PolicyModule {
         })?;
         match exports.call_validate_settings(&mut store, &m.settings) {
             Ok(Ok(())) => Ok((store, exports)),
+            Ok(Err(message)) if m.unsupplied => Err(Error::InvalidSettings {
+                source_name: m.source_name.clone(),
+                message: format!(
+                    "no settings supplied or embedded (embed them with `mqtt-policy build SETTINGS --policy \
+                     POLICY.wasm -o TENANT.wasm`); the policy refused empty settings: {message}"
+                ),
+            }),
             Ok(Err(message)) => Err(Error::InvalidSettings { source_name: m.source_name.clone(), message }),
             Err(e) => Err(Error::InvalidSettings {
                 source_name: m.source_name.clone(),

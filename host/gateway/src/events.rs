@@ -125,6 +125,7 @@ fn size(event: &Event) -> usize {
         + text(&event.device_id)
         + text(&event.topic)
         + text(&event.policy)
+        + event.attributes.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
 }
 
 impl TenantSink {

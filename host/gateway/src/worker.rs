@@ -387,6 +387,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                 e.client_id = Some(hello.client_id.to_owned());
                 e.device_id = Some(info.device_id.clone());
                 e.policy = Some(policy.module().short_digest().to_owned());
+                e.attributes = info.attributes.clone();
                 let owner = hello.client_id.to_owned();
                 let claim = match self.client_ids.claim(&owner, &tenant, &info.device_id, principal_of(&info)) {
                     Ok(claim) => claim,

@@ -53,3 +53,15 @@ impl mqtt_policy_guest::Policy for Hello {
 }
 
 export_policy!(Hello);
+
+#[cfg(test)]
+mod tests {
+    /// The cases `mqtt-policy test` runs against the `.wasm`, run natively.
+    #[test]
+    fn the_cases_file_passes_natively() {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let settings = std::fs::read_to_string(format!("{dir}/settings.toml")).unwrap();
+        let report = mqtt_policy_guest::testing::run_cases::<super::Hello>(format!("{dir}/cases.toml"), &settings);
+        report.unwrap().assert_passed();
+    }
+}
