@@ -43,9 +43,8 @@ pub fn broker_close(
     let Some(i) = internals else { return BrokerClose::Unknown };
     // A time of the last packet outside [0, now] means the layout guess read something else:
     // nothing is concluded from it.
-    let silent_too_long = (0..=now_s).contains(&i.last_msg_in)
-        && keepalive > 0
-        && now_s - i.last_msg_in > i64::from(keepalive) * 3 / 2;
+    let silent_too_long =
+        (0..=now_s).contains(&i.last_msg_in) && keepalive > 0 && now_s - i.last_msg_in > i64::from(keepalive) * 3 / 2;
     match i.state {
         state::DISCONNECTING | state::DISCONNECT_WITH_WILL => BrokerClose::Normal,
         state::DUPLICATE => BrokerClose::Takeover,

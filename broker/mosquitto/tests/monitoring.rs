@@ -375,11 +375,19 @@ fn two_tenants_on_separate_listeners_cannot_share_unprefixed_monitoring_topics()
         "plugin_opt_monitoring ibm\n",
     );
     let err = format!("{:#}", refused.err().expect("a shared monitoring topic space must be refused"));
-    assert!(err.contains("tenant globex would publish its monitoring messages in the same topics as tenant acme"), "{err}");
+    assert!(
+        err.contains("tenant globex would publish its monitoring messages in the same topics as tenant acme"),
+        "{err}"
+    );
     // With a prefix each, both start; one tenant on two listeners shares its own topics.
     let prefixed = "plugin_opt_monitoring ibm\nplugin_opt_tenant_prefix {tenant}/\n";
-    let b = Broker::start_per_listener("mon-prefixed", &[("acme", policy.clone()), ("globex", policy.clone())], prefixed);
+    let b =
+        Broker::start_per_listener("mon-prefixed", &[("acme", policy.clone()), ("globex", policy.clone())], prefixed);
     assert!(b.is_ok(), "{:#}", b.err().unwrap());
-    let same = Broker::start_per_listener("mon-same", &[("acme", policy.clone()), ("acme", policy)], "plugin_opt_monitoring ibm\n");
+    let same = Broker::start_per_listener(
+        "mon-same",
+        &[("acme", policy.clone()), ("acme", policy)],
+        "plugin_opt_monitoring ibm\n",
+    );
     assert!(same.is_ok(), "{:#}", same.err().unwrap());
 }

@@ -117,3 +117,49 @@ fn sighup_rereads_every_policy() {
     b.wait_loads(2);
     assert!(b.log().contains("reload requested"), "{}", b.log());
 }
+
+/// Monitor mode: `hub.next.wasm` is asked every question `hub.wasm` answers and enforces
+/// nothing; where they differ a `would-deny` / `would-allow` event tells. Promoting it is a
+/// rename.
+#[test]
+fn a_candidate_policy_is_evaluated_beside_the_enforced_one_and_promoted_by_a_rename() {
+    let enforced = support::hub_policy(&rules(Some("devices/${device.id}/b/#")), &[]);
+    let candidate = support::hub_policy(&rules(None), &[]);
+    let mut setup = Setup::tenant("hub", enforced);
+    setup.policies.push(("hub.next".into(), candidate));
+    let b = Broker::start("candidate", setup).unwrap();
+    b.wait_loads(2);
+    let mut app = Mqtt::connected(&Opts::new(b.port, Proto::V5, "app"));
+    assert_eq!(app.subscribe("devices/#", 1), 1);
+    let mut d1 = Mqtt::connected(&Opts::new(b.port, Proto::V5, "d1"));
+
+    // Allowed by the enforced policy, refused by the candidate: delivered, and told.
+    let code = d1.publish("devices/d1/b/x", 1, false, b"through");
+    assert!(matches!(code, Some(0 | 0x10)), "the enforced policy decides: {code:?}");
+    let (topic, payload, _) = app.recv(Duration::from_secs(5)).expect("delivered");
+    assert_eq!((topic.as_str(), payload.as_slice()), ("devices/d1/b/x", b"through".as_slice()));
+    let e = b.wait_event("would-deny", |e| field(e, "outcome") == "would-deny");
+    assert_eq!((field(&e, "tenant"), field(&e, "client_id"), field(&e, "topic")), ("hub", "d1", "devices/d1/b/x"));
+    assert!(field(&e, "message").contains("unauthorized topic"), "{e}");
+    // Where both agree, nothing is told; the candidate's own denials are not events.
+    assert!(matches!(d1.publish("devices/d1/a/x", 1, false, b"a"), Some(0 | 0x10)));
+    assert!(app.recv(Duration::from_secs(5)).is_some());
+    let told: Vec<_> = b.events().into_iter().filter(|e| field(e, "outcome").starts_with("would-")).collect();
+    assert_eq!(told.len(), 1, "{told:#?}");
+    assert!(!b.events().iter().any(|e| field(e, "tenant") == "hub.next" && field(e, "outcome") == "deny"));
+
+    // Promotion: the candidate's file becomes the tenant's; the connected client gets its rules.
+    std::fs::rename(b.policy_dir.join("hub.next.wasm"), b.policy_dir.join("hub.wasm")).unwrap();
+    b.wait_event("file-removed", |e| field(e, "outcome") == "file-removed" && field(e, "tenant") == "hub.next");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match d1.publish("devices/d1/b/x", 1, false, b"after") {
+            Some(0x87) => break,
+            code => assert!(Instant::now() < deadline, "still allowed 5 s after the rename: {code:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // No candidate any more: a refusal by the enforced policy is not a difference.
+    let told = b.events().into_iter().filter(|e| field(e, "outcome").starts_with("would-")).count();
+    assert_eq!(told, 1);
+}

@@ -73,10 +73,11 @@ impl Tenants {
 
 /// A policy ready to swap in for a tenant.
 pub struct Loaded {
-    /// Tenant name (the file stem).
+    /// Tenant name (the file stem): `acme`, or `acme.next` for acme's candidate policy.
     pub tenant: String,
-    /// The compiled, validated module.
-    pub module: PolicyModule,
+    /// The compiled, validated module; `None` when a candidate's file was removed (a tenant's
+    /// enforced policy is never withdrawn: the last good one stays).
+    pub module: Option<PolicyModule>,
 }
 
 /// The newest good module of every tenant, published by the watcher for any number of
@@ -93,8 +94,9 @@ pub struct Latest {
 #[derive(Default)]
 struct Modules {
     generation: u64,
-    /// Per tenant: the generation it was published at, and the module.
-    by_tenant: HashMap<String, (u64, PolicyModule)>,
+    /// Per tenant: the generation it was published at, and the module (`None`: a withdrawn
+    /// candidate).
+    by_tenant: HashMap<String, (u64, Option<PolicyModule>)>,
 }
 
 impl Latest {
@@ -114,7 +116,7 @@ impl Latest {
 
     /// Every module published after generation `seen`, with the generation they bring the
     /// caller to.
-    pub fn since(&self, seen: u64) -> (u64, Vec<(String, PolicyModule)>) {
+    pub fn since(&self, seen: u64) -> (u64, Vec<(String, Option<PolicyModule>)>) {
         let m = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         let changed = m
             .by_tenant
@@ -125,10 +127,10 @@ impl Latest {
         (m.generation, changed)
     }
 
-    /// Tenants with a module, sorted.
+    /// Tenants with an enforced module, sorted.
     pub fn tenants(&self) -> Vec<String> {
         let m = self.modules.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<String> = m.by_tenant.keys().cloned().collect();
+        let mut v: Vec<String> = m.by_tenant.keys().filter(|t| candidate_of(t).is_none()).cloned().collect();
         v.sort();
         v
     }
@@ -192,7 +194,8 @@ impl Scanner {
         for entry in entries.flatten() {
             let path = entry.path();
             let Some(tenant) = tenant_of(&path) else { continue };
-            if self.only.as_deref().is_some_and(|o| o != tenant) {
+            // A listener bound to one tenant watches its file and its candidate's.
+            if self.only.as_deref().is_some_and(|o| o != candidate_of(&tenant).unwrap_or(&tenant)) {
                 continue;
             }
             let Ok(meta) = std::fs::metadata(&path) else { continue };
@@ -206,18 +209,29 @@ impl Scanner {
             }
             self.seen.insert(tenant.clone(), now);
             let t = self.tenants.get(&tenant);
-            let admit = |m: &PolicyModule| self.cas.conflict(&tenant, m.tenant_cas()).map_or(Ok(()), Err);
+            // A candidate's CAs are checked as its tenant's.
+            let owner = candidate_of(&tenant).unwrap_or(&tenant);
+            let admit = |m: &PolicyModule| self.cas.conflict(owner, m.tenant_cas()).map_or(Ok(()), Err);
             if let Ok(module) = self.engine.load_for_tenant(&t, &path, None, admit) {
-                loaded.push(Loaded { tenant, module });
+                loaded.push(Loaded { tenant, module: Some(module) });
             }
         }
         let gone: Vec<String> = self.seen.keys().filter(|t| !present.contains(t)).cloned().collect();
         for tenant in gone {
             self.seen.remove(&tenant);
-            let message = format!(
-                "policy file {} was removed; the loaded policy stays in force until a new file arrives or the broker restarts",
-                self.dir.join(format!("{tenant}.wasm")).display()
-            );
+            let message = if candidate_of(&tenant).is_some() {
+                // Promoted (renamed to the tenant's file) or given up: no longer evaluated.
+                loaded.push(Loaded { tenant: tenant.clone(), module: None });
+                format!(
+                    "candidate policy file {} was removed; it is no longer evaluated",
+                    self.dir.join(format!("{tenant}.wasm")).display()
+                )
+            } else {
+                format!(
+                    "policy file {} was removed; the loaded policy stays in force until a new file arrives or the broker restarts",
+                    self.dir.join(format!("{tenant}.wasm")).display()
+                )
+            };
             let event = Event::new(&tenant, Action::Load, Severity::Warn, "file-removed", message);
             self.tenants.get(&tenant).events().emit(event);
         }
@@ -237,14 +251,21 @@ impl Scanner {
     }
 }
 
-/// The tenant a file serves: `acme.wasm` → `acme`. Other files are ignored (editors' temp
-/// files, `acme.wasm.tmp` written before an atomic rename).
+/// The tenant a file serves: `acme.wasm` → `acme`, and `acme.next.wasm` → `acme.next` (acme's
+/// candidate, see [`candidate_of`]). Other files are ignored (editors' temp files,
+/// `acme.wasm.tmp` written before an atomic rename).
 pub fn tenant_of(path: &Path) -> Option<String> {
     if path.extension()? != "wasm" {
         return None;
     }
     let stem = path.file_stem()?.to_str()?;
-    check_name(stem).ok().map(|()| stem.to_owned())
+    let name = candidate_of(stem).unwrap_or(stem);
+    check_name(name).ok().map(|()| stem.to_owned())
+}
+
+/// The tenant whose candidate policy `stem` names (`acme.next` → `acme`), if it names one.
+pub fn candidate_of(stem: &str) -> Option<&str> {
+    stem.strip_suffix(crate::tenancy::CANDIDATE_SUFFIX)
 }
 
 /// The background watcher: scans when a file lands in the directory (inotify), every `poll`
@@ -314,6 +335,10 @@ mod tests {
     fn only_safe_wasm_names_are_tenants() {
         assert_eq!(tenant_of(Path::new("/p/acme.wasm")).as_deref(), Some("acme"));
         assert_eq!(tenant_of(Path::new("/p/acme.wasm.tmp")), None);
+        assert_eq!(tenant_of(Path::new("/p/acme.next.wasm")).as_deref(), Some("acme.next"));
+        assert_eq!(candidate_of("acme.next"), Some("acme"));
+        assert_eq!(tenant_of(Path::new("/p/.next.wasm")), None);
+        assert!(check_name("acme.next").is_err(), "no tenant of its own");
         assert_eq!(tenant_of(Path::new("/p/.acme.wasm")), None);
         assert_eq!(tenant_of(Path::new("/p/ac me.wasm")), None);
         assert_eq!(tenant_of(Path::new("/p/acme.toml")), None);

@@ -46,9 +46,19 @@ impl TenantSource {
 /// Checks that `name` can be a tenant (and a file name): 1 to 64 of `[A-Za-z0-9_.-]`, not
 /// starting with `.` or `-`.
 pub fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty() && name.len() <= 64 && name.bytes().all(is_name_byte) && !name.starts_with(['.', '-']);
+    // `TENANT.next.wasm` is a tenant's candidate policy (monitor mode), never a tenant of its own.
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(is_name_byte)
+        && !name.starts_with(['.', '-'])
+        && !name.ends_with(CANDIDATE_SUFFIX);
     if ok { Ok(()) } else { Err(Error::TenantName { name: name.to_owned() }) }
 }
+
+/// What a candidate policy's file stem adds to its tenant's name: `acme.next.wasm` is evaluated
+/// beside `acme.wasm` and enforces nothing (monitor mode; README, "Trying a policy before it
+/// enforces"). Tenant names cannot end with it.
+pub const CANDIDATE_SUFFIX: &str = ".next";
 
 fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')

@@ -12,12 +12,12 @@ use rustc_hash::FxBuildHasher;
 use mqtt_policy_host::events::{Action, Event, Severity};
 use mqtt_policy_host::{
     Connect, ConnectDecision, Delivery, DeliveryDecision, Denial, MonitorSubject, Policy, Protocol, Publish,
-    PublishDecision, ReasonCode, SessionId, Subscribe, SubscribeDecision,
+    PublishDecision, ReasonCode, SessionId, Subscribe, SubscribeDecision, Tenant, events::NullSink,
 };
 
 use crate::client_ids::ClientIds;
 use crate::config::FailMode;
-use crate::directory::Latest;
+use crate::directory::{Latest, candidate_of};
 use crate::gateway::Gateway;
 use crate::monitoring::{self, BrokerClose, Closing, Facts, Traffic};
 use crate::tenancy::{TenantSource, check_name};
@@ -43,6 +43,9 @@ struct Session {
     username: Option<String>,
     /// Its connection as monitoring messages report it, if they do.
     watch: Option<Box<Watched>>,
+    /// Its session in the tenant's candidate policy (monitor mode), if one was loaded when it
+    /// connected and admitted it.
+    candidate_session: Option<SessionId>,
 }
 
 /// A connection reported in monitoring messages ([`crate::monitoring`]).
@@ -101,6 +104,10 @@ pub struct Worker<K, S = FxBuildHasher> {
     /// The gateway's, held here so the check on every callback is one pointer away.
     latest: Arc<Latest>,
     policies: HashMap<String, Policy, FxBuildHasher>,
+    /// Candidate policies by tenant (`TENANT.next.wasm`): asked the same questions, answering
+    /// none of them; where they differ from the enforced policy, a `would-allow` or
+    /// `would-deny` event. Each has a tenant of its own (counters, no events).
+    candidates: HashMap<String, Policy, FxBuildHasher>,
     sessions: HashMap<K, Session, S>,
     /// The session of this worker holding each client id, to hand it over on a takeover.
     by_client_id: HashMap<String, K>,
@@ -140,6 +147,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             gateway,
             latest,
             policies: HashMap::default(),
+            candidates: HashMap::default(),
             sessions: HashMap::default(),
             by_client_id: HashMap::default(),
             client_ids,
@@ -239,13 +247,36 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         self.seen = generation;
         // New rules may admit restored sessions the old ones refused.
         self.unrestorable.clear();
-        for (tenant, module) in changed {
-            match self.policies.get_mut(&tenant) {
+        for (name, module) in changed {
+            if let Some(tenant) = candidate_of(&name) {
+                let tenant = tenant.to_owned();
+                match module {
+                    Some(module) => match self.candidates.get_mut(&tenant) {
+                        Some(p) => p.replace(module),
+                        None => {
+                            // Its own counters (a quota it counts must not use up the enforced
+                            // policy's) and no events of its own: only the differences are told.
+                            let mut policy = module.instantiate(Tenant::with_events(&name, Arc::new(NullSink)));
+                            policy.set_caching(self.gateway.config().decision_cache);
+                            self.candidates.insert(tenant, policy);
+                        }
+                    },
+                    None => {
+                        self.candidates.remove(&tenant);
+                        for s in self.sessions.values_mut().filter(|s| s.tenant == tenant) {
+                            s.candidate_session = None;
+                        }
+                    }
+                }
+                continue;
+            }
+            let Some(module) = module else { continue };
+            match self.policies.get_mut(&name) {
                 Some(p) => p.replace(module),
                 None => {
-                    let mut policy = module.instantiate(self.gateway.tenant(&tenant));
+                    let mut policy = module.instantiate(self.gateway.tenant(&name));
                     policy.set_caching(self.gateway.config().decision_cache);
-                    self.policies.insert(tenant, policy);
+                    self.policies.insert(name, policy);
                 }
             }
         }
@@ -329,6 +360,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                         claim: Some(claim),
                         username: hello.username.map(str::to_owned),
                         watch: None,
+                        candidate_session: None,
                     };
                     self.sessions.insert(key.clone(), session);
                     self.by_client_id.insert(hello.client_id.to_owned(), key);
@@ -447,7 +479,9 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                     _ => None,
                 };
                 let username = (!info.device_id.is_empty()).then(|| info.device_id.clone());
+                let candidate_session = self.shadow_connect(&tenant, &connect, None);
                 let session = Session {
+                    candidate_session,
                     prefix,
                     tenant,
                     policy_session: Some(session),
@@ -466,10 +500,78 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             // The policy already emitted the reject event.
             ConnectDecision::Reject(d) => {
                 failed(self, &d);
+                self.shadow_connect(&tenant, &connect, Some(&d));
                 ConnectOutcome::Reject(d)
             }
             ConnectDecision::Defer => ConnectOutcome::Defer,
         }
+    }
+
+    /// Asks the tenant's candidate policy, if any, about a connection the enforced one accepted
+    /// (`refused` is `None`) or refused; tells where they differ. Returns the candidate's session
+    /// of an accepted connection.
+    fn shadow_connect(&mut self, tenant: &str, connect: &Connect, refused: Option<&Denial>) -> Option<SessionId> {
+        let candidate = self.candidates.get_mut(tenant)?;
+        let (theirs, session) = match candidate.authenticate(connect) {
+            ConnectDecision::Accept(session, _) => (Ok(()), Some(session)),
+            ConnectDecision::Reject(d) => (Err(d), None),
+            ConnectDecision::Defer => (Ok(()), None),
+        };
+        let differs = match (refused, &theirs) {
+            (None, Err(d)) => Some(("would-deny", format!("the candidate policy would refuse: {}", d.message))),
+            (Some(d), Ok(())) => {
+                Some(("would-allow", format!("the candidate policy would accept; enforced: {}", d.message)))
+            }
+            _ => None,
+        };
+        if let Some((outcome, message)) = differs {
+            let mut e = Event::new(tenant, Action::Connect, Severity::Info, outcome, message);
+            e.client_id = Some(connect.client_id.clone());
+            self.gateway.tenant(tenant).events().emit(e);
+        }
+        match (refused, session) {
+            (None, session) => session,
+            (Some(_), Some(session)) => {
+                candidate_end(&mut self.candidates, tenant, session);
+                None
+            }
+            (Some(_), None) => None,
+        }
+    }
+
+    /// Asks the candidate policy of `key`'s tenant the check the enforced one answered with
+    /// `enforced`; tells where they differ.
+    fn shadow_check(&mut self, key: &K, check: &Check<'_>, lowering: bool, enforced: &CheckOutcome) {
+        let Some(s) = self.sessions.get(key) else { return };
+        if s.candidate_session.is_none() || !self.candidates.contains_key(&s.tenant) {
+            return;
+        }
+        let (tenant, client_id) = (s.tenant.clone(), s.client_id.clone());
+        let action = match check.access {
+            Access::Publish => Action::Publish,
+            Access::Subscribe => Action::Subscribe,
+            Access::Delivery => Action::Delivery,
+            Access::Unsubscribe => return,
+        };
+        let theirs = match self.decide_as(key, check, lowering, true) {
+            Ok(o) => o,
+            // A downgrade the broker would carry out: allowed.
+            Err(_) => CheckOutcome::Allow,
+        };
+        let refused = |o: &CheckOutcome| match o {
+            CheckOutcome::Deny(d) => Some(d.message.clone()),
+            _ => None,
+        };
+        let topic = String::from_utf8_lossy(check.topic);
+        let (outcome, message) = match (refused(enforced), refused(&theirs)) {
+            (None, Some(why)) => ("would-deny", format!("the candidate policy would refuse: {why}")),
+            (Some(why), None) => ("would-allow", format!("the candidate policy would allow; enforced: {why}")),
+            _ => return,
+        };
+        let mut e = Event::new(&tenant, action, Severity::Info, outcome, message);
+        e.client_id = Some(client_id);
+        e.topic = Some(topic.into_owned());
+        self.gateway.tenant(&tenant).events().emit(e);
     }
 
     /// A `FailedConnect` for a refused connection the policy named.
@@ -519,6 +621,9 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             Adjusted::Lowered { retain, .. } if check.retain && !retain => CheckOutcome::AllowRetainCleared,
             Adjusted::Lowered { .. } => CheckOutcome::Allow,
         };
+        if !self.candidates.is_empty() {
+            self.shadow_check(key, check, lowering, &outcome);
+        }
         if self.gateway.monitoring().is_some()
             && let Some(w) = self.sessions.get_mut(key).and_then(|s| s.watch.as_deref_mut())
         {
@@ -548,7 +653,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
 
     fn decide(&mut self, key: &K, check: &Check<'_>, lowering: bool) -> Adjusted {
         let (qos, retain) = (check.qos, check.retain);
-        match self.decide_as(key, check, lowering) {
+        match self.decide_as(key, check, lowering, false) {
             Ok(outcome) => Adjusted::As(outcome),
             Err(Lower::Publish(r)) => Adjusted::Lowered { qos: r.qos.min(qos), retain: retain && r.retain },
             Err(Lower::Subscribe(granted)) => Adjusted::Lowered { qos: granted, retain: false },
@@ -556,7 +661,14 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
     }
 
     /// The outcome, or (only when `lowering`) the downgrade the policy asked for.
-    fn decide_as(&mut self, key: &K, check: &Check<'_>, lowering: bool) -> Result<CheckOutcome, Lower> {
+    /// With `candidate`, the tenant's candidate policy is asked instead (its events go nowhere).
+    fn decide_as(
+        &mut self,
+        key: &K,
+        check: &Check<'_>,
+        lowering: bool,
+        candidate: bool,
+    ) -> Result<CheckOutcome, Lower> {
         self.sync();
         if check.access == Access::Unsubscribe {
             return Ok(CheckOutcome::Allow);
@@ -570,10 +682,12 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             return Ok(self.unknown(key));
         }
         let Some(client) = self.sessions.get(key) else { return Ok(self.unknown(key)) };
-        let Some(session) = client.policy_session else { return Ok(CheckOutcome::Defer) };
+        let session = if candidate { client.candidate_session } else { client.policy_session };
+        let Some(session) = session else { return Ok(CheckOutcome::Defer) };
         // The broker checks a Last Will after telling us the connection closed.
         let will = client.state != Lifetime::Online;
-        let Some(policy) = self.policies.get_mut(&client.tenant) else {
+        let policies = if candidate { &mut self.candidates } else { &mut self.policies };
+        let Some(policy) = policies.get_mut(&client.tenant) else {
             return Ok(CheckOutcome::Deny(Denial {
                 reason: ReasonCode::ServerUnavailable,
                 message: format!("no policy is loaded for tenant {}", client.tenant),
@@ -752,6 +866,9 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             if let (Some(session), Some(p)) = (c.policy_session, self.policies.get_mut(&c.tenant)) {
                 p.end_session(session);
             }
+            if let Some(session) = c.candidate_session {
+                candidate_end(&mut self.candidates, &c.tenant, session);
+            }
         }
     }
 
@@ -818,6 +935,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             claim: None,
             username: restored.username.map(str::to_owned),
             watch: None,
+            candidate_session: None,
         };
         let Some(policy) = self.policies.get_mut(&tenant) else {
             return match self.gateway.config().fail_mode {
@@ -971,4 +1089,11 @@ fn taken(client_id: &str, holder: &str, claimant: &str) -> Denial {
 /// same application id); takeovers compare it too.
 fn principal_of(info: &mqtt_policy_host::SessionInfo) -> Option<&str> {
     info.attributes.iter().find(|(k, _)| k == "principal").map(|(_, p)| p.as_str())
+}
+
+/// Ends `session` in `tenant`'s candidate policy, if it still has one.
+fn candidate_end(candidates: &mut HashMap<String, Policy, FxBuildHasher>, tenant: &str, session: SessionId) {
+    if let Some(p) = candidates.get_mut(tenant) {
+        p.end_session(session);
+    }
 }
