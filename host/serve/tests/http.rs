@@ -390,8 +390,13 @@ fn a_unix_socket_listener_answers_and_is_bounded_like_tcp() {
     // the next is closed unanswered on either.
     let idle_unix = std::os::unix::net::UnixStream::connect(&path).unwrap();
     let idle_tcp = TcpStream::connect(s.local_addr()).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(unix_request(&path, &format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{close}")), None);
+    // The service counts a connection once it has accepted it: on a loaded machine that may
+    // come after a request that was sent later, so wait (bounded) for the refusal.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while unix_request(&path, &format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{close}")).is_some() {
+        assert!(Instant::now() < deadline, "a third connection was still answered after 5 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop((idle_unix, idle_tcp));
     let deadline = Instant::now() + Duration::from_secs(5);
     while unix_request(&path, &format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{close}")).is_none() {
