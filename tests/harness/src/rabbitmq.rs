@@ -195,6 +195,11 @@ impl Cluster {
         bail!("{} did not listen for MQTT within {BOOT:?}:\n{}", self.nodes[i].name, self.log(i))
     }
 
+    /// The process id of node `i`'s Erlang VM, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
     /// Runs `rabbitmqctl -n NODE ARGS` against node `i`; returns its output.
     pub fn ctl(&self, i: usize, args: &[&str]) -> Result<String> {
         let node = &self.nodes[i].name;
@@ -350,6 +355,11 @@ impl DecisionService {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Starts it again on the same port and directory (after [`DecisionService::kill`]).
