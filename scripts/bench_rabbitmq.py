@@ -207,6 +207,10 @@ def main() -> None:
     try:
         node.ctl("import_definitions", str(work / "definitions.json"))
         version = node.ctl("eval", "rabbit_misc:version().").strip().strip('"')
+        # The node's first runs after boot are slower and leave queues behind (its code loads, its
+        # schedulers warm up): one short run per backend first, left out.
+        for backend in BACKENDS:
+            run_once(argparse.Namespace(**{**vars(args), "duration": 2, "warmup": 0}), node, backend, SCENARIOS[0], password)
         with raw.open("w") as rawf:
             for r in range(args.rounds):
                 order = list(BACKENDS) if r % 2 == 0 else list(reversed(BACKENDS))
@@ -275,8 +279,11 @@ def render(args, results, storms, elapsed, version) -> str:
         serve = statistics.median(x["serve_cpu_s"] for x in results[("http", name)])
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {meds['http'] / meds['internal']:.2f} | "
                      f"{cpus['internal']:.1f} / {cpus['http']:.1f} µs | {cpus['http'] / cpus['internal']:.2f} | {serve * 1000:.0f} ms |")
-    missing = sum(x["missing"] for runs in results.values() for x in runs if x["qos"] == 1)
-    lines += ["", f"QoS 1 messages missing across all runs: {missing}."]
+    missing = {b: sum(x["missing"] for (b2, _), runs in results.items() if b2 == b for x in runs) for b in BACKENDS}
+    lines += ["", "Messages not delivered within the 2 s drain after a run, over all runs: "
+              + ", ".join(f"{b} {n:,}" for b, n in missing.items())
+              + " (RabbitMQ acknowledges a QoS 1 publish once it is queued, so a subscriber that falls behind "
+              "shows here, not in the publishers' rate)."]
     if storms:
         lines += [
             "",

@@ -482,7 +482,8 @@ async fn read_more(r: &mut (impl AsyncReadExt + Unpin), buf: &mut Vec<u8>) -> Re
 
 async fn subscriber(shared: Arc<Shared>, plan: Arc<Plan>, idx: usize, state: Arc<SubState>) -> Result<Tracker> {
     let client_id = &plan.subscriber_ids[idx];
-    let (mut stream, mut buf) = mqtt_connect(plan.addr, client_id, plan.username(client_id), plan.password.as_deref()).await?;
+    let (mut stream, mut buf) =
+        mqtt_connect(plan.addr, client_id, plan.username(client_id), plan.password.as_deref()).await?;
     let mut out = Vec::new();
     Packet::Subscribe { packet_id: 1, filters: vec![(&plan.filter, plan.qos)] }.encode(&mut out)?;
     stream.write_all(&out).await?;
@@ -589,7 +590,8 @@ async fn publisher_reader(
 async fn publisher(shared: Arc<Shared>, plan: Arc<Plan>, idx: usize, state: Arc<PubState>) -> Result<()> {
     let me = &plan.publishers[idx];
     let client_id = me.client_id.clone();
-    let (stream, leftover) = mqtt_connect(plan.addr, &client_id, plan.username(&client_id), plan.password.as_deref()).await?;
+    let (stream, leftover) =
+        mqtt_connect(plan.addr, &client_id, plan.username(&client_id), plan.password.as_deref()).await?;
     let (rd, mut wr) = stream.into_split();
     let window = Arc::new(Semaphore::new(usize::from(plan.window)));
     let reader =
