@@ -971,6 +971,13 @@ mod tests {
     }
 
     #[test]
+    fn a_password_goes_with_every_client_of_a_run() {
+        let o = Options::parse_from(["x", "--password", "s3cret"]);
+        assert_eq!(Plan::new(&o).unwrap().password.as_deref(), Some("s3cret"));
+        assert_eq!(Plan::new(&Options::parse_from(["x"])).unwrap().password, None);
+    }
+
+    #[test]
     fn devices_are_split_between_publishers() {
         let o = Options::parse_from(["x", "--publishers", "3", "--devices", "10"]);
         let plan = Plan::new(&o).unwrap();
