@@ -273,8 +273,10 @@ pub fn broker_warnings(settings: &str, broker: Broker) -> Vec<String> {
     let by_cert = doc.get("identity").and_then(|i| i.get("from")).and_then(|v| v.as_str()) == Some("certificate");
     if by_cert || hub.and_then(|h| h.get("require-mtls")).and_then(|v| v.as_bool()) == Some(true) {
         out.push(match broker {
-            Broker::Rabbitmq => "certificate identities are not supported with RabbitMQ yet: ssl_cert_login sends \
-                                 only a user name, no certificate and no client id, and serve refuses such logins"
+            Broker::Rabbitmq => "certificate identities are not supported with RabbitMQ yet: with ssl_cert_login, \
+                                 RabbitMQ sends only the certificate's name (no certificate, password, virtual host \
+                                 or client id), and serve refuses such logins; a device with a certificate can log \
+                                 in with its password or token over RabbitMQ's mutual-TLS listener"
                 .to_owned(),
             _ => format!("certificate identities are not supported with {name} yet: serve does not read the client certificate {name} can send"),
         });

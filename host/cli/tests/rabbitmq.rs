@@ -3,14 +3,17 @@
 //! shipped ibm-platform example's rules as tenant `acme` (virtual host `acme`).
 //!
 //! One node is shared by the scenarios of this file, run in order by one test: Erlang takes
-//! ~15 s to boot a node on this kind of machine.
+//! ~15 s to boot a node on this kind of machine. Besides its TCP listener it has a mutual-TLS
+//! MQTT listener with `mqtt.ssl_cert_login = true`, for what RabbitMQ sends about a
+//! certificate login.
 
 use std::time::{Duration, Instant};
 
 use mqtt_policy_testkit::client::{Mqtt, Opts, Proto};
+use mqtt_policy_testkit::pki::Ca;
 use mqtt_policy_testkit::rabbitmq::ibm::{APP_FILTER, app, device, evt, rules};
 use mqtt_policy_testkit::rabbitmq::{Cluster, DecisionService};
-use mqtt_policy_testkit::{TempDir, deploy, field, http_get, hub_policy};
+use mqtt_policy_testkit::{TempDir, deploy, field, free_port, http_get, hub_policy};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mqtt-policy");
 
@@ -37,8 +40,23 @@ fn one_rabbitmq_node_enforces_the_tenant_policy_through_serve() {
         DecisionService::start(BIN.as_ref(), &dir, &[("acme", policy.clone())], &["--secret-file", &secret_file])
             .unwrap();
     let url = format!("{}/Zk3-tr0ub4dor", service.url());
+    // RabbitMQ's own CA and certificate for the mutual-TLS listener (PKCS#8 keys, which Erlang reads).
+    let ca = Ca::new("rabbitmq test CA");
+    let server = ca.server();
+    for (name, pem) in [("ca.pem", &ca.pem), ("server.pem", &server.cert), ("server.key", &server.key)] {
+        std::fs::write(dir.join(name), pem).unwrap();
+    }
+    let tls_port = free_port();
+    let tls = format!(
+        "mqtt.listeners.ssl.default = 127.0.0.1:{tls_port}\nssl_options.cacertfile = {}\nssl_options.certfile = {}\n\
+         ssl_options.keyfile = {}\nssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = true\n\
+         mqtt.ssl_cert_login = true\nssl_cert_login_from = common_name\n",
+        dir.join("ca.pem").display(),
+        dir.join("server.pem").display(),
+        dir.join("server.key").display()
+    );
     let booting = Instant::now();
-    let cluster = Cluster::start("rabbitmq-1", 1, &[url], "acme").unwrap();
+    let cluster = Cluster::start_with("rabbitmq-1", 1, &[url], "acme", &tls).unwrap();
     eprintln!("one RabbitMQ node up in {:?}", booting.elapsed());
     let port = cluster.nodes[0].mqtt_port;
 
@@ -46,6 +64,7 @@ fn one_rabbitmq_node_enforces_the_tenant_policy_through_serve() {
     a_publish_to_another_devices_topic_closes_the_connection_and_is_never_delivered(port, &service, &mut ops);
     a_forbidden_subscription_is_refused(port, &service, &mut ops);
     a_bad_token_is_refused_at_connect(port, &service);
+    a_certificate_login_sends_only_the_user_name_and_is_refused(tls_port, &ca, &service);
     a_replaced_policy_applies_to_new_connections_within_1_s_and_to_new_topics_of_old_ones(port, &service, &policy);
     drop(ops);
     a_killed_service_grants_nothing_and_its_restart_resumes(port, &mut service);
@@ -126,6 +145,46 @@ fn a_bad_token_is_refused_at_connect(port: u16, service: &DecisionService) {
         !service.log().contains("not-the-token")
             && !std::fs::read_to_string(&service.events).unwrap().contains("not-the-token")
     );
+}
+
+/// Rejected requests of `reason` so far (the service's `/metrics`).
+fn rejected(service: &DecisionService, reason: &str) -> u64 {
+    let (_, metrics) = http_get(service.port, "/Zk3-tr0ub4dor/metrics").unwrap();
+    let line = format!("mqtt_policy_rejected_requests_total{{reason=\"{reason}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&line)).map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// `mqtt.ssl_cert_login`: a client that presents a certificate RabbitMQ verified and no user
+/// name is logged in as the certificate's common name, and `user_path` gets only `username`
+/// (`rabbit_direct:auth_fun({Username, none}, ..)`: no password, no virtual host, no client id,
+/// nothing of the certificate). The service cannot tell that from a request missing its
+/// parameters, so it answers 400 and RabbitMQ refuses the login; the same certificate with
+/// the device's token is an ordinary password login over mutual TLS.
+fn a_certificate_login_sends_only_the_user_name_and_is_refused(tls_port: u16, ca: &Ca, service: &DecisionService) {
+    // A common name without `:`: RabbitMQ reads `A:B` as virtual host A, user B, for
+    // certificate names as for user names (`rabbit_mqtt_processor:get_vhost_ssl`).
+    let cert = ca.client(Some("s3"));
+    let by_cert = Opts::new(tls_port, Proto::V311, "d:acme:sensor:s3").tls(tls_port, &ca.pem, &cert.cert, &cert.key);
+    let before = rejected(service, "bad-request");
+    let (_c, code) = Mqtt::connect(&by_cert);
+    assert_eq!(code, 4, "CONNACK 4: the backend's error refuses the certificate login");
+    assert!(rejected(service, "bad-request") > before, "user_path came without its virtual host: 400");
+    assert!(
+        !service.events().iter().any(|e| field(e, "action") == "connect"
+            && field(e, "outcome") == "allow"
+            && field(e, "client_id") == "d:acme:sensor:s3"),
+        "no session was made for the certificate login"
+    );
+    let with_token = device(tls_port, "s3").tls(tls_port, &ca.pem, &cert.cert, &cert.key);
+    let mut s3 = Mqtt::connected(&with_token);
+    assert_eq!(s3.try_publish(&evt("s3", "tls"), 1, false, b"1"), Ok(None), "enforced as over TCP");
+    s3.disconnect();
+    // A certificate of another CA: RabbitMQ's TLS handshake refuses it before any login.
+    let other = Ca::new("another CA").client(Some("d:acme:sensor:s3"));
+    let before = rejected(service, "bad-request");
+    let foreign = device(tls_port, "s3").tls(tls_port, &ca.pem, &other.cert, &other.key);
+    assert!(Mqtt::try_connect(&foreign).is_err(), "closed before any CONNACK");
+    assert_eq!(rejected(service, "bad-request"), before, "the service was not asked");
 }
 
 fn a_replaced_policy_applies_to_new_connections_within_1_s_and_to_new_topics_of_old_ones(

@@ -136,8 +136,15 @@ fn v5_code(name: &str) -> u8 {
 }
 
 impl Mqtt {
-    /// Connects and waits for the CONNACK (or the refusal). Never retries.
+    /// Connects and waits for the CONNACK (or the refusal). Never retries. Panics if the
+    /// connection closes before a CONNACK (see [`Mqtt::try_connect`]).
     pub fn connect(o: &Opts) -> (Mqtt, u8) {
+        Mqtt::try_connect(o).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Mqtt::connect`], with a connection closed before any CONNACK (e.g. a TLS handshake the
+    /// broker refused) as an error.
+    pub fn try_connect(o: &Opts) -> Result<(Mqtt, u8), String> {
         install_crypto();
         let (tx, rx) = channel();
         let transport = o.tls.as_ref().map(|(ca, cert, key)| {
@@ -270,12 +277,12 @@ impl Mqtt {
         let mut m = Mqtt { handle, rx, backlog: Vec::new(), proto: o.proto, session_present: false };
         let code = match m.next_matching(WAIT, |s| matches!(s, Seen::ConnAck(_) | Seen::Closed(_))) {
             Some(Seen::ConnAck(c)) => c,
-            Some(Seen::Closed(e)) => panic!("connection closed before CONNACK: {e}"),
+            Some(Seen::Closed(e)) => return Err(format!("connection closed before CONNACK: {e}")),
             _ => panic!("no CONNACK within {WAIT:?}"),
         };
         m.session_present = m.backlog.contains(&Seen::SessionPresent(true));
         m.backlog.retain(|s| !matches!(s, Seen::SessionPresent(_)));
-        (m, code)
+        Ok((m, code))
     }
 
     /// Connects and asserts it was accepted.

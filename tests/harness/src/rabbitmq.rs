@@ -75,6 +75,11 @@ impl Cluster {
     /// (node `i`; a single URL serves all nodes), with MQTT clients placed in virtual host
     /// `vhost` (created at boot), anonymous clients refused, and clustered.
     pub fn start(tag: &str, n: usize, auth: &[String], vhost: &str) -> Result<Cluster> {
+        Cluster::start_with(tag, n, auth, vhost, "")
+    }
+
+    /// [`Cluster::start`] with `extra` rabbitmq.conf lines for every node (e.g. a TLS listener).
+    pub fn start_with(tag: &str, n: usize, auth: &[String], vhost: &str, extra: &str) -> Result<Cluster> {
         require();
         let dir = crate::temp_dir(tag);
         let cookie: String = format!("MQTTPOLICY{}{}", std::process::id(), free_port());
@@ -109,6 +114,7 @@ impl Cluster {
                 cluster.dir.join("definitions.json").display()
             );
             conf += &http_backend_conf(base);
+            conf += extra;
             if n > 1 {
                 conf += "cluster_formation.peer_discovery_backend = classic_config\n";
                 conf += "cluster_formation.randomized_startup_delay_range.min = 0\n";
@@ -193,6 +199,11 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(100));
         }
         bail!("{} did not listen for MQTT within {BOOT:?}:\n{}", self.nodes[i].name, self.log(i))
+    }
+
+    /// The process id of node `i`'s Erlang VM, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
     }
 
     /// Runs `rabbitmqctl -n NODE ARGS` against node `i`; returns its output.
@@ -350,6 +361,11 @@ impl DecisionService {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Starts it again on the same port and directory (after [`DecisionService::kill`]).

@@ -88,6 +88,10 @@ pub struct Options {
     /// Send the client id as the user name (`--username-from-device false` sends none).
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     pub username_from_device: bool,
+    /// Send this password with the user name of every publisher and subscriber (brokers such as
+    /// RabbitMQ refuse a user name without one). Not for the connect storm: see --credentials.
+    #[arg(long)]
+    pub password: Option<String>,
     /// Topic filter every subscriber subscribes to.
     #[arg(long, default_value = "devices/+/telemetry")]
     pub subscribe_filter: String,
@@ -191,6 +195,7 @@ struct Plan {
     drain: Duration,
     filter: String,
     username_from_device: bool,
+    password: Option<String>,
     publishers: Vec<PublisherPlan>,
     subscriber_ids: Vec<String>,
 }
@@ -270,6 +275,7 @@ impl Plan {
             drain: Duration::from_millis(o.drain_ms),
             filter: o.subscribe_filter.clone(),
             username_from_device: o.username_from_device,
+            password: o.password.clone(),
             publishers,
             subscriber_ids,
         })
@@ -416,7 +422,12 @@ fn decode_header(p: &[u8]) -> Option<Header> {
 
 /// Opens a TCP connection and completes the CONNECT/CONNACK exchange. Returns the stream and
 /// any bytes read past the CONNACK.
-async fn mqtt_connect(addr: SocketAddr, client_id: &str, username: Option<&str>) -> Result<(TcpStream, Vec<u8>)> {
+async fn mqtt_connect(
+    addr: SocketAddr,
+    client_id: &str,
+    username: Option<&str>,
+    password: Option<&str>,
+) -> Result<(TcpStream, Vec<u8>)> {
     let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .with_context(|| format!("{client_id}: timed out connecting to {addr}"))?
@@ -424,7 +435,9 @@ async fn mqtt_connect(addr: SocketAddr, client_id: &str, username: Option<&str>)
     // Latency is the point of the measurement: do not let Nagle hold small packets back.
     stream.set_nodelay(true)?;
     let mut out = Vec::new();
-    Packet::Connect { client_id, username, password: None, keep_alive: KEEP_ALIVE_SECS, clean_session: true }
+    // A password only goes with a user name (MQTT 3.1.1).
+    let password = password.filter(|_| username.is_some()).map(str::as_bytes);
+    Packet::Connect { client_id, username, password, keep_alive: KEEP_ALIVE_SECS, clean_session: true }
         .encode(&mut out)?;
     stream.write_all(&out).await?;
     let mut buf = Vec::with_capacity(READ_CHUNK);
@@ -469,7 +482,8 @@ async fn read_more(r: &mut (impl AsyncReadExt + Unpin), buf: &mut Vec<u8>) -> Re
 
 async fn subscriber(shared: Arc<Shared>, plan: Arc<Plan>, idx: usize, state: Arc<SubState>) -> Result<Tracker> {
     let client_id = &plan.subscriber_ids[idx];
-    let (mut stream, mut buf) = mqtt_connect(plan.addr, client_id, plan.username(client_id)).await?;
+    let (mut stream, mut buf) =
+        mqtt_connect(plan.addr, client_id, plan.username(client_id), plan.password.as_deref()).await?;
     let mut out = Vec::new();
     Packet::Subscribe { packet_id: 1, filters: vec![(&plan.filter, plan.qos)] }.encode(&mut out)?;
     stream.write_all(&out).await?;
@@ -576,7 +590,8 @@ async fn publisher_reader(
 async fn publisher(shared: Arc<Shared>, plan: Arc<Plan>, idx: usize, state: Arc<PubState>) -> Result<()> {
     let me = &plan.publishers[idx];
     let client_id = me.client_id.clone();
-    let (stream, leftover) = mqtt_connect(plan.addr, &client_id, plan.username(&client_id)).await?;
+    let (stream, leftover) =
+        mqtt_connect(plan.addr, &client_id, plan.username(&client_id), plan.password.as_deref()).await?;
     let (rd, mut wr) = stream.into_split();
     let window = Arc::new(Semaphore::new(usize::from(plan.window)));
     let reader =
@@ -953,6 +968,13 @@ mod tests {
         for bad in ["10.0.0.1", "192.168.1.1", "8.8.8.8", "0.0.0.0", "::", "::ffff:127.0.0.1", "example.com", ""] {
             assert!(loopback_addr(bad, 1883).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_password_goes_with_every_client_of_a_run() {
+        let o = Options::parse_from(["x", "--password", "s3cret"]);
+        assert_eq!(Plan::new(&o).unwrap().password.as_deref(), Some("s3cret"));
+        assert_eq!(Plan::new(&Options::parse_from(["x"])).unwrap().password, None);
     }
 
     #[test]
