@@ -6,15 +6,14 @@
 // - It may publish under `devices/{device}/#`, up to `max-payload` bytes (settings).
 // - It may subscribe to its own commands, `devices/{device}/commands/#` or anything narrower.
 //
-// The module imports nothing, so Node runs it as it is: `node --test` in this directory runs
-// `hello.test.js` against the same exports the host calls.
-//
 // WIT to JavaScript: functions and record fields in camelCase, enums as their WIT names
 // ('not-authorized'), variants as `{ tag, val }`, `option` as a value or `undefined`,
 // `result<_, string>` as a return (ok) or a thrown string (err), u64 as BigInt.
 
+import { cacheDecision } from 'mqtt-policy:policy/host@0.2.0';
+
 /** Payload limit when the settings name none (the IBM Watson IoT limit). */
-export const DEFAULT_MAX_PAYLOAD = 131072;
+const DEFAULT_MAX_PAYLOAD = 131072;
 /** Longest topic the protocol can carry (a UTF-8 string with a 16-bit length). */
 const MAX_TOPIC_LEN = 65535;
 
@@ -23,7 +22,7 @@ let maxPayload = DEFAULT_MAX_PAYLOAD;
 const devices = new Map();
 
 /** Parses `key = value` lines; `#` starts a comment. Known key: `max-payload`. */
-export function parseSettings(settings) {
+function parseSettings(settings) {
   let max = DEFAULT_MAX_PAYLOAD;
   settings.split(/\r?\n/).forEach((raw, i) => {
     const line = raw.split('#')[0].trim();
@@ -68,6 +67,9 @@ export function authorizePublish(session, p) {
   if (p.payloadSize > maxPayload) {
     return deny('packet-too-large', `message payload is too large (${p.payloadSize} bytes, limit ${maxPayload})`);
   }
+  // The allow depends only on the session's device, the topic and a payload within the limit:
+  // the host may answer repeats itself, without calling the policy.
+  cacheDecision(maxPayload);
   return { tag: 'allow' };
 }
 
@@ -99,7 +101,7 @@ function commonProblem(s) {
 }
 
 /** Why `name` is not a valid PUBLISH topic name, or undefined. */
-export function topicNameProblem(name) {
+function topicNameProblem(name) {
   const problem = commonProblem(name);
   if (problem) return problem;
   if (/[+#]/.test(name)) return "topic name contains a wildcard ('+' or '#')";
@@ -119,7 +121,7 @@ function splitShared(filter) {
 }
 
 /** Why `filter` is not a valid SUBSCRIBE topic filter, or undefined. */
-export function topicFilterProblem(filter) {
+function topicFilterProblem(filter) {
   const problem = commonProblem(filter);
   if (problem) return problem;
   let inner = filter;
@@ -139,7 +141,7 @@ export function topicFilterProblem(filter) {
 }
 
 /** Whether every topic `inner` can match is also matched by `outer` (both valid filters). */
-export function filterWithin(inner, outer) {
+function filterWithin(inner, outer) {
   if (topicFilterProblem(inner) || topicFilterProblem(outer)) return false;
   const i = (splitShared(inner) ?? [undefined, inner])[1].split('/');
   const o = (splitShared(outer) ?? [undefined, outer])[1].split('/');
