@@ -69,9 +69,9 @@ build() {
   # componentize-py writes its bytecode caches next to the sources: keep them out of the tree.
   export PYTHONDONTWRITEBYTECODE=1 PYTHONPYCACHEPREFIX="$root/$tools/pycache"
   py "$dir/hello_py.wasm" hello_policy policies/hello-py
-  py "$dir/throwing_py.wasm" throwing_policy policies/hello-py tests/fixtures/guests/throwing-py
+  py "$dir/throwing_py.wasm" throwing_policy policies/hello-py tests/fixtures/lang-guests/throwing-py
   js "$dir/hello_js.wasm" policies/hello-js/hello.js
-  js "$dir/throwing_js.wasm" tests/fixtures/guests/throwing-js/throwing.js
+  js "$dir/throwing_js.wasm" tests/fixtures/lang-guests/throwing-js/throwing.js
 }
 
 case "${1:-all}" in
