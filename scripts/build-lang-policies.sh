@@ -72,6 +72,15 @@ build() {
   py "$dir/throwing_py.wasm" throwing_policy policies/hello-py tests/fixtures/lang-guests/throwing-py
   js "$dir/hello_js.wasm" policies/hello-js/hello.js
   js "$dir/throwing_js.wasm" tests/fixtures/lang-guests/throwing-js/throwing.js
+  # What the host must link: only the policy world's own interfaces, no WASI (SECURITY.md).
+  for wasm in "$dir"/{hello,throwing}_{py,js}.wasm; do
+    local imports
+    imports=$("$tools/js/node_modules/.bin/jco" wit "$wasm" | sed -n 's/^ *import \([^;]*\);.*/\1/p')
+    if grep -v '^mqtt-policy:policy/' <<<"$imports" | grep -q .; then
+      echo "$wasm imports more than mqtt-policy:policy: $(tr '\n' ' ' <<<"$imports")" >&2
+      exit 1
+    fi
+  done
 }
 
 case "${1:-all}" in
