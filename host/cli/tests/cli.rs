@@ -53,7 +53,9 @@ fn hello_cases_pass_on_the_python_and_javascript_components() {
 /// publish is denied with 0x83 and a trap event, as a Rust panic is.
 #[test]
 fn a_raising_python_or_throwing_javascript_publish_check_is_denied() {
-    for wasm in [guest_artifacts::lang(guest_artifacts::THROWING_PY), guest_artifacts::lang(guest_artifacts::THROWING_JS)] {
+    for wasm in
+        [guest_artifacts::lang(guest_artifacts::THROWING_PY), guest_artifacts::lang(guest_artifacts::THROWING_JS)]
+    {
         let o = run(&["eval", wasm, "--client-id", "d1", "--publish", "devices/d1/t"]);
         let out = text(&o);
         assert!(out.contains("-> accept as d1"), "{wasm}: {out}");

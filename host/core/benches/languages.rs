@@ -129,5 +129,8 @@ fn main() {
         );
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("\nload average at the end (1, 5, 15 min): {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    println!(
+        "\nload average at the end (1, 5, 15 min): {}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
 }

@@ -435,21 +435,36 @@ fn a_policy_names_how_a_connection_is_monitored_during_authenticate_only() {
 #[test]
 fn python_and_javascript_policies_decide_and_an_uncaught_exception_is_a_deny() {
     let languages = [
-        ("Python", guest_artifacts::lang(guest_artifacts::HELLO_PY), guest_artifacts::lang(guest_artifacts::THROWING_PY)),
-        ("JavaScript", guest_artifacts::lang(guest_artifacts::HELLO_JS), guest_artifacts::lang(guest_artifacts::THROWING_JS)),
+        (
+            "Python",
+            guest_artifacts::lang(guest_artifacts::HELLO_PY),
+            guest_artifacts::lang(guest_artifacts::THROWING_PY),
+        ),
+        (
+            "JavaScript",
+            guest_artifacts::lang(guest_artifacts::HELLO_JS),
+            guest_artifacts::lang(guest_artifacts::THROWING_JS),
+        ),
     ];
     for (language, hello, throwing) in languages {
         let (t, _) = tenant();
         let mut p = load(hello, Some("max-payload = 100")).unwrap().instantiate(t);
         let s = accept(&mut p, "sensor-1");
         for _ in 0..2 {
-            assert_eq!(p.authorize_publish(s, &publish("devices/sensor-1/t", 10)), PublishDecision::Allow, "{language}");
+            assert_eq!(
+                p.authorize_publish(s, &publish("devices/sensor-1/t", 10)),
+                PublishDecision::Allow,
+                "{language}"
+            );
         }
         assert_eq!(p.cached_decisions(), 1, "{language}: the allow asked to be cached through host.cache-decision");
         let d = p.authorize_publish(s, &publish("devices/sensor-2/t", 10));
         assert_eq!(denial(&d).reason, ReasonCode::NotAuthorized, "{language}");
         assert_eq!(denial(&d).message, "unauthorized topic devices/sensor-2/t", "{language}");
-        assert_eq!(denial(&p.authorize_publish(s, &publish("devices/sensor-1/t", 101))).reason, ReasonCode::PacketTooLarge);
+        assert_eq!(
+            denial(&p.authorize_publish(s, &publish("devices/sensor-1/t", 101))).reason,
+            ReasonCode::PacketTooLarge
+        );
         let e = load(hello, Some("max-payload = lots")).unwrap_err().to_string();
         assert!(e.contains("line 1: max-payload must be a whole number of bytes"), "{language}: {e}");
 
