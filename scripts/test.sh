@@ -27,6 +27,8 @@ rustup target add wasm32-wasip2
 
 echo "==> the Python and JavaScript policy toolchains (pinned, into target/toolchains; tests/fixtures/build.rs builds the policies with them)"
 scripts/build-lang-policies.sh install
+echo "==> the Python hello policy's rules, natively (policies/hello-py/test_hello_rules.py)"
+PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s policies/hello-py
 
 echo "==> no module imports another that imports it back (scripts/module_cycles.py)"
 python3 scripts/module_cycles.py
