@@ -1,12 +1,13 @@
 //! Two tenants on one broker stay apart: on a shared listener (tenant from the client id,
-//! each with its own topic space) and on listeners bound to one tenant each.
+//! each with its own topic space) and on listeners bound to one tenant each. And tenants whose
+//! policies are written in Python and JavaScript.
 
 use mqtt_policy_testkit as support;
 use support::proofs;
 
 use std::time::Duration;
 
-use support::client::{Mqtt, Proto};
+use support::client::{Mqtt, Opts, Proto};
 use support::{Broker, Setup, field};
 
 const IBM: &str = include_str!("../../../policies/examples/ibm-platform/rules.toml");
@@ -82,4 +83,49 @@ fn listener_bound_tenants_cannot_be_chosen_by_the_client() {
         b.events().iter().filter(|e| field(e, "outcome") == "accept").map(|e| field(e, "tenant").to_owned()).collect();
     assert_eq!(accepted, vec!["globex".to_owned(), "acme".to_owned()]);
     a.disconnect();
+}
+
+/// A tenant running the hello policy written in another language, beside one whose publish
+/// check raises or throws: an allowed publish (delivered to the device's own subscription), a
+/// denied one with its event, and the raising check denied fail-closed with a trap event.
+fn hello_in_another_language(tag: &str, hello: &str, throwing: &str) {
+    let policies = [("hello", std::fs::read(hello).unwrap()), ("throwing", std::fs::read(throwing).unwrap())];
+    let b = Broker::start_per_listener(tag, &policies, "").unwrap();
+    let mut d = Mqtt::connected(&Opts::new(b.ports[0], Proto::V5, "sensor-1"));
+    assert_eq!(d.subscribe("devices/sensor-1/commands/#", 1), 1);
+    assert_eq!(d.publish("devices/sensor-1/commands/reboot", 1, false, b"now"), Some(0));
+    let got = d.drain(SHORT);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "devices/sensor-1/commands/reboot");
+    assert_eq!(d.publish("devices/sensor-2/temperature", 1, false, b"21"), Some(0x87));
+    let e = b.wait_event("denied", |e| field(e, "outcome") == "deny" && field(e, "client_id") == "sensor-1");
+    assert_eq!(field(&e, "tenant"), "hello");
+    assert_eq!(field(&e, "message"), "unauthorized topic devices/sensor-2/temperature");
+    assert_eq!(e["reason_code"], 0x87);
+
+    let mut t = Mqtt::connected(&Opts::new(b.ports[1], Proto::V5, "t1"));
+    assert_eq!(t.publish("devices/t1/temperature", 1, false, b"21"), Some(0x87));
+    let e = b.wait_event("trap", |e| field(e, "outcome") == "trap");
+    assert_eq!(field(&e, "tenant"), "throwing");
+    assert_eq!(field(&e, "client_id"), "t1");
+    assert_eq!(e["reason_code"], 0x83, "{e}");
+    assert!(t.is_alive(), "a faulting check denies the message, not the connection");
+}
+
+#[test]
+fn python_policy_as_a_tenant() {
+    hello_in_another_language(
+        "python",
+        guest_artifacts::lang(guest_artifacts::HELLO_PY),
+        guest_artifacts::lang(guest_artifacts::THROWING_PY),
+    );
+}
+
+#[test]
+fn javascript_policy_as_a_tenant() {
+    hello_in_another_language(
+        "javascript",
+        guest_artifacts::lang(guest_artifacts::HELLO_JS),
+        guest_artifacts::lang(guest_artifacts::THROWING_JS),
+    );
 }

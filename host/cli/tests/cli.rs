@@ -38,6 +38,32 @@ fn hello_cases_pass() {
     assert!(out.contains("deny 0x87 not authorized"), "the table shows reason codes: {out}");
 }
 
+/// The same cases file, unchanged, on the hello policy written in Python and in JavaScript.
+#[test]
+fn hello_cases_pass_on_the_python_and_javascript_components() {
+    for wasm in [guest_artifacts::lang(guest_artifacts::HELLO_PY), guest_artifacts::lang(guest_artifacts::HELLO_JS)] {
+        let o = run(&["test", wasm, &hello_cases(), "--settings", &hello_settings(), "-v"]);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{wasm}: {out}");
+        assert!(out.contains("9 passed, 0 failed"), "{wasm}: {out}");
+    }
+}
+
+/// A Python policy that raises, or a JavaScript one that throws, in `authorize-publish`: the
+/// publish is denied with 0x83 and a trap event, as a Rust panic is.
+#[test]
+fn a_raising_python_or_throwing_javascript_publish_check_is_denied() {
+    for wasm in
+        [guest_artifacts::lang(guest_artifacts::THROWING_PY), guest_artifacts::lang(guest_artifacts::THROWING_JS)]
+    {
+        let o = run(&["eval", wasm, "--client-id", "d1", "--publish", "devices/d1/t"]);
+        let out = text(&o);
+        assert!(out.contains("-> accept as d1"), "{wasm}: {out}");
+        assert!(out.contains("-> deny 0x83 implementation specific error: \"policy trapped"), "{wasm}: {out}");
+        assert!(out.contains("\"outcome\":\"trap\""), "{wasm}: {out}");
+    }
+}
+
 #[test]
 fn flipping_any_one_expectation_fails_the_run() {
     let original = std::fs::read_to_string(hello_cases()).unwrap();

@@ -93,9 +93,16 @@ impl Limits {
     pub const OUTPUT_RING: usize = 16 * 1024;
 }
 
-/// Most instances, tables and memories one store may hold: a component built by
-/// `wasm32-wasip2` needs a few of each; more would only serve to exhaust the host.
-const INSTANCES: usize = 4;
+/// Most instances, tables and memories one store may hold. Tables and memories are what a
+/// guest could multiply to take host memory (each memory may grow to [`Limits::memory`]), so
+/// they stay at what the toolchains need: a Rust `wasm32-wasip2` component, componentize-py's
+/// and componentize-js's each define one memory and two tables. Core instances cannot be made
+/// at run time: their number is fixed by the component's binary (one per `instantiate` in it),
+/// and each costs the host only its context (a few KiB; its memories and tables are counted
+/// above). A Rust or JavaScript (componentize-js 0.23.0) policy instantiates 3 core modules,
+/// a Python one (componentize-py 0.25.1: libc, libpython, its runtime, one trapping stub per
+/// WASI interface) 38; 64 leaves room for a Python policy's native extension modules.
+const INSTANCES: usize = 64;
 const TABLES: usize = 8;
 const MEMORIES: usize = 2;
 

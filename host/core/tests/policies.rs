@@ -398,11 +398,13 @@ fn decisions_that_read_counters_or_of_policies_that_do_not_ask_are_not_cached() 
     assert_eq!(denial(&p.authorize_publish(s, &publish("devices/d1/t", 10))).reason, ReasonCode::MessageRateTooHigh);
     assert_eq!(p.cached_decisions(), 0, "every allowed publish read the rate counter");
 
+    // The misbehaving guest allows an ordinary publish without asking for it to be cached.
     let (t, _) = tenant();
-    let mut hello = load(guest_artifacts::HELLO, Some("max-payload = 100")).unwrap().instantiate(t);
-    let s = accept(&mut hello, "sensor-1");
-    let _ = hello.authorize_publish(s, &publish("devices/sensor-1/temp", 10));
-    assert_eq!(hello.cached_decisions(), 0);
+    let mut quiet = load(guest_artifacts::MISBEHAVE, None).unwrap().instantiate(t);
+    let s = accept(&mut quiet, "sensor-1");
+    assert_eq!(quiet.authorize_publish(s, &publish("devices/sensor-1/temp", 10)), PublishDecision::Allow);
+    assert_eq!(quiet.authorize_publish(s, &publish("devices/sensor-1/temp", 10)), PublishDecision::Allow);
+    assert_eq!(quiet.cached_decisions(), 0);
 }
 
 #[test]
@@ -424,4 +426,58 @@ fn a_policy_names_how_a_connection_is_monitored_during_authenticate_only() {
     let mut hello = load(guest_artifacts::HELLO, None).unwrap().instantiate(t);
     accept(&mut hello, "sensor-1");
     assert_eq!(hello.take_monitor(), None);
+}
+
+/// The hello policy in Python and in JavaScript loads under the default limits and answers
+/// over the same host API (its allow asks the host to cache it); the misbehaving variant's
+/// uncaught exception is a trap, denied fail-closed with an event like a Rust panic, and the
+/// next check runs on a fresh instance.
+#[test]
+fn python_and_javascript_policies_decide_and_an_uncaught_exception_is_a_deny() {
+    let languages = [
+        (
+            "Python",
+            guest_artifacts::lang(guest_artifacts::HELLO_PY),
+            guest_artifacts::lang(guest_artifacts::THROWING_PY),
+        ),
+        (
+            "JavaScript",
+            guest_artifacts::lang(guest_artifacts::HELLO_JS),
+            guest_artifacts::lang(guest_artifacts::THROWING_JS),
+        ),
+    ];
+    for (language, hello, throwing) in languages {
+        let (t, _) = tenant();
+        let mut p = load(hello, Some("max-payload = 100")).unwrap().instantiate(t);
+        let s = accept(&mut p, "sensor-1");
+        for _ in 0..2 {
+            assert_eq!(
+                p.authorize_publish(s, &publish("devices/sensor-1/t", 10)),
+                PublishDecision::Allow,
+                "{language}"
+            );
+        }
+        assert_eq!(p.cached_decisions(), 1, "{language}: the allow asked to be cached through host.cache-decision");
+        let d = p.authorize_publish(s, &publish("devices/sensor-2/t", 10));
+        assert_eq!(denial(&d).reason, ReasonCode::NotAuthorized, "{language}");
+        assert_eq!(denial(&d).message, "unauthorized topic devices/sensor-2/t", "{language}");
+        assert_eq!(
+            denial(&p.authorize_publish(s, &publish("devices/sensor-1/t", 101))).reason,
+            ReasonCode::PacketTooLarge
+        );
+        let e = load(hello, Some("max-payload = lots")).unwrap_err().to_string();
+        assert!(e.contains("line 1: max-payload must be a whole number of bytes"), "{language}: {e}");
+
+        let (t, events) = tenant();
+        let mut p = load(throwing, None).unwrap().instantiate(t);
+        let s = accept(&mut p, "d1");
+        let d = p.authorize_publish(s, &publish("devices/d1/t", 0));
+        assert_eq!(denial(&d).reason, ReasonCode::ImplementationSpecificError, "{language}: {d:?}");
+        assert!(denial(&d).message.starts_with("policy trapped"), "{language}: {d:?}");
+        let events = events.take();
+        assert!(events.iter().any(|e| e.outcome == "trap"), "{language}: {events:?}");
+        assert!(events.iter().any(|e| e.outcome == "deny" && e.topic.as_deref() == Some("devices/d1/t")), "{language}");
+        let sub = Subscribe { filter: "devices/d1/commands/#", qos: 1 };
+        assert_eq!(p.authorize_subscribe(s, &sub), SubscribeDecision::Grant(1), "{language}: a fresh instance answers");
+    }
 }

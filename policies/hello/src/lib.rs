@@ -11,7 +11,7 @@ pub mod rules;
 
 use mqtt_policy_guest::{
     Auth, Connect, Denial, Publish, PublishDecision, ReasonCode, SessionInfo, Subscribe, SubscribeDecision,
-    export_policy,
+    export_policy, host,
 };
 use rules::Rules;
 
@@ -39,7 +39,12 @@ impl mqtt_policy_guest::Policy for Hello {
 
     fn authorize_publish(&self, device: &mut Device, p: &Publish) -> PublishDecision {
         match self.0.check_publish(&device.id, &p.topic, p.payload_size) {
-            Ok(()) => PublishDecision::Allow,
+            Ok(()) => {
+                // The allow depends only on the session's device, the topic and a payload within
+                // the limit: the host may answer repeats itself, without calling the policy.
+                host::cache_decision(self.0.max_payload);
+                PublishDecision::Allow
+            }
             Err((reason, message)) => PublishDecision::Deny(Denial::new(reason, message)),
         }
     }

@@ -348,7 +348,10 @@ impl Broker {
     }
 
     fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Mosquitto listens once the plugin has loaded every policy. A Python or JavaScript
+        // policy takes 15-18 s of CPU to compile (README, "Policies in other languages"), and a
+        // test machine may be running other builds: generous, as a bound only.
+        let deadline = Instant::now() + Duration::from_secs(180);
         let ports = self.ports.clone();
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
@@ -359,7 +362,7 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("mosquitto did not listen within 60 s:\n{}", self.log())
+        bail!("mosquitto did not listen within 180 s:\n{}", self.log())
     }
 
     /// The broker's log so far.
