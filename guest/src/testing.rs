@@ -27,7 +27,7 @@ use std::path::Path;
 
 use mqtt_policy_cases::{self as cases, defaults};
 
-use crate::host::Level;
+use crate::bindings::mqtt_policy::policy::host::Level;
 use crate::{
     Certificate, Connect, Delivery, DeliveryDecision, Denial, Policy, Protocol, Publish, PublishDecision, ReasonCode,
     Subscribe, SubscribeDecision,

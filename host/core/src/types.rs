@@ -36,32 +36,7 @@ macro_rules! reason_codes {
     };
 }
 
-reason_codes! {
-    UnspecifiedError = 0x80, "unspecified error";
-    MalformedPacket = 0x81, "malformed packet";
-    ProtocolError = 0x82, "protocol error";
-    ImplementationSpecificError = 0x83, "implementation specific error";
-    UnsupportedProtocolVersion = 0x84, "unsupported protocol version";
-    ClientIdentifierNotValid = 0x85, "client identifier not valid";
-    BadUserNameOrPassword = 0x86, "bad user name or password";
-    NotAuthorized = 0x87, "not authorized";
-    ServerUnavailable = 0x88, "server unavailable";
-    ServerBusy = 0x89, "server busy";
-    Banned = 0x8A, "banned";
-    BadAuthenticationMethod = 0x8C, "bad authentication method";
-    TopicFilterInvalid = 0x8F, "topic filter invalid";
-    TopicNameInvalid = 0x90, "topic name invalid";
-    PacketTooLarge = 0x95, "packet too large";
-    MessageRateTooHigh = 0x96, "message rate too high";
-    QuotaExceeded = 0x97, "quota exceeded";
-    AdministrativeAction = 0x98, "administrative action";
-    PayloadFormatInvalid = 0x99, "payload format invalid";
-    RetainNotSupported = 0x9A, "retain not supported";
-    QosNotSupported = 0x9B, "QoS not supported";
-    SharedSubscriptionsNotSupported = 0x9E, "shared subscriptions not supported";
-    ConnectionRateExceeded = 0x9F, "connection rate exceeded";
-    WildcardSubscriptionsNotSupported = 0xA2, "wildcard subscriptions not supported";
-}
+mqtt_policy_reasons::with_reason_codes!(reason_codes);
 
 impl ReasonCode {
     /// Looks a code up by number (`0x87`), by spec name (`not authorized`) or
