@@ -100,45 +100,9 @@ pub trait Policy: Sized + 'static {
     fn end_session(&self, _session: Self::Session) {}
 }
 
-macro_rules! reason_names {
-    ($($variant:ident = $code:literal, $name:literal;)*) => {
-        impl ReasonCode {
-            /// Every reason code, in numeric order.
-            pub const ALL: &'static [ReasonCode] = &[$(ReasonCode::$variant,)*];
-
-            /// The number sent on the wire (MQTT 5.0 §2.4).
-            pub fn code(self) -> u8 {
-                match self { $(ReasonCode::$variant => $code,)* }
-            }
-
-            /// The spec's name, e.g. "not authorized".
-            pub fn name(self) -> &'static str {
-                match self { $(ReasonCode::$variant => $name,)* }
-            }
-        }
-    };
-}
-
-// The numbers and names are `mqtt-policy-reasons`' (one list for the host and the SDK); each
-// variant of the WIT's `reason-code` must be there, or this match is not exhaustive.
-mqtt_policy_reasons::with_reason_codes!(reason_names);
-
-impl ReasonCode {
-    /// Looks a code up by number (`0x87`, `135`), by spec name (`not authorized`) or kebab-case
-    /// name (`not-authorized`), case-insensitively: as cases files name them.
-    pub fn parse(text: &str) -> Option<ReasonCode> {
-        let t = text.trim();
-        let number = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-            Some(hex) => u8::from_str_radix(hex, 16).ok(),
-            None => t.parse::<u8>().ok(),
-        };
-        if let Some(n) = number {
-            return Self::ALL.iter().copied().find(|c| c.code() == n);
-        }
-        let wanted = t.replace(['-', '_'], " ").to_ascii_lowercase();
-        Self::ALL.iter().copied().find(|c| c.name().to_ascii_lowercase() == wanted)
-    }
-}
+// The numbers, names and parsing are `mqtt-policy-reasons`' (one list for the host and the SDK);
+// each variant of the WIT's `reason-code` must be there, or its match is not exhaustive.
+mqtt_policy_reasons::reason_code_methods!(ReasonCode);
 
 impl Denial {
     /// A denial that answers with a negative acknowledgement and keeps the connection.

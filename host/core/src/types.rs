@@ -13,48 +13,16 @@ pub enum Protocol {
     Mqtt5,
 }
 
-macro_rules! reason_codes {
-    ($($variant:ident = $code:literal, $name:literal;)*) => {
+macro_rules! reason_code_enum {
+    ([] $($variant:ident = $code:literal, $name:literal;)*) => {
         /// An MQTT v5 reason code a denial can carry (MQTT 5.0 §2.4).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum ReasonCode { $(#[doc = $name] $variant,)* }
-
-        impl ReasonCode {
-            /// Every reason code, in numeric order.
-            pub const ALL: &'static [ReasonCode] = &[$(ReasonCode::$variant,)*];
-
-            /// The numeric code sent on the wire.
-            pub fn code(self) -> u8 {
-                match self { $(ReasonCode::$variant => $code,)* }
-            }
-
-            /// The spec's name, e.g. "not authorized".
-            pub fn name(self) -> &'static str {
-                match self { $(ReasonCode::$variant => $name,)* }
-            }
-        }
     };
 }
 
-mqtt_policy_reasons::with_reason_codes!(reason_codes);
-
-impl ReasonCode {
-    /// Looks a code up by number (`0x87`), by spec name (`not authorized`) or
-    /// kebab-case name (`not-authorized`), case-insensitively.
-    pub fn parse(text: &str) -> Option<ReasonCode> {
-        let t = text.trim();
-        let number = if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-            u8::from_str_radix(hex, 16).ok()
-        } else {
-            t.parse::<u8>().ok()
-        };
-        if let Some(n) = number {
-            return Self::ALL.iter().copied().find(|c| c.code() == n);
-        }
-        let wanted = t.replace(['-', '_'], " ").to_ascii_lowercase();
-        Self::ALL.iter().copied().find(|c| c.name().to_ascii_lowercase() == wanted)
-    }
-}
+mqtt_policy_reasons::with_reason_codes!(reason_code_enum);
+mqtt_policy_reasons::reason_code_methods!(ReasonCode);
 
 impl std::fmt::Display for ReasonCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
