@@ -751,3 +751,20 @@ fn monitoring_messages_name_the_closing_the_gateway_knows_best() {
     assert_eq!((f["Action"].as_str(), f["CloseCode"].as_u64()), (Some("FailedConnect"), Some(180)));
     assert_eq!(f["Reason"], "The operation is not authorized: device is not enabled");
 }
+
+#[test]
+fn a_candidate_policy_is_never_a_tenant_a_client_can_name() {
+    // `acme.next.wasm` is acme's candidate (monitor mode): a client id naming `acme.next` as
+    // its tenant is refused like any tenant without a policy, never answered by the candidate.
+    let dir = Dir::new("candidate-tenant");
+    dir.deploy("acme", &hub_policy(RULES, &[]));
+    dir.deploy("acme.next", &hub_policy(RULES, &[]));
+    let (gateway, events) = start(&dir.0, TenantSource::parse("client-id:{tenant}-*").unwrap(), |_| {});
+    assert_eq!(gateway.loaded_tenants(), ["acme"], "the candidate is no tenant of its own");
+    let mut w: Worker<u32> = Worker::new(gateway);
+    assert!(matches!(w.connect(1, &Hello::new("acme.next-d1")), ConnectOutcome::Reject(_)));
+    accepted(w.connect(2, &Hello::new("acme-d1")));
+    // Both policies agree here: nothing is told.
+    let _ = w.check(&2, &check(Access::Publish, "devices/d1/t", 0));
+    assert!(!events.take().iter().any(|e| e.outcome.starts_with("would-")));
+}
