@@ -357,7 +357,14 @@ impl Broker {
             if let Some(status) = self.child.try_wait()? {
                 bail!("mosquitto exited with {status} before listening:\n{}", self.log());
             }
-            if ports.iter().all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok()) {
+            // The broker's own log line, not only a successful connect: until Mosquitto has
+            // bound a port, another thread's `free_port` may briefly listen on that same port
+            // (the kernel hands it out again), and a connect to it proves nothing. Seen in CI:
+            // ready while the plugin was still loading, then "connection refused".
+            let log = self.log();
+            let this_run = log.rsplit("---- restart ----").next().unwrap_or_default();
+            let bound = |p: &u16| this_run.contains(&format!("listen socket on port {p}."));
+            if ports.iter().all(bound) && ports.iter().all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok()) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -493,7 +500,14 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // Keep the configuration and log of a failed test for a look.
+        // Keep the configuration and log of a failed test for a look, and show the log's end
+        // in the test's output (a CI run leaves nothing else behind).
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            eprintln!("mosquitto log ({}), last lines:", self.dir.display());
+            tail.iter().rev().for_each(|l| eprintln!("  {l}"));
+        }
         if !self.keep && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
