@@ -1,10 +1,11 @@
 //! The pieces of the `mqtt-policy` command, usable from tests and other tools: the cases
-//! file format and runner, the hub-rules build, and `new`'s policy template.
+//! file format and runner, the hub-rules build and its explanations, and `new`'s policy template.
 #![deny(missing_docs)]
 
 pub mod cases;
 pub mod client_view;
 pub mod compile;
+pub mod explain;
 pub mod new;
 pub mod run;
 

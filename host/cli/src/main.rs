@@ -3,7 +3,7 @@
 //! Exit codes: 0 success (all cases pass), 1 a case failed, 2 bad input.
 
 use mqtt_policy_cli::client_view::{self, Asked};
-use mqtt_policy_cli::{cases, compile, new, run};
+use mqtt_policy_cli::{cases, compile, explain, new, run};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -97,6 +97,9 @@ enum Command {
         /// cases file's `broker`, else none).
         #[arg(long, value_enum)]
         broker: Option<BrokerArg>,
+        /// List the topic rules of a hub-rules policy that no case matched (by document line).
+        #[arg(long)]
+        coverage: bool,
     },
 }
 
@@ -256,6 +259,9 @@ struct EvalArgs {
     /// Also show what this broker's client sees, and flag what it cannot carry out.
     #[arg(long, value_enum, default_value = "none")]
     broker: BrokerArg,
+    /// Say which topic rules of a hub-rules policy decided (by document line).
+    #[arg(long)]
+    explain: bool,
 }
 
 /// A failure that is the user's input, not the policy's verdict: exit code 2.
@@ -276,7 +282,7 @@ fn main() -> ExitCode {
         Command::Hash { iterations } => hash(iterations),
         Command::New { name, dir, sdk } => new_policy(&name, dir, sdk),
         Command::Serve(args) => serve(&args),
-        Command::Test { policy, cases, verbose, broker } => test(&policy, &cases, verbose, broker),
+        Command::Test { policy, cases, verbose, broker, coverage } => test(&policy, &cases, verbose, broker, coverage),
     };
     match result {
         Ok(code) => code,
@@ -350,11 +356,24 @@ fn serve(args: &ServeArgs) -> Result<ExitCode, BadInput> {
     Ok(ExitCode::from(1))
 }
 
+/// The settings file's text, if one was given.
+fn settings_text(args: &PolicyArgs) -> Result<Option<String>, BadInput> {
+    match &args.settings {
+        Some(path) => Ok(Some(std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?)),
+        None => Ok(None),
+    }
+}
+
+/// The explainer of a hub-rules policy, for `--explain` and `--coverage`: not one is an input
+/// error (exit 2), said before any decision.
+fn explainer(args: &PolicyArgs) -> Result<explain::Explainer, BadInput> {
+    let bytes = std::fs::read(&args.policy).map_err(|e| format!("{}: {e}", args.policy.display()))?;
+    explain::Explainer::of(&bytes, settings_text(args)?.as_deref())
+        .map_err(|e| BadInput(format!("{}: {e}", args.policy.display())))
+}
+
 fn load(args: &PolicyArgs) -> Result<PolicyModule, BadInput> {
-    let settings = match &args.settings {
-        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?),
-        None => None,
-    };
+    let settings = settings_text(args)?;
     let limits = Limits {
         deadline: std::time::Duration::from_millis(args.deadline_ms),
         memory: args.memory_mib << 20,
@@ -498,9 +517,31 @@ fn eval(args: &EvalArgs) -> Result<ExitCode, BadInput> {
             out!("          warning: {flag}");
         }
     };
+    let explainer = if args.explain { Some(explainer(&args.policy)?) } else { None };
     let (outcome, session) = run::run_connect(&mut policy, &connect);
     out!("connect {:<40} -> {outcome}", args.client_id);
     sees("connect", &outcome);
+    // The session the topic rules see, read natively (the decisions stay the policy's).
+    let native = match (&explainer, &session) {
+        (Some(x), Some(_)) => match x.session(&connect) {
+            Ok(s) => {
+                out!("          explain: as {}", s.describe());
+                Some(s)
+            }
+            Err(e) => {
+                out!("          explain: the rules document refuses this connect natively ({e}): no explanation");
+                None
+            }
+        },
+        _ => None,
+    };
+    let explained = |action: hub_rules::config::Action, topic: &str, o: &run::Outcome| {
+        if let (Some(x), Some(s)) = (&explainer, &native) {
+            for line in x.explain(s, action, topic, o).into_iter().skip(1) {
+                out!("          explain: {line}");
+            }
+        }
+    };
     if let Some(s) = session {
         let body = |topic: &str| cases::PublishSpec {
             topic: topic.to_owned(),
@@ -512,17 +553,20 @@ fn eval(args: &EvalArgs) -> Result<ExitCode, BadInput> {
             let o = run::run_publish(&mut policy, s, &body(t));
             out!("publish {t:<40} -> {o}");
             sees("publish", &o);
+            explained(hub_rules::config::Action::Publish, t, &o);
         }
         if let Some(f) = &args.subscribe {
             let sub = cases::SubscribeSpec { filter: f.clone(), qos: args.qos };
             let o = run::run_subscribe(&mut policy, s, &sub);
             out!("subscribe {f:<38} -> {o}");
             sees("subscribe", &o);
+            explained(hub_rules::config::Action::Subscribe, f, &o);
         }
         if let Some(t) = &args.deliver {
             let o = run::run_delivery(&mut policy, s, &body(t));
             out!("deliver {t:<40} -> {o}");
             sees("deliver", &o);
+            explained(hub_rules::config::Action::Delivery, t, &o);
         }
     }
     for event in events.take() {
@@ -544,8 +588,16 @@ fn read_certificate(module: &PolicyModule, path: &Path) -> Result<mqtt_policy_ho
     Ok(module.verify_certificate(&der).map_err(|e| format!("{}: {e}", path.display()))?)
 }
 
-fn test(args: &PolicyArgs, cases_path: &Path, verbose: bool, broker: Option<BrokerArg>) -> Result<ExitCode, BadInput> {
+fn test(
+    args: &PolicyArgs,
+    cases_path: &Path,
+    verbose: bool,
+    broker: Option<BrokerArg>,
+    coverage: bool,
+) -> Result<ExitCode, BadInput> {
     let file = cases::load(cases_path).map_err(BadInput)?;
+    let explainer = if coverage { Some(explainer(args)?) } else { None };
+    let mut covered = explain::Coverage::default();
     let broker = match broker {
         Some(b) => b.broker(),
         None => match &file.broker {
@@ -561,6 +613,13 @@ fn test(args: &PolicyArgs, cases_path: &Path, verbose: bool, broker: Option<Brok
     out!("{} against {} ({} cases{against})", args.policy.display(), cases_path.display(), file.cases.len());
     for case in &file.cases {
         let mut outcome = run::run_case(&mut policy, &file.tenant, case);
+        if let Some(x) = &explainer
+            && !matches!(outcome.actual.kind, "reject" | "defer")
+            && let Some((action, topic)) = checked(case)
+            && let Ok(s) = x.session(&run::connect(&file.tenant, &case.connect))
+        {
+            covered.record(x, &s, action, topic);
+        }
         let seen = broker.map(|b| (b, client_view::client_sees(b, &asked(case, &outcome.actual), &outcome.actual)));
         match (&case.client_sees, &seen) {
             (Some(want), Some((b, seen))) if !seen.client.starts_with(want.as_str()) => outcome.problems.push(format!(
@@ -598,7 +657,28 @@ fn test(args: &PolicyArgs, cases_path: &Path, verbose: bool, broker: Option<Brok
         }
     }
     out!("{passed} passed, {failed} failed");
+    if let Some(x) = &explainer {
+        let missed = covered.unexercised(x);
+        out!("coverage: {} of {} topic rules matched by a case", covered.exercised(), x.rules().len());
+        for rule in &missed {
+            out!("  not exercised: {rule}");
+        }
+        if let Some(c) = x.caveat() {
+            out!("  note: {c}");
+        }
+    }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The check a case makes after its connect, for coverage.
+fn checked(case: &cases::Case) -> Option<(hub_rules::config::Action, &str)> {
+    use hub_rules::config::Action;
+    match (&case.publish, &case.subscribe, &case.deliver) {
+        (Some(p), _, _) => Some((Action::Publish, p.topic.as_str())),
+        (_, Some(s), _) => Some((Action::Subscribe, s.filter.as_str())),
+        (_, _, Some(d)) => Some((Action::Delivery, d.topic.as_str())),
+        _ => None,
+    }
 }
 
 /// What a case asked the broker, for the client's view of its outcome: the check, or the

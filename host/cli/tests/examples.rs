@@ -153,3 +153,115 @@ fn bad_rules_are_refused_naming_line_and_field() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The line of the `[[rule]]` whose first topic is `topic` in the example's rules.
+fn rule_line(hub: &str, topic: &str) -> usize {
+    let text = std::fs::read_to_string(example(hub, "rules.toml")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines.iter().position(|l| l.starts_with(&format!("topics = [\"{topic}\""))).expect("the rule");
+    lines[..at].iter().rposition(|l| l.trim() == "[[rule]]").expect("its header") + 1
+}
+
+/// `eval --explain`: which rule decided, by the line a reader finds it at; a refusal that is
+/// not the topic rules' is said to be the hub's.
+#[test]
+fn eval_explain_names_the_deciding_rule_by_its_document_line() {
+    let dir = scratch("explain");
+    let wasm = dir.join("ibm.wasm");
+    let (code, out) =
+        cli(&["build", example("ibm-platform", "rules.toml").to_str().unwrap(), "-o", wasm.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            wasm.to_str().unwrap(),
+            "--tenant",
+            "acme",
+            "--client-id",
+            "d:acme:sensor:s1",
+            "--username",
+            "use-token-auth",
+            "--password",
+            "s1-7Qv!m2Xp9Lz4",
+            "--explain",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out) = cli(&args);
+        assert_eq!(code, Some(0), "{out}");
+        out
+    };
+    let own = "iot-2/type/${device.type}/id/${device.id}/evt/+/fmt/+";
+    let out = eval(&["--publish", "iot-2/type/sensor/id/s1/evt/status/fmt/json"]);
+    assert!(out.contains("explain: as device s1 of type sensor, groups hall"), "{out}");
+    let allowed =
+        format!("explain: allowed by the rule at line {}: allow publish {own}", rule_line("ibm-platform", own));
+    assert!(out.contains(&allowed), "{out}");
+    assert!(!out.contains("note:"), "the policy is this build's hub-rules: {out}");
+
+    let out = eval(&["--publish", "iot-2/type/sensor/id/s1/mon"]);
+    let line = rule_line("ibm-platform", "iot-2/type/+/id/+/mon\", \"iot-2/app/+/mon");
+    assert!(out.contains("deny 0x87"), "{out}");
+    assert!(out.contains(&format!("explain: decided by the deny rule at line {line}: deny publish")), "{out}");
+
+    let out = eval(&["--publish", "iot-2/type/sensor/id/s2/evt/status/fmt/json"]);
+    assert!(out.contains("explain: no rule matches: nothing allows it"), "{out}");
+
+    // Over the payload limit on an allowed topic: the rules allow it, the hub refuses it.
+    let out = eval(&["--publish", "iot-2/type/sensor/id/s1/evt/status/fmt/json", "--payload-size", "131073"]);
+    assert!(out.contains("deny 0x95"), "{out}");
+    assert!(out.contains("explain: the topic rules allow it; the refusal comes from the hub's other rules"), "{out}");
+
+    // Subscriptions read as the check reads them: within the allow rule's filter.
+    let cmd = "iot-2/type/${device.type}/id/${device.id}/cmd/+/fmt/+";
+    let out = eval(&["--subscribe", "iot-2/type/sensor/id/s1/cmd/+/fmt/+"]);
+    assert!(out.contains(&format!("explain: allowed by the rule at line {}", rule_line("ibm-platform", cmd))), "{out}");
+
+    // Not a hub-rules policy: said, exit 2, before any decision.
+    let (code, out) = cli(&["eval", guest_artifacts::HELLO, "--explain", "--publish", "devices/x"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("only hub-rules policies are explained") || out.contains("no settings"), "{out}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `test --coverage`: the topic rules no case matched, by line; a case that exercises one
+/// removes it from the list.
+#[test]
+fn test_coverage_lists_the_rules_no_case_matched() {
+    let dir = scratch("coverage");
+    let wasm = dir.join("ibm.wasm");
+    let (code, out) =
+        cli(&["build", example("ibm-platform", "rules.toml").to_str().unwrap(), "-o", wasm.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    let rules = mqtt_policy_cli::explain::Explainer::of(&std::fs::read(&wasm).unwrap(), None).unwrap().rules();
+    let cases = dir.join("cases.toml");
+    let device =
+        r#"connect = { client-id = "d:acme:sensor:s1", username = "use-token-auth", password = "s1-7Qv!m2Xp9Lz4" }"#;
+    let one = format!(
+        "tenant = \"acme\"\n[[case]]\nname = \"own event\"\n{device}\npublish = {{ topic = \"iot-2/type/sensor/id/s1/evt/a/fmt/json\" }}\nexpect = \"allow\"\n"
+    );
+    std::fs::write(&cases, &one).unwrap();
+    let (code, out) = cli(&["test", wasm.to_str().unwrap(), cases.to_str().unwrap(), "--coverage"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("coverage: 1 of {} topic rules matched by a case", rules.len())), "{out}");
+    let mon = rules.iter().find(|r| r.effect == hub_rules::config::Effect::Deny).unwrap();
+    assert!(out.contains(&format!("not exercised: {mon}")), "{out}");
+    assert!(!out.contains(&format!("not exercised: {}", rules[0])), "the matched rule is not listed: {out}");
+
+    // A second case publishing a monitoring message exercises the deny rule.
+    let two = format!(
+        "{one}[[case]]\nname = \"monitoring is the platform's\"\n{device}\npublish = {{ topic = \"iot-2/type/sensor/id/s1/mon\" }}\nexpect = \"deny\"\n"
+    );
+    std::fs::write(&cases, two).unwrap();
+    let (code, out) = cli(&["test", wasm.to_str().unwrap(), cases.to_str().unwrap(), "--coverage"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("coverage: 2 of {} topic rules", rules.len())), "{out}");
+    assert!(!out.contains(&format!("not exercised: {mon}")), "{out}");
+
+    // The example's own cases: every rule is matched by one.
+    let (code, out) =
+        cli(&["test", wasm.to_str().unwrap(), example("ibm-platform", "cases.toml").to_str().unwrap(), "--coverage"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("coverage: {0} of {0} topic rules", rules.len())), "{out}");
+    assert!(!out.contains("not exercised"), "{out}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

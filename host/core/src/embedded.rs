@@ -83,6 +83,12 @@ pub fn embed_all(component: &[u8], settings: &str, cas: &[EmbeddedCa]) -> Result
     Ok(out)
 }
 
+/// Whether two components have the same code: equal but for the sections this module
+/// writes (settings, CAs). False if either is not a well-formed sequence of sections.
+pub fn same_code(a: &[u8], b: &[u8]) -> bool {
+    matches!((code_digest(a), code_digest(b)), (Some(x), Some(y)) if x == y)
+}
+
 /// SHA-256 of a component without the sections this module writes, which wasmtime does not
 /// compile: the key of the compile cache, so a tenant whose rules change, or many tenants
 /// sharing one generic policy, pay for one compilation. `None` if the bytes are not a

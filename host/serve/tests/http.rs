@@ -15,13 +15,24 @@ use mqtt_policy_testkit::{TempDir, deploy, http_get, http_post_form, http_reques
 
 const IBM: &str = include_str!("../../../policies/examples/ibm-platform/rules.toml");
 
+/// The example's rules without its 3-messages-a-day quota: these tests ask about more publishes.
+fn rules() -> String {
+    format!("{}{}", &IBM[..IBM.find("[hub.rate]").unwrap()], &IBM[IBM.find("[identity]").unwrap()..])
+}
+
 fn start(tag: &str, options: Options) -> (Service, TempDir) {
+    start_with(tag, options, &[])
+}
+
+/// [`start`] with more policy files (`(file stem, policy)`) deployed beside `acme`.
+fn start_with(tag: &str, options: Options, more: &[(&str, Vec<u8>)]) -> (Service, TempDir) {
     let dir = TempDir::new(tag);
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).unwrap();
-    // Without the example's 3-messages-a-day quota: these tests ask about more publishes.
-    let rules = format!("{}{}", &IBM[..IBM.find("[hub.rate]").unwrap()], &IBM[IBM.find("[identity]").unwrap()..]);
-    deploy(&policies, "acme", &hub_policy(&rules, &[]));
+    deploy(&policies, "acme", &hub_policy(&rules(), &[]));
+    for (stem, bytes) in more {
+        deploy(&policies, stem, bytes);
+    }
     let mut config = Config::new(&policies, TenantSource::parse("username:{tenant}").unwrap());
     config.events = EventTarget::File(dir.join("events.jsonl"));
     let options = Options { listen: "127.0.0.1:0".parse().unwrap(), workers: 2, ..options };
@@ -405,4 +416,66 @@ fn a_unix_socket_listener_answers_and_is_bounded_like_tcp() {
     }
     drop(s);
     assert!(!path.exists(), "the socket is removed when the service stops");
+}
+
+/// Monitor mode in the decision service, as in the plugin: `acme.next.wasm` is asked every
+/// question `acme.wasm` answers and decides nothing; a difference is a `would-deny` event with
+/// both decisions; promoting the candidate is a rename.
+#[test]
+fn a_candidate_policy_is_evaluated_beside_the_enforced_one_and_promoted_by_a_rename() {
+    let stricter = format!(
+        "{}\n[[rule]]\neffect = \"deny\"\nactions = [\"publish\"]\ntopics = [\"iot-2/type/+/id/+/evt/status/fmt/+\"]\n",
+        rules()
+    );
+    let (s, dir) = start_with("serve-candidate", Options::default(), &[("acme.next", hub_policy(&stricter, &[]))]);
+    let ok = (200, "allow".to_owned());
+    let no = (200, "deny".to_owned());
+    let d1 = "d:acme:sensor:s1";
+    let status = topic(d1, "write", "iot-2.type.sensor.id.s1.evt.status.fmt.json");
+    let alarm = topic(d1, "write", "iot-2.type.sensor.id.s1.evt.alarm.fmt.json");
+    assert_eq!(post(&s, "/rabbitmq/user", &login("s1")), ok);
+    // Allowed by the enforced policy, refused by the candidate: allowed, and told.
+    assert_eq!(post(&s, "/rabbitmq/topic", &status), ok, "the enforced policy decides");
+    let events = read_events(&dir.join("events.jsonl"));
+    let told: Vec<_> =
+        events.iter().filter(|e| e["outcome"].as_str().is_some_and(|o| o.starts_with("would-"))).collect();
+    assert_eq!(told.len(), 1, "{events:#?}");
+    let e = told[0];
+    assert_eq!(e["outcome"], "would-deny");
+    assert_eq!((e["tenant"].as_str(), e["client_id"].as_str()), (Some("acme"), Some(d1)));
+    assert_eq!(e["topic"], "iot-2/type/sensor/id/s1/evt/status/fmt/json");
+    // Where both agree, nothing is told; the candidate's own denials are not decisions.
+    assert_eq!(post(&s, "/rabbitmq/topic", &alarm), ok);
+    let events = read_events(&dir.join("events.jsonl"));
+    assert_eq!(events.iter().filter(|e| e["outcome"].as_str().is_some_and(|o| o.starts_with("would-"))).count(), 1);
+    assert!(!events.iter().any(|e| e["tenant"] == "acme.next" && e["outcome"] == "deny"), "{events:#?}");
+
+    // Promotion: the candidate's file becomes the tenant's, for the session already open.
+    let policies = dir.join("policies");
+    std::fs::rename(policies.join("acme.next.wasm"), policies.join("acme.wasm")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while post(&s, "/rabbitmq/topic", &status) != no {
+        assert!(Instant::now() < deadline, "still allowed 10 s after the rename");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Until then each refused-by-the-candidate publish was told; from now on none is: no
+    // candidate any more, so a refusal is not a difference. Every worker has to have moved.
+    let told = || {
+        let events = read_events(&dir.join("events.jsonl"));
+        events.iter().filter(|e| e["outcome"].as_str().is_some_and(|o| o.starts_with("would-"))).count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = told();
+        let answers: Vec<_> = (0..8).map(|_| post(&s, "/rabbitmq/topic", &status)).collect();
+        if answers.iter().all(|a| *a == no) && told() == before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the promotion did not reach every worker in 10 s: {answers:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = told();
+    assert_eq!(post(&s, "/rabbitmq/topic", &alarm), ok, "what both allowed is still allowed");
+    assert_eq!(post(&s, "/rabbitmq/topic", &status), no);
+    assert_eq!(told(), before);
 }

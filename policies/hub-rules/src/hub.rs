@@ -93,6 +93,54 @@ struct Rule {
     types: Vec<String>,
     groups: Vec<String>,
     kinds: Vec<Kind>,
+    /// Where it is written and what it says, for explanations and coverage.
+    info: RuleInfo,
+}
+
+/// A topic rule as the document wrote it: what `mqtt-policy eval --explain` and
+/// `mqtt-policy test --coverage` name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleInfo {
+    /// The document line of its `[[rule]]` header.
+    pub line: usize,
+    /// Allow or deny.
+    pub effect: Effect,
+    /// The actions it governs.
+    pub actions: Vec<Action>,
+    /// Its topic filters, placeholders unexpanded.
+    pub topics: Vec<String>,
+}
+
+impl std::fmt::Display for RuleInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let effect = match self.effect {
+            Effect::Allow => "allow",
+            Effect::Deny => "deny",
+        };
+        let actions: Vec<&str> = self
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Publish => "publish",
+                Action::Subscribe => "subscribe",
+                Action::Delivery => "delivery",
+            })
+            .collect();
+        write!(f, "line {}: {effect} {} {}", self.line, actions.join(","), self.topics.join(" "))
+    }
+}
+
+/// The line of the last `[[rule]]` header before `offset` (a rule's first topic); the
+/// topic's own line if there is none (a rule written as an inline table array).
+fn rule_line(text: &str, offset: usize) -> usize {
+    let before = &text[..offset.min(text.len())];
+    let topic_line = before.matches('\n').count() + 1;
+    before
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.split('#').next().unwrap_or_default().replace([' ', '\t'], "") == "[[rule]]")
+        .last()
+        .map_or(topic_line, |(n, _)| n + 1)
 }
 
 impl Rule {
@@ -206,6 +254,14 @@ pub struct Session {
     /// A session the broker restored from its persistence: nobody is connected on it, so it
     /// only has messages checked into its offline queue (see [`restored`]).
     restored: bool,
+}
+
+impl Session {
+    /// Who the session is, as the topic rules see it: kind, type, id and groups.
+    pub fn describe(&self) -> String {
+        let groups = if self.groups.is_empty() { String::new() } else { format!(", groups {}", self.groups.join(",")) };
+        format!("{} {} of type {}{groups}", self.kind.name(), self.device_id, self.device_type)
+    }
 }
 
 impl Vars for Session {
@@ -444,6 +500,12 @@ impl Hub {
                 types: r.types.clone(),
                 groups: r.groups.clone(),
                 kinds: r.kinds.clone(),
+                info: RuleInfo {
+                    line: rule_line(text, r.topics[0].span().start),
+                    effect: r.effect,
+                    actions: r.actions.clone(),
+                    topics: r.topics.iter().map(|t| t.get_ref().clone()).collect(),
+                },
             });
         }
 
@@ -1216,6 +1278,52 @@ impl Hub {
                 device(caps.device_type.or(registered).unwrap_or(&self.default_type), id)
             }
         }
+    }
+
+    /// The document's topic rules, in order.
+    pub fn rules(&self) -> impl Iterator<Item = &RuleInfo> {
+        self.rules.iter().map(|r| &r.info)
+    }
+
+    /// The topic rules (indexes into [`Hub::rules`], in document order) that apply to the
+    /// session and match `topic` for `action`, read the way the checks read them: a publish or
+    /// delivery topic matched by a rule's filter; a subscription filter within an allow
+    /// rule's filter or overlapping a deny rule's. A delivery is also governed by the
+    /// subscribe rules (is the topic still one the session may subscribe to?), which are
+    /// listed with it. Explains a decision; never decides one.
+    pub fn matching_rules(&self, s: &Session, action: Action, topic: &str) -> Vec<usize> {
+        let mut hits = Vec::new();
+        let mut from_trie = |trie: &TopicTrie<usize>| {
+            trie.any_match(topic, s, |i| {
+                if self.rules[*i].applies(s) {
+                    hits.push(*i);
+                }
+                false
+            });
+        };
+        match action {
+            Action::Publish => from_trie(&self.publish),
+            Action::Delivery => {
+                from_trie(&self.subscribable);
+                from_trie(&self.delivery);
+            }
+            Action::Subscribe => {
+                for (template, i) in &self.subscribe {
+                    let rule = &self.rules[*i];
+                    let Some(filter) = template.expand(s).filter(|_| rule.applies(s)) else { continue };
+                    let hit = match rule.effect {
+                        Effect::Deny => topic::filters_overlap(topic, &filter),
+                        Effect::Allow => topic::filter_within(topic, &filter),
+                    };
+                    if hit {
+                        hits.push(*i);
+                    }
+                }
+            }
+        }
+        hits.sort_unstable();
+        hits.dedup();
+        hits
     }
 
     /// Whether the session may currently subscribe to a filter matching `topic_name`: an

@@ -8,6 +8,7 @@ use mqtt_policy_guest::{
     SubscribeDecision,
 };
 
+use crate::config::Action;
 use crate::hub::{HostApi, Hub, Session};
 
 #[derive(Default)]
@@ -856,4 +857,54 @@ fn monitoring_section_errors_name_line_and_field() {
     assert!(e.starts_with("line 2, column 16: unknown variant `everyone`"), "{e}");
     let e = open("[hub]\n\n[monitoring]\ndevices = false\napplications = false\n").unwrap_err();
     assert!(e.starts_with("line 3, column 1: monitoring: devices and applications are both false"), "{e}");
+}
+
+/// What `eval --explain` and `test --coverage` name: each rule's `[[rule]]` line, and which
+/// rules a check matches, read as the check reads them.
+#[test]
+fn matching_rules_name_the_rules_a_check_reads_by_document_line() {
+    let rules = "\
+[[rule]]
+effect = \"allow\"
+actions = [\"publish\", \"subscribe\"]
+topics = [\"devices/${device.id}/#\"]
+
+# a comment between rules
+[[ rule ]]   # spaced headers are TOML too
+effect = \"deny\"
+actions = [\"publish\"]
+topics = [
+  \"devices/+/secret\",
+]
+
+[[rule]]
+effect = \"allow\"
+actions = [\"subscribe\"]
+topics = [\"fleet/+\"]
+types = [\"meter\"]
+";
+    let hub = open(rules).unwrap();
+    let infos: Vec<_> = hub.rules().cloned().collect();
+    assert_eq!(infos.iter().map(|r| r.line).collect::<Vec<_>>(), vec![1, 7, 14]);
+    assert_eq!(infos[1].to_string(), "line 7: deny publish devices/+/secret");
+    let s = accept(&hub, &connect("d1"));
+    assert_eq!(s.describe(), "device d1 of type device");
+    assert_eq!(hub.matching_rules(&s, Action::Publish, "devices/d1/x"), vec![0]);
+    assert_eq!(hub.matching_rules(&s, Action::Publish, "devices/d1/secret"), vec![0, 1], "the deny is listed too");
+    assert_eq!(hub.matching_rules(&s, Action::Publish, "devices/d2/x"), Vec::<usize>::new());
+    // Subscriptions: within an allow rule's filter; rule 2 applies to meters only.
+    assert_eq!(hub.matching_rules(&s, Action::Subscribe, "devices/d1/+"), vec![0]);
+    assert_eq!(hub.matching_rules(&s, Action::Subscribe, "devices/#"), Vec::<usize>::new());
+    assert_eq!(hub.matching_rules(&s, Action::Subscribe, "fleet/a"), Vec::<usize>::new());
+    // A delivery is read against the subscribe rules (no delivery rules here).
+    assert_eq!(hub.matching_rules(&s, Action::Delivery, "devices/d1/y"), vec![0]);
+    // The explanation agrees with the decisions.
+    assert!(matches!(
+        hub.authorize_publish(&s, &publish("devices/d1/x"), &FakeHost::default()),
+        PublishDecision::Allow
+    ));
+    assert!(matches!(
+        hub.authorize_publish(&s, &publish("devices/d1/secret"), &FakeHost::default()),
+        PublishDecision::Deny(_)
+    ));
 }
