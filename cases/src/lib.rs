@@ -238,7 +238,65 @@ fn line_col(text: &str, offset: usize) -> String {
     format!(":{line}:{col}")
 }
 
+/// What a policy decided, reduced to what a case can expect of it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Observed<'a> {
+    /// accept, reject, allow, rewrite, deny, grant or defer.
+    pub kind: &'a str,
+    /// The reason code (its number) of a deny or reject.
+    pub reason: Option<u8>,
+    /// The message of a deny, reject or rewrite.
+    pub message: Option<&'a str>,
+    /// Granted or rewritten QoS.
+    pub qos: Option<u8>,
+    /// Rewritten retain flag.
+    pub retain: Option<bool>,
+    /// Device id of an accepted connect.
+    pub device: Option<&'a str>,
+}
+
 impl Case {
+    /// Each expectation of this case that `got` does not meet, in words (empty: the case
+    /// passed). `shown` is how the outcome is printed; `reason` reads the case's reason as
+    /// the runner's reason table does: its number and name.
+    pub fn unmet(
+        &self,
+        got: &Observed<'_>,
+        shown: &dyn fmt::Display,
+        reason: impl Fn(&str) -> Option<(u8, &'static str)>,
+    ) -> Vec<String> {
+        if got.kind != self.expect {
+            return vec![format!("expected {}, got {shown}", self.expect)];
+        }
+        let mut problems = Vec::new();
+        if let Some((code, name)) = self.reason.as_deref().and_then(reason)
+            && got.reason != Some(code)
+        {
+            problems.push(format!("expected reason 0x{code:02X} {name}, got {shown}"));
+        }
+        if let Some(want) = &self.message
+            && !got.message.unwrap_or_default().contains(want.as_str())
+        {
+            problems.push(format!("expected a message containing \"{want}\", got {shown}"));
+        }
+        if let Some(q) = self.qos
+            && got.qos != Some(q)
+        {
+            problems.push(format!("expected qos {q}, got {shown}"));
+        }
+        if let Some(r) = self.retain
+            && got.retain != Some(r)
+        {
+            problems.push(format!("expected retain={r}, got {shown}"));
+        }
+        if let Some(d) = &self.device
+            && got.device != Some(d.as_str())
+        {
+            problems.push(format!("expected device {d}, got {shown}"));
+        }
+        problems
+    }
+
     /// The kind of check this case makes: `connect`, `publish`, `subscribe` or `deliver`.
     pub fn action(&self) -> &'static str {
         if self.publish.is_some() {
@@ -279,5 +337,57 @@ impl Case {
             return Err("field `repeat`: must be at least 1".to_owned());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(extra: &str) -> Case {
+        let text = format!("[[case]]\nname = \"c\"\nconnect = {{ client-id = \"d1\" }}\n{extra}\n");
+        let file: CasesFile = toml::from_str(&text).unwrap();
+        file.cases.into_iter().next().unwrap()
+    }
+
+    fn reason(r: &str) -> Option<(u8, &'static str)> {
+        match r {
+            "not-authorized" | "0x87" => Some((0x87, "not authorized")),
+            "quota-exceeded" => Some((0x97, "quota exceeded")),
+            _ => None,
+        }
+    }
+
+    /// Every expectation a case can write is compared, and only when written.
+    #[test]
+    fn each_unmet_expectation_is_named_and_only_written_ones_count() {
+        let denied =
+            Observed { kind: "deny", reason: Some(0x87), message: Some("unauthorized topic a"), ..Default::default() };
+        let c = case("publish = { topic = \"a\" }\nexpect = \"deny\"");
+        assert!(c.unmet(&denied, &"deny", reason).is_empty(), "nothing else was expected");
+        let c = case("publish = { topic = \"a\" }\nexpect = \"allow\"\nreason = \"quota-exceeded\"");
+        assert_eq!(
+            c.unmet(&denied, &"deny 0x87", reason),
+            vec!["expected allow, got deny 0x87"],
+            "the kind first, alone"
+        );
+        let c =
+            case("publish = { topic = \"a\" }\nexpect = \"deny\"\nreason = \"quota-exceeded\"\nmessage = \"quota\"");
+        assert_eq!(
+            c.unmet(&denied, &"deny 0x87", reason),
+            vec![
+                "expected reason 0x97 quota exceeded, got deny 0x87",
+                "expected a message containing \"quota\", got deny 0x87"
+            ]
+        );
+        let granted = Observed { kind: "grant", qos: Some(0), ..Default::default() };
+        let c = case("subscribe = { filter = \"a\", qos = 1 }\nexpect = \"grant\"\nqos = 1");
+        assert_eq!(c.unmet(&granted, &"grant qos=0", reason), vec!["expected qos 1, got grant qos=0"]);
+        let rewritten = Observed { kind: "rewrite", qos: Some(1), retain: Some(true), ..Default::default() };
+        let c = case("publish = { topic = \"a\" }\nexpect = \"rewrite\"\nretain = false");
+        assert_eq!(c.unmet(&rewritten, &"rewrite", reason), vec!["expected retain=false, got rewrite"]);
+        let accepted = Observed { kind: "accept", device: Some("d2"), ..Default::default() };
+        let c = case("expect = \"accept\"\ndevice = \"d1\"");
+        assert_eq!(c.unmet(&accepted, &"accept as d2", reason), vec!["expected device d1, got accept as d2"]);
     }
 }

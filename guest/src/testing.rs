@@ -541,35 +541,13 @@ fn run_case<P: Policy>(policy: &P, tenant: &str, case: &cases::Case) -> Outcome 
 }
 
 fn compare(case: &cases::Case, actual: &Outcome) -> Vec<String> {
-    let mut problems = Vec::new();
-    if actual.kind != case.expect {
-        problems.push(format!("expected {}, got {actual}", case.expect));
-        return problems;
-    }
-    if let Some(want) = case.reason.as_deref().and_then(ReasonCode::parse)
-        && actual.reason != Some(want)
-    {
-        problems.push(format!("expected reason 0x{:02X} {}, got {actual}", want.code(), want.name()));
-    }
-    if let Some(want) = &case.message
-        && !actual.message.as_deref().unwrap_or_default().contains(want.as_str())
-    {
-        problems.push(format!("expected a message containing \"{want}\", got {actual}"));
-    }
-    if let Some(q) = case.qos
-        && actual.qos != Some(q)
-    {
-        problems.push(format!("expected qos {q}, got {actual}"));
-    }
-    if let Some(r) = case.retain
-        && actual.retain != Some(r)
-    {
-        problems.push(format!("expected retain={r}, got {actual}"));
-    }
-    if let Some(d) = &case.device
-        && actual.device.as_deref() != Some(d.as_str())
-    {
-        problems.push(format!("expected device {d}, got {actual}"));
-    }
-    problems
+    let got = cases::Observed {
+        kind: actual.kind,
+        reason: actual.reason.map(ReasonCode::code),
+        message: actual.message.as_deref(),
+        qos: actual.qos,
+        retain: actual.retain,
+        device: actual.device.as_deref(),
+    };
+    case.unmet(&got, actual, |r| ReasonCode::parse(r).map(|c| (c.code(), c.name())))
 }

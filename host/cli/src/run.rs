@@ -36,6 +36,18 @@ pub struct CaseOutcome {
 }
 
 impl Outcome {
+    /// What a case compares.
+    pub fn observed(&self) -> cases::Observed<'_> {
+        cases::Observed {
+            kind: self.kind,
+            reason: self.reason.map(ReasonCode::code),
+            message: self.message.as_deref(),
+            qos: self.qos,
+            retain: self.retain,
+            device: self.device.as_deref(),
+        }
+    }
+
     /// An outcome of `kind` with nothing else known (for tests and other runners).
     pub fn plain_kind(kind: &'static str) -> Outcome {
         Outcome::plain(kind)
@@ -207,35 +219,5 @@ pub fn run_case(policy: &mut Policy, tenant: &str, case: &Case) -> CaseOutcome {
 }
 
 fn compare(case: &Case, actual: &Outcome) -> Vec<String> {
-    let mut problems = Vec::new();
-    if actual.kind != case.expect {
-        problems.push(format!("expected {}, got {actual}", case.expect));
-        return problems;
-    }
-    if let Some(want) = case.reason.as_deref().and_then(ReasonCode::parse)
-        && actual.reason != Some(want)
-    {
-        problems.push(format!("expected reason {want}, got {actual}"));
-    }
-    if let Some(want) = &case.message
-        && !actual.message.as_deref().unwrap_or_default().contains(want.as_str())
-    {
-        problems.push(format!("expected a message containing \"{want}\", got {actual}"));
-    }
-    if let Some(q) = case.qos
-        && actual.qos != Some(q)
-    {
-        problems.push(format!("expected qos {q}, got {actual}"));
-    }
-    if let Some(r) = case.retain
-        && actual.retain != Some(r)
-    {
-        problems.push(format!("expected retain={r}, got {actual}"));
-    }
-    if let Some(d) = &case.device
-        && actual.device.as_deref() != Some(d.as_str())
-    {
-        problems.push(format!("expected device {d}, got {actual}"));
-    }
-    problems
+    case.unmet(&actual.observed(), actual, |r| ReasonCode::parse(r).map(|c| (c.code(), c.name())))
 }
