@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use mqtt_policy_host::events::{Action, Event, EventSink, Severity};
 use mqtt_policy_host::{Engine, PolicyModule, Tenant};
 
-use crate::notify::DirNotify;
+use crate::notify::{self, DirNotify, Waker};
 use crate::tenancy::check_name;
 use crate::trust::TenantCas;
 
@@ -273,6 +273,8 @@ pub fn candidate_of(stem: &str) -> Option<&str> {
 pub struct Watcher {
     stop: Arc<AtomicBool>,
     rescan: Arc<AtomicBool>,
+    /// Ends the thread's wait when `stop` or `rescan` is set, so it need not wake to look.
+    waker: Option<Arc<Waker>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -282,6 +284,8 @@ impl Watcher {
         let stop = Arc::new(AtomicBool::new(false));
         let rescan = Arc::new(AtomicBool::new(false));
         let (stop2, rescan2) = (stop.clone(), rescan.clone());
+        let waker = Waker::new().map(Arc::new);
+        let waker2 = waker.clone();
         let thread = std::thread::Builder::new().name("mqtt-policy-watch".into()).spawn(move || {
             let mut notify = DirNotify::new(&scanner.dir);
             while !stop2.load(Ordering::Relaxed) {
@@ -292,35 +296,38 @@ impl Watcher {
                 if let Some(n) = notify.as_mut() {
                     n.rewatch();
                 }
-                // Wait in short steps so stop and rescan requests are served promptly; a
-                // file landing (inotify) ends the wait at once.
+                // A file landing (inotify), a stop or a rescan request (the waker) ends the
+                // wait at once; it wakes otherwise only for the periodic scan. Without a waker
+                // it waits in 10 ms steps to look at the flags.
+                let step = if waker2.is_some() { poll } else { poll.min(Duration::from_millis(10)) };
                 let mut slept = Duration::ZERO;
                 while slept < poll && !stop2.load(Ordering::Relaxed) && !rescan2.load(Ordering::Relaxed) {
-                    let step = (poll - slept).min(Duration::from_millis(10));
-                    match notify.as_mut() {
-                        Some(n) => {
-                            if n.wait(step) {
-                                break;
-                            }
-                        }
-                        None => std::thread::sleep(step),
+                    let step = (poll - slept).min(step);
+                    if notify::wait(notify.as_mut(), waker2.as_deref(), step) {
+                        break;
                     }
                     slept += step;
                 }
             }
         })?;
-        Ok(Watcher { stop, rescan, thread: Some(thread) })
+        Ok(Watcher { stop, rescan, waker, thread: Some(thread) })
     }
 
     /// Asks for a full re-read of every file (e.g. on a broker's SIGHUP).
     pub fn rescan(&self) {
         self.rescan.store(true, Ordering::Relaxed);
+        if let Some(w) = &self.waker {
+            w.wake();
+        }
     }
 }
 
 impl Drop for Watcher {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(w) = &self.waker {
+            w.wake();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

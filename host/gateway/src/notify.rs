@@ -43,15 +43,8 @@ impl DirNotify {
         }
     }
 
-    /// Waits up to `timeout` for a change; true when one arrived (all pending events are read).
-    pub fn wait(&mut self, timeout: Duration) -> bool {
-        let mut pfd = libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: one valid pollfd.
-        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if ready <= 0 {
-            return false;
-        }
+    /// Reads every pending event; true if there was one.
+    fn drain(&mut self) -> bool {
         let mut changed = false;
         let mut buf = [0u8; 4096];
         loop {
@@ -75,6 +68,72 @@ impl DirNotify {
     }
 }
 
+/// Wakes a waiting watcher from another thread (a stop or rescan request), so the watcher
+/// can sleep its whole poll interval instead of waking in short steps to look at flags.
+pub struct Waker {
+    fd: libc::c_int,
+}
+
+impl Waker {
+    /// An eventfd, or `None` if the kernel refuses one (the caller then waits in short steps).
+    pub fn new() -> Option<Waker> {
+        // SAFETY: plain syscall; the fd is owned by the returned value and closed on drop.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        (fd >= 0).then_some(Waker { fd })
+    }
+
+    /// Ends the current (or next) [`wait`] at once.
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes we own to our eventfd; a full counter only means already woken.
+        unsafe { libc::write(self.fd, (&one as *const u64).cast(), 8) };
+    }
+
+    fn drain(&self) {
+        let mut n: u64 = 0;
+        // SAFETY: reading 8 bytes into a value we own; non-blocking.
+        unsafe { libc::read(self.fd, (&mut n as *mut u64).cast(), 8) };
+    }
+}
+
+impl Drop for Waker {
+    fn drop(&mut self) {
+        // SAFETY: closing the descriptor we opened, once.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+/// Waits up to `timeout` for a change in the directory (`notify`) or a wake-up (`waker`);
+/// true when the directory changed (its pending events are read). Without either it sleeps.
+pub fn wait(notify: Option<&mut DirNotify>, waker: Option<&Waker>, timeout: Duration) -> bool {
+    let mut fds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }; 2];
+    if let Some(n) = &notify {
+        fds[0].fd = n.fd;
+    }
+    if let Some(w) = waker {
+        fds[1].fd = w.fd;
+    }
+    if notify.is_none() && waker.is_none() {
+        std::thread::sleep(timeout);
+        return false;
+    }
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: two valid pollfds; a negative fd is ignored by poll(2).
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+    if ready <= 0 {
+        return false;
+    }
+    if let Some(w) = waker
+        && fds[1].revents != 0
+    {
+        w.drain();
+    }
+    match notify {
+        Some(n) if fds[0].revents != 0 => n.drain(),
+        _ => false,
+    }
+}
+
 impl Drop for DirNotify {
     fn drop(&mut self) {
         // SAFETY: closing the descriptor we opened, once.
@@ -91,14 +150,31 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mqtt-policy-notify-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut n = DirNotify::new(&dir).expect("inotify on Linux");
-        assert!(!n.wait(Duration::from_millis(20)), "nothing happened yet");
+        assert!(!wait(Some(&mut n), None, Duration::from_millis(20)), "nothing happened yet");
         std::fs::write(dir.join(".a.wasm.tmp"), b"x").unwrap();
-        assert!(n.wait(Duration::from_secs(2)), "close after write");
+        assert!(wait(Some(&mut n), None, Duration::from_secs(2)), "close after write");
         std::fs::rename(dir.join(".a.wasm.tmp"), dir.join("a.wasm")).unwrap();
-        assert!(n.wait(Duration::from_secs(2)), "rename into place");
-        assert!(!n.wait(Duration::from_millis(20)), "events were drained");
+        assert!(wait(Some(&mut n), None, Duration::from_secs(2)), "rename into place");
+        assert!(!wait(Some(&mut n), None, Duration::from_millis(20)), "events were drained");
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(n.wait(Duration::from_secs(2)), "the directory went away");
+        assert!(wait(Some(&mut n), None, Duration::from_secs(2)), "the directory went away");
         assert!(!n.watching, "the watch is gone with it and will be re-added");
+    }
+
+    #[test]
+    fn a_waker_ends_a_long_wait_from_another_thread_and_is_drained() {
+        let w = std::sync::Arc::new(Waker::new().expect("eventfd on Linux"));
+        let w2 = w.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            w2.wake();
+        });
+        let started = std::time::Instant::now();
+        assert!(!wait(None, Some(&w), Duration::from_secs(30)), "a wake-up is not a directory change");
+        assert!(started.elapsed() < Duration::from_secs(20), "woken, not timed out");
+        t.join().unwrap();
+        let started = std::time::Instant::now();
+        wait(None, Some(&w), Duration::from_millis(30));
+        assert!(started.elapsed() >= Duration::from_millis(25), "the wake-up was consumed");
     }
 }
