@@ -6,7 +6,7 @@
 //! code is not that build (a policy built by another version of `mqtt-policy`).
 
 use hub_rules::config::{Action, Effect};
-use hub_rules::hub::{HostApi, Hub, RuleInfo, Session};
+use hub_rules::hub::{HostApi, Hub, Requirement, RuleInfo, Session};
 use mqtt_policy_guest as guest;
 use mqtt_policy_host::embedded;
 
@@ -68,48 +68,67 @@ impl Explainer {
         self.hub.authenticate(&guest_connect(c), &Quiet).map(|(_, s)| s).map_err(|d| d.message)
     }
 
-    /// Indexes into [`Explainer::rules`] of the rules that apply to `s` and match `topic`.
-    pub fn matching(&self, s: &Session, action: Action, topic: &str) -> Vec<usize> {
+    /// What the topic rules must say for `action` on `topic` to be allowed, and which of
+    /// them matched.
+    pub fn matching(&self, s: &Session, action: Action, topic: &str) -> Vec<Requirement> {
         self.hub.matching_rules(s, action, topic)
     }
 
     /// Lines saying which rules decided `outcome` of `action` on `topic`.
     pub fn explain(&self, s: &Session, action: Action, topic: &str, outcome: &Outcome) -> Vec<String> {
         let rules = self.rules();
-        let hits = self.matching(s, action, topic);
-        let deny = hits.iter().find(|i| rules[**i].effect == Effect::Deny);
-        let allow = hits.iter().find(|i| rules[**i].effect == Effect::Allow);
         let mut lines = vec![format!("as {}", s.describe())];
-        let by_rules = match (deny, allow) {
-            (Some(d), _) => {
-                lines.push(format!("decided by the deny rule at {} (a matching deny wins)", rules[*d]));
-                false
+        // Every requirement must be met; the first one that is not decides.
+        let mut by_rules = true;
+        for req in self.matching(s, action, topic) {
+            let of = action_name(req.of);
+            let deny = req.matched.iter().find(|i| rules[**i].effect == Effect::Deny);
+            let allow = req.matched.iter().find(|i| rules[**i].effect == Effect::Allow);
+            match (deny, allow) {
+                (Some(d), _) => {
+                    lines.push(format!("decided by the {of} deny rule at {} (a matching deny wins)", rules[*d]));
+                    by_rules = false;
+                }
+                (None, Some(a)) => lines.push(format!("allowed by the {of} rule at {}", rules[*a])),
+                (None, None) => {
+                    lines.push(format!("no {of} rule matches: nothing allows it"));
+                    by_rules = false;
+                }
             }
-            (None, Some(a)) => {
-                lines.push(format!("allowed by the rule at {}", rules[*a]));
-                true
+            for i in req.matched.iter().filter(|i| Some(*i) != deny && Some(*i) != allow) {
+                lines.push(format!("also matched: {}", rules[*i]));
             }
-            (None, None) => {
-                lines.push("no rule matches: nothing allows it".to_owned());
-                false
+            if !by_rules {
+                break;
             }
-        };
-        for i in hits.iter().filter(|i| Some(*i) != deny && Some(*i) != allow) {
-            lines.push(format!("also matched: {}", rules[*i]));
         }
-        let allowed = matches!(outcome.kind, "allow" | "grant" | "rewrite");
-        match (by_rules, allowed) {
-            (true, false) => lines.push(format!(
+        match (by_rules, outcome.kind) {
+            (true, "deny" | "reject") => lines.push(format!(
                 "the topic rules allow it; the refusal comes from the hub's other rules: {}",
                 outcome.message.as_deref().unwrap_or_default()
             )),
-            (false, true) => lines.push("warning: the policy allowed what the rules read here refuse".to_owned()),
+            (false, "deny" | "reject") if outcome.reason != Some(mqtt_policy_host::ReasonCode::NotAuthorized) => lines
+                .push(format!(
+                    "the policy's refusal is not a topic rule's (those answer 0x87): {}",
+                    outcome.message.as_deref().unwrap_or_default()
+                )),
+            (false, "allow" | "grant" | "rewrite") => {
+                lines.push("warning: the policy allowed what the rules read here refuse".to_owned())
+            }
             _ => {}
         }
         if let Some(c) = self.caveat() {
             lines.push(format!("note: {c}"));
         }
         lines
+    }
+}
+
+fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Publish => "publish",
+        Action::Subscribe => "subscribe",
+        Action::Delivery => "delivery",
     }
 }
 
@@ -156,7 +175,7 @@ pub struct Coverage {
 impl Coverage {
     /// Records the rules `action` on `topic` matched for `s`.
     pub fn record(&mut self, explainer: &Explainer, s: &Session, action: Action, topic: &str) {
-        self.hit.extend(explainer.matching(s, action, topic));
+        self.hit.extend(explainer.matching(s, action, topic).into_iter().flat_map(|r| r.matched));
     }
 
     /// The rules no recorded check matched, in document order.

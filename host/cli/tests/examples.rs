@@ -194,17 +194,17 @@ fn eval_explain_names_the_deciding_rule_by_its_document_line() {
     let out = eval(&["--publish", "iot-2/type/sensor/id/s1/evt/status/fmt/json"]);
     assert!(out.contains("explain: as device s1 of type sensor, groups hall"), "{out}");
     let allowed =
-        format!("explain: allowed by the rule at line {}: allow publish {own}", rule_line("ibm-platform", own));
+        format!("explain: allowed by the publish rule at line {}: allow publish {own}", rule_line("ibm-platform", own));
     assert!(out.contains(&allowed), "{out}");
     assert!(!out.contains("note:"), "the policy is this build's hub-rules: {out}");
 
     let out = eval(&["--publish", "iot-2/type/sensor/id/s1/mon"]);
     let line = rule_line("ibm-platform", "iot-2/type/+/id/+/mon\", \"iot-2/app/+/mon");
     assert!(out.contains("deny 0x87"), "{out}");
-    assert!(out.contains(&format!("explain: decided by the deny rule at line {line}: deny publish")), "{out}");
+    assert!(out.contains(&format!("explain: decided by the publish deny rule at line {line}: deny publish")), "{out}");
 
     let out = eval(&["--publish", "iot-2/type/sensor/id/s2/evt/status/fmt/json"]);
-    assert!(out.contains("explain: no rule matches: nothing allows it"), "{out}");
+    assert!(out.contains("explain: no publish rule matches: nothing allows it"), "{out}");
 
     // Over the payload limit on an allowed topic: the rules allow it, the hub refuses it.
     let out = eval(&["--publish", "iot-2/type/sensor/id/s1/evt/status/fmt/json", "--payload-size", "131073"]);
@@ -214,7 +214,10 @@ fn eval_explain_names_the_deciding_rule_by_its_document_line() {
     // Subscriptions read as the check reads them: within the allow rule's filter.
     let cmd = "iot-2/type/${device.type}/id/${device.id}/cmd/+/fmt/+";
     let out = eval(&["--subscribe", "iot-2/type/sensor/id/s1/cmd/+/fmt/+"]);
-    assert!(out.contains(&format!("explain: allowed by the rule at line {}", rule_line("ibm-platform", cmd))), "{out}");
+    assert!(
+        out.contains(&format!("explain: allowed by the subscribe rule at line {}", rule_line("ibm-platform", cmd))),
+        "{out}"
+    );
 
     // Not a hub-rules policy: said, exit 2, before any decision.
     let (code, out) = cli(&["eval", guest_artifacts::HELLO, "--explain", "--publish", "devices/x"]);
@@ -264,4 +267,30 @@ fn test_coverage_lists_the_rules_no_case_matched() {
     assert!(out.contains(&format!("coverage: {0} of {0} topic rules", rules.len())), "{out}");
     assert!(!out.contains("not exercised"), "{out}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A delivery must still be one the session may subscribe to and pass the delivery rules: the
+/// explanation names the first requirement not met, never a subscribe rule as the allow.
+#[test]
+fn a_delivery_is_explained_by_its_first_unmet_requirement() {
+    use hub_rules::config::Action;
+    use mqtt_policy_cli::explain::Explainer;
+    let rules = "[identity]\nauthentication = \"none\"\n\n[[rule]]\neffect = \"allow\"\nactions = [\"subscribe\"]\n\
+                 topics = [\"a/#\"]\n\n[[rule]]\neffect = \"allow\"\nactions = [\"delivery\"]\ntopics = [\"b/#\"]\n";
+    let x = Explainer::of(mqtt_policy_cli::HUB_RULES_WASM, Some(rules)).unwrap();
+    let spec = mqtt_policy_cli::cases::ConnectSpec { client_id: "d1".into(), ..Default::default() };
+    let s = x.session(&run::connect("t", &spec)).unwrap();
+    let denied = run::Outcome {
+        reason: Some(mqtt_policy_host::ReasonCode::NotAuthorized),
+        message: Some("unauthorized topic a/x".into()),
+        ..run::Outcome::plain_kind("deny")
+    };
+    let lines = x.explain(&s, Action::Delivery, "a/x", &denied);
+    assert_eq!(
+        lines[1..],
+        ["allowed by the subscribe rule at line 4: allow subscribe a/#", "no delivery rule matches: nothing allows it"],
+        "{lines:?}"
+    );
+    let lines = x.explain(&s, Action::Delivery, "b/x", &denied);
+    assert_eq!(lines[1..], ["no subscribe rule matches: nothing allows it"], "{lines:?}");
 }

@@ -10,13 +10,20 @@ use std::time::Duration;
 
 /// Events that mean a file is complete or gone: a close after writing, a rename into or out of
 /// the directory, a deletion. Not creation or each write: a file being written is not ready.
-const MASK: u32 =
-    libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO | libc::IN_MOVED_FROM | libc::IN_DELETE | libc::IN_DELETE_SELF;
+/// And the directory itself deleted or renamed away (another one renamed over its path): the
+/// watch then follows the old directory, so it is dropped and the path watched anew.
+const MASK: u32 = libc::IN_CLOSE_WRITE
+    | libc::IN_MOVED_TO
+    | libc::IN_MOVED_FROM
+    | libc::IN_DELETE
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVE_SELF;
 
 /// An inotify watch on one directory.
 pub struct DirNotify {
     fd: libc::c_int,
-    watching: bool,
+    /// The watch descriptor while the path is watched.
+    watch: Option<libc::c_int>,
     dir: CString,
 }
 
@@ -29,7 +36,7 @@ impl DirNotify {
         if fd < 0 {
             return None;
         }
-        let mut n = DirNotify { fd, watching: false, dir };
+        let mut n = DirNotify { fd, watch: None, dir };
         n.rewatch();
         Some(n)
     }
@@ -37,9 +44,10 @@ impl DirNotify {
     /// (Re)adds the watch if it is missing, e.g. after the directory was removed and created
     /// again. Cheap when the watch exists.
     pub fn rewatch(&mut self) {
-        if !self.watching {
+        if self.watch.is_none() {
             // SAFETY: `dir` is a valid NUL-terminated path; `fd` is our inotify descriptor.
-            self.watching = unsafe { libc::inotify_add_watch(self.fd, self.dir.as_ptr(), MASK) } >= 0;
+            let wd = unsafe { libc::inotify_add_watch(self.fd, self.dir.as_ptr(), MASK) };
+            self.watch = (wd >= 0).then_some(wd);
         }
     }
 
@@ -57,8 +65,14 @@ impl DirNotify {
             while at + std::mem::size_of::<libc::inotify_event>() <= n as usize {
                 // SAFETY: the kernel writes whole events; read_unaligned copes with the byte buffer.
                 let ev = unsafe { std::ptr::read_unaligned(buf.as_ptr().add(at).cast::<libc::inotify_event>()) };
-                if ev.mask & (libc::IN_IGNORED | libc::IN_DELETE_SELF) != 0 {
-                    self.watching = false;
+                if ev.mask & (libc::IN_IGNORED | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0
+                    && self.watch == Some(ev.wd)
+                {
+                    if ev.mask & libc::IN_MOVE_SELF != 0 {
+                        // SAFETY: removing our own watch from our own descriptor.
+                        unsafe { libc::inotify_rm_watch(self.fd, ev.wd) };
+                    }
+                    self.watch = None;
                 }
                 changed = true;
                 at += std::mem::size_of::<libc::inotify_event>() + ev.len as usize;
@@ -158,7 +172,27 @@ mod tests {
         assert!(!wait(Some(&mut n), None, Duration::from_millis(20)), "events were drained");
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(wait(Some(&mut n), None, Duration::from_secs(2)), "the directory went away");
-        assert!(!n.watching, "the watch is gone with it and will be re-added");
+        assert!(n.watch.is_none(), "the watch is gone with it and will be re-added");
+    }
+
+    #[test]
+    fn a_directory_renamed_over_the_watched_path_is_watched_anew() {
+        let base = std::env::temp_dir().join(format!("mqtt-policy-notify-move-{}", std::process::id()));
+        let (dir, other) = (base.join("policies"), base.join("staged"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        let mut n = DirNotify::new(&dir).expect("inotify on Linux");
+        std::fs::rename(&dir, base.join("old")).unwrap();
+        std::fs::rename(&other, &dir).unwrap();
+        assert!(wait(Some(&mut n), None, Duration::from_secs(2)), "the directory moved away");
+        assert!(n.watch.is_none(), "the old directory is no longer followed");
+        n.rewatch();
+        assert!(n.watch.is_some());
+        std::fs::write(dir.join("a.wasm"), b"x").unwrap();
+        assert!(wait(Some(&mut n), None, Duration::from_secs(2)), "a file in the new directory wakes it");
+        std::fs::write(base.join("old").join("b.wasm"), b"x").unwrap();
+        assert!(!wait(Some(&mut n), None, Duration::from_millis(50)), "the old directory does not");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

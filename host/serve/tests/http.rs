@@ -420,7 +420,8 @@ fn a_unix_socket_listener_answers_and_is_bounded_like_tcp() {
 
 /// Monitor mode in the decision service, as in the plugin: `acme.next.wasm` is asked every
 /// question `acme.wasm` answers and decides nothing; a difference is a `would-deny` event with
-/// both decisions; promoting the candidate is a rename.
+/// both decisions. Taking the candidate away ends the dry run; promoting one is a rename. Six
+/// devices, so both workers (a client's worker is chosen by a hash of its id) take part.
 #[test]
 fn a_candidate_policy_is_evaluated_beside_the_enforced_one_and_promoted_by_a_rename() {
     let stricter = format!(
@@ -428,54 +429,65 @@ fn a_candidate_policy_is_evaluated_beside_the_enforced_one_and_promoted_by_a_ren
         rules()
     );
     let (s, dir) = start_with("serve-candidate", Options::default(), &[("acme.next", hub_policy(&stricter, &[]))]);
+    let policies = dir.join("policies");
     let ok = (200, "allow".to_owned());
     let no = (200, "deny".to_owned());
-    let d1 = "d:acme:sensor:s1";
-    let status = topic(d1, "write", "iot-2.type.sensor.id.s1.evt.status.fmt.json");
-    let alarm = topic(d1, "write", "iot-2.type.sensor.id.s1.evt.alarm.fmt.json");
-    assert_eq!(post(&s, "/rabbitmq/user", &login("s1")), ok);
-    // Allowed by the enforced policy, refused by the candidate: allowed, and told.
-    assert_eq!(post(&s, "/rabbitmq/topic", &status), ok, "the enforced policy decides");
-    let events = read_events(&dir.join("events.jsonl"));
-    let told: Vec<_> =
-        events.iter().filter(|e| e["outcome"].as_str().is_some_and(|o| o.starts_with("would-"))).collect();
-    assert_eq!(told.len(), 1, "{events:#?}");
-    let e = told[0];
-    assert_eq!(e["outcome"], "would-deny");
-    assert_eq!((e["tenant"].as_str(), e["client_id"].as_str()), (Some("acme"), Some(d1)));
-    assert_eq!(e["topic"], "iot-2/type/sensor/id/s1/evt/status/fmt/json");
-    // Where both agree, nothing is told; the candidate's own denials are not decisions.
-    assert_eq!(post(&s, "/rabbitmq/topic", &alarm), ok);
-    let events = read_events(&dir.join("events.jsonl"));
-    assert_eq!(events.iter().filter(|e| e["outcome"].as_str().is_some_and(|o| o.starts_with("would-"))).count(), 1);
-    assert!(!events.iter().any(|e| e["tenant"] == "acme.next" && e["outcome"] == "deny"), "{events:#?}");
-
-    // Promotion: the candidate's file becomes the tenant's, for the session already open.
-    let policies = dir.join("policies");
-    std::fs::rename(policies.join("acme.next.wasm"), policies.join("acme.wasm")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while post(&s, "/rabbitmq/topic", &status) != no {
-        assert!(Instant::now() < deadline, "still allowed 10 s after the rename");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // Until then each refused-by-the-candidate publish was told; from now on none is: no
-    // candidate any more, so a refusal is not a difference. Every worker has to have moved.
-    let told = || {
-        let events = read_events(&dir.join("events.jsonl"));
-        events.iter().filter(|e| e["outcome"].as_str().is_some_and(|o| o.starts_with("would-"))).count()
+    let devices = ["s0", "s1", "s2", "s3", "s4", "r1"];
+    let client = |id: &str| format!("d:acme:sensor:{id}");
+    let status = |id: &str| topic(&client(id), "write", &format!("iot-2.type.sensor.id.{id}.evt.status.fmt.json"));
+    let alarm = |id: &str| topic(&client(id), "write", &format!("iot-2.type.sensor.id.{id}.evt.alarm.fmt.json"));
+    let told = || -> Vec<serde_json::Value> {
+        read_events(&dir.join("events.jsonl"))
+            .into_iter()
+            .filter(|e| e["outcome"].as_str().is_some_and(|o| o.starts_with("would-")))
+            .collect()
     };
+    for id in devices {
+        assert_eq!(post(&s, "/rabbitmq/user", &login(id)), ok, "{id}");
+    }
+    // Allowed by the enforced policy, refused by the candidate: allowed, and told, for each.
+    for id in devices {
+        assert_eq!(post(&s, "/rabbitmq/topic", &status(id)), ok, "the enforced policy decides");
+    }
+    let events = told();
+    assert_eq!(events.len(), devices.len(), "{events:#?}");
+    for (e, id) in events.iter().zip(devices) {
+        assert_eq!(e["outcome"], "would-deny");
+        assert_eq!((e["tenant"].as_str(), e["client_id"].as_str()), (Some("acme"), Some(client(id).as_str())));
+        assert_eq!(e["topic"], format!("iot-2/type/sensor/id/{id}/evt/status/fmt/json"));
+    }
+    // Where both agree, nothing is told; the candidate's own denials are not decisions.
+    for id in devices {
+        assert_eq!(post(&s, "/rabbitmq/topic", &alarm(id)), ok);
+    }
+    assert_eq!(told().len(), devices.len());
+    let all = read_events(&dir.join("events.jsonl"));
+    assert!(!all.iter().any(|e| e["tenant"] == "acme.next" && e["outcome"] == "deny"), "{all:#?}");
+
+    // Taken away: every worker stops asking it (bounded wait), and the enforced policy still allows.
+    std::fs::remove_file(policies.join("acme.next.wasm")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let before = told();
-        let answers: Vec<_> = (0..8).map(|_| post(&s, "/rabbitmq/topic", &status)).collect();
-        if answers.iter().all(|a| *a == no) && told() == before {
+        let before = told().len();
+        for id in devices {
+            assert_eq!(post(&s, "/rabbitmq/topic", &status(id)), ok);
+        }
+        if told().len() == before {
             break;
         }
-        assert!(Instant::now() < deadline, "the promotion did not reach every worker in 10 s: {answers:?}");
+        assert!(Instant::now() < deadline, "the candidate was still asked 10 s after its file went");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let before = told();
-    assert_eq!(post(&s, "/rabbitmq/topic", &alarm), ok, "what both allowed is still allowed");
-    assert_eq!(post(&s, "/rabbitmq/topic", &status), no);
-    assert_eq!(told(), before);
+
+    // Promotion: a candidate's file renamed over the tenant's; every open session gets its rules.
+    deploy(&policies, "acme.next", &hub_policy(&stricter, &[]));
+    std::fs::rename(policies.join("acme.next.wasm"), policies.join("acme.wasm")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for id in devices {
+        while post(&s, "/rabbitmq/topic", &status(id)) != no {
+            assert!(Instant::now() < deadline, "{id}: still allowed 10 s after the rename");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(post(&s, "/rabbitmq/topic", &alarm(id)), ok, "what both allowed is still allowed");
+    }
 }

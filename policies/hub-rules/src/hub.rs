@@ -111,6 +111,15 @@ pub struct RuleInfo {
     pub topics: Vec<String>,
 }
 
+/// One thing a check asks of the topic rules (see [`Hub::matching_rules`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    /// Whose rules: publish, subscribe or delivery rules.
+    pub of: Action,
+    /// The applicable rules that matched (indexes into [`Hub::rules`], in document order).
+    pub matched: Vec<usize>,
+}
+
 impl std::fmt::Display for RuleInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let effect = match self.effect {
@@ -130,17 +139,31 @@ impl std::fmt::Display for RuleInfo {
     }
 }
 
+/// Where each `[[rule]]` header is: (byte offset, line), in one pass over the document, so a
+/// rule's line costs a binary search. Headers may be spaced, quoted (`[[ "rule" ]]`) and
+/// followed by a comment.
+fn rule_headers(text: &str) -> Vec<(usize, usize)> {
+    let mut headers = Vec::new();
+    let mut offset = 0;
+    for (n, line) in text.split('\n').enumerate() {
+        if line.trim_start().starts_with("[[") {
+            let key = line.split('#').next().unwrap_or_default();
+            if key.chars().filter(|c| !c.is_whitespace() && *c != '"' && *c != '\'').eq("[[rule]]".chars()) {
+                headers.push((offset, n + 1));
+            }
+        }
+        offset += line.len() + 1;
+    }
+    headers
+}
+
 /// The line of the last `[[rule]]` header before `offset` (a rule's first topic); the
 /// topic's own line if there is none (a rule written as an inline table array).
-fn rule_line(text: &str, offset: usize) -> usize {
-    let before = &text[..offset.min(text.len())];
-    let topic_line = before.matches('\n').count() + 1;
-    before
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.split('#').next().unwrap_or_default().replace([' ', '\t'], "") == "[[rule]]")
-        .last()
-        .map_or(topic_line, |(n, _)| n + 1)
+fn rule_line(headers: &[(usize, usize)], text: &str, offset: usize) -> usize {
+    match headers.partition_point(|(o, _)| *o < offset) {
+        0 => text[..offset.min(text.len())].matches('\n').count() + 1,
+        i => headers[i - 1].1,
+    }
 }
 
 impl Rule {
@@ -461,6 +484,7 @@ impl Hub {
         let mut rules = Vec::new();
         let mut has_delivery_rules = false;
         let mut expanded = Expanded::default();
+        let headers = rule_headers(text);
         for (i, r) in doc.rules.iter().enumerate() {
             if r.topics.is_empty() {
                 return Err(format!("rule[{i}].topics: list at least one topic filter"));
@@ -501,7 +525,7 @@ impl Hub {
                 groups: r.groups.clone(),
                 kinds: r.kinds.clone(),
                 info: RuleInfo {
-                    line: rule_line(text, r.topics[0].span().start),
+                    line: rule_line(&headers, text, r.topics[0].span().start),
                     effect: r.effect,
                     actions: r.actions.clone(),
                     topics: r.topics.iter().map(|t| t.get_ref().clone()).collect(),
@@ -1285,29 +1309,34 @@ impl Hub {
         self.rules.iter().map(|r| &r.info)
     }
 
-    /// The topic rules (indexes into [`Hub::rules`], in document order) that apply to the
-    /// session and match `topic` for `action`, read the way the checks read them: a publish or
-    /// delivery topic matched by a rule's filter; a subscription filter within an allow
-    /// rule's filter or overlapping a deny rule's. A delivery is also governed by the
-    /// subscribe rules (is the topic still one the session may subscribe to?), which are
-    /// listed with it. Explains a decision; never decides one.
-    pub fn matching_rules(&self, s: &Session, action: Action, topic: &str) -> Vec<usize> {
-        let mut hits = Vec::new();
-        let mut from_trie = |trie: &TopicTrie<usize>| {
+    /// What the topic rules must say for `action` on `topic` (a publish or delivery topic, a
+    /// subscription filter) to be allowed, read the way the checks read them: each
+    /// [`Requirement`] is met when one of its matched rules allows and none denies. A publish
+    /// needs its publish rules; a subscription its subscribe rules (the filter within an allow
+    /// rule's, or overlapping a deny rule's); a delivery needs the topic to be one the session
+    /// may still subscribe to, and its delivery rules when the document has any. Explains a
+    /// decision; never decides one.
+    pub fn matching_rules(&self, s: &Session, action: Action, topic: &str) -> Vec<Requirement> {
+        let from_trie = |trie: &TopicTrie<usize>, of: Action| {
+            let mut matched = Vec::new();
             trie.any_match(topic, s, |i| {
                 if self.rules[*i].applies(s) {
-                    hits.push(*i);
+                    matched.push(*i);
                 }
                 false
             });
+            matched.sort_unstable();
+            matched.dedup();
+            Requirement { of, matched }
         };
         match action {
-            Action::Publish => from_trie(&self.publish),
-            Action::Delivery => {
-                from_trie(&self.subscribable);
-                from_trie(&self.delivery);
+            Action::Publish => vec![from_trie(&self.publish, Action::Publish)],
+            Action::Delivery if self.has_delivery_rules => {
+                vec![from_trie(&self.subscribable, Action::Subscribe), from_trie(&self.delivery, Action::Delivery)]
             }
+            Action::Delivery => vec![from_trie(&self.subscribable, Action::Subscribe)],
             Action::Subscribe => {
+                let mut matched = Vec::new();
                 for (template, i) in &self.subscribe {
                     let rule = &self.rules[*i];
                     let Some(filter) = template.expand(s).filter(|_| rule.applies(s)) else { continue };
@@ -1316,14 +1345,14 @@ impl Hub {
                         Effect::Allow => topic::filter_within(topic, &filter),
                     };
                     if hit {
-                        hits.push(*i);
+                        matched.push(*i);
                     }
                 }
+                matched.sort_unstable();
+                matched.dedup();
+                vec![Requirement { of: Action::Subscribe, matched }]
             }
         }
-        hits.sort_unstable();
-        hits.dedup();
-        hits
     }
 
     /// Whether the session may currently subscribe to a filter matching `topic_name`: an

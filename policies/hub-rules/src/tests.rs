@@ -877,7 +877,7 @@ topics = [
   \"devices/+/secret\",
 ]
 
-[[rule]]
+[[ \"rule\" ]]
 effect = \"allow\"
 actions = [\"subscribe\"]
 topics = [\"fleet/+\"]
@@ -889,15 +889,18 @@ types = [\"meter\"]
     assert_eq!(infos[1].to_string(), "line 7: deny publish devices/+/secret");
     let s = accept(&hub, &connect("d1"));
     assert_eq!(s.describe(), "device d1 of type device");
-    assert_eq!(hub.matching_rules(&s, Action::Publish, "devices/d1/x"), vec![0]);
-    assert_eq!(hub.matching_rules(&s, Action::Publish, "devices/d1/secret"), vec![0, 1], "the deny is listed too");
-    assert_eq!(hub.matching_rules(&s, Action::Publish, "devices/d2/x"), Vec::<usize>::new());
+    let m = |action, topic| -> Vec<(Action, Vec<usize>)> {
+        hub.matching_rules(&s, action, topic).into_iter().map(|r| (r.of, r.matched)).collect()
+    };
+    assert_eq!(m(Action::Publish, "devices/d1/x"), vec![(Action::Publish, vec![0])]);
+    assert_eq!(m(Action::Publish, "devices/d1/secret"), vec![(Action::Publish, vec![0, 1])], "the deny is listed too");
+    assert_eq!(m(Action::Publish, "devices/d2/x"), vec![(Action::Publish, vec![])]);
     // Subscriptions: within an allow rule's filter; rule 2 applies to meters only.
-    assert_eq!(hub.matching_rules(&s, Action::Subscribe, "devices/d1/+"), vec![0]);
-    assert_eq!(hub.matching_rules(&s, Action::Subscribe, "devices/#"), Vec::<usize>::new());
-    assert_eq!(hub.matching_rules(&s, Action::Subscribe, "fleet/a"), Vec::<usize>::new());
+    assert_eq!(m(Action::Subscribe, "devices/d1/+"), vec![(Action::Subscribe, vec![0])]);
+    assert_eq!(m(Action::Subscribe, "devices/#"), vec![(Action::Subscribe, vec![])]);
+    assert_eq!(m(Action::Subscribe, "fleet/a"), vec![(Action::Subscribe, vec![])]);
     // A delivery is read against the subscribe rules (no delivery rules here).
-    assert_eq!(hub.matching_rules(&s, Action::Delivery, "devices/d1/y"), vec![0]);
+    assert_eq!(m(Action::Delivery, "devices/d1/y"), vec![(Action::Subscribe, vec![0])]);
     // The explanation agrees with the decisions.
     assert!(matches!(
         hub.authorize_publish(&s, &publish("devices/d1/x"), &FakeHost::default()),
@@ -907,4 +910,27 @@ types = [\"meter\"]
         hub.authorize_publish(&s, &publish("devices/d1/secret"), &FakeHost::default()),
         PublishDecision::Deny(_)
     ));
+}
+
+/// With delivery rules, a delivery must meet both: still subscribable, and allowed by a
+/// delivery rule. The two are listed apart, so neither can stand for the other.
+#[test]
+fn a_delivery_needs_its_subscribe_and_its_delivery_rules_listed_apart() {
+    let rules = "\
+[[rule]]
+effect = \"allow\"
+actions = [\"subscribe\"]
+topics = [\"a/#\"]
+
+[[rule]]
+effect = \"allow\"
+actions = [\"delivery\"]
+topics = [\"b/#\"]
+";
+    let hub = open(rules).unwrap();
+    let s = accept(&hub, &connect("d1"));
+    let m: Vec<_> = hub.matching_rules(&s, Action::Delivery, "a/x").into_iter().map(|r| (r.of, r.matched)).collect();
+    assert_eq!(m, vec![(Action::Subscribe, vec![0]), (Action::Delivery, vec![])]);
+    let d = Delivery { topic: "a/x".into(), qos: 0, retain: false, payload_size: 1 };
+    assert!(matches!(hub.authorize_delivery(&s, &d), DeliveryDecision::Deny(_)), "the delivery rules refuse it");
 }

@@ -577,7 +577,14 @@ async fn publisher_reader(
             tokio::select! {
                 biased;
                 _ = stopped(&mut stop) => return Ok(()),
-                r = read_more(&mut rd, &mut buf) => r?,
+                r = read_more(&mut rd, &mut buf) => {
+                    // After the stop the publisher says DISCONNECT and the broker closes: the
+                    // end of the run, whichever of the two this task noticed first.
+                    if r.is_err() && *stop.borrow() {
+                        return Ok(());
+                    }
+                    r?
+                }
             }
         }
     }
