@@ -74,14 +74,15 @@ impl Explainer {
         self.hub.matching_rules(s, action, topic)
     }
 
-    /// Lines saying which rules decided `outcome` of `action` on `topic`.
+    /// Lines saying which rules decided `outcome` of `action` on `topic` (who the session is
+    /// is [`Session::describe`]'s).
     pub fn explain(&self, s: &Session, action: Action, topic: &str, outcome: &Outcome) -> Vec<String> {
-        let rules = self.rules();
-        let mut lines = vec![format!("as {}", s.describe())];
+        let rules: Vec<&RuleInfo> = self.hub.rules().collect();
+        let mut lines = Vec::new();
         // Every requirement must be met; the first one that is not decides.
         let mut by_rules = true;
         for req in self.matching(s, action, topic) {
-            let of = action_name(req.of);
+            let of = req.of.name();
             let deny = req.matched.iter().find(|i| rules[**i].effect == Effect::Deny);
             let allow = req.matched.iter().find(|i| rules[**i].effect == Effect::Allow);
             match (deny, allow) {
@@ -121,14 +122,6 @@ impl Explainer {
             lines.push(format!("note: {c}"));
         }
         lines
-    }
-}
-
-fn action_name(a: Action) -> &'static str {
-    match a {
-        Action::Publish => "publish",
-        Action::Subscribe => "subscribe",
-        Action::Delivery => "delivery",
     }
 }
 
@@ -180,7 +173,7 @@ impl Coverage {
 
     /// The rules no recorded check matched, in document order.
     pub fn unexercised(&self, explainer: &Explainer) -> Vec<RuleInfo> {
-        explainer.rules().into_iter().enumerate().filter(|(i, _)| !self.hit.contains(i)).map(|(_, r)| r).collect()
+        explainer.hub.rules().enumerate().filter(|(i, _)| !self.hit.contains(i)).map(|(_, r)| r.clone()).collect()
     }
 
     /// How many rules were matched.

@@ -537,7 +537,7 @@ fn eval(args: &EvalArgs) -> Result<ExitCode, BadInput> {
     };
     let explained = |action: hub_rules::config::Action, topic: &str, o: &run::Outcome| {
         if let (Some(x), Some(s)) = (&explainer, &native) {
-            for line in x.explain(s, action, topic, o).into_iter().skip(1) {
+            for line in x.explain(s, action, topic, o) {
                 out!("          explain: {line}");
             }
         }

@@ -373,6 +373,27 @@ pub enum Action {
     Delivery,
 }
 
+impl Effect {
+    /// The name used in rules documents.
+    pub fn name(self) -> &'static str {
+        match self {
+            Effect::Allow => "allow",
+            Effect::Deny => "deny",
+        }
+    }
+}
+
+impl Action {
+    /// The name used in rules documents.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Publish => "publish",
+            Action::Subscribe => "subscribe",
+            Action::Delivery => "delivery",
+        }
+    }
+}
+
 /// `[[rule]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -122,20 +122,8 @@ pub struct Requirement {
 
 impl std::fmt::Display for RuleInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let effect = match self.effect {
-            Effect::Allow => "allow",
-            Effect::Deny => "deny",
-        };
-        let actions: Vec<&str> = self
-            .actions
-            .iter()
-            .map(|a| match a {
-                Action::Publish => "publish",
-                Action::Subscribe => "subscribe",
-                Action::Delivery => "delivery",
-            })
-            .collect();
-        write!(f, "line {}: {effect} {} {}", self.line, actions.join(","), self.topics.join(" "))
+        let actions: Vec<&str> = self.actions.iter().map(|a| a.name()).collect();
+        write!(f, "line {}: {} {} {}", self.line, self.effect.name(), actions.join(","), self.topics.join(" "))
     }
 }
 
@@ -1176,21 +1164,15 @@ impl Hub {
             return SubscribeDecision::Deny(d);
         }
         let mut allowed = false;
-        for (template, rule) in &self.subscribe {
-            let rule_ref = &self.rules[*rule];
-            if !rule_ref.applies(s) {
-                continue;
-            }
-            let Some(filter) = template.expand(s) else { continue };
-            match rule_ref.effect {
-                Effect::Deny if topic::filters_overlap(&sub.filter, &filter) => {
+        for rule in self.subscribe_rules_matching(s, &sub.filter) {
+            match self.rules[rule].effect {
+                Effect::Deny => {
                     return SubscribeDecision::Deny(deny(
                         ReasonCode::NotAuthorized,
                         format!("unauthorized topic {}", sub.filter),
                     ));
                 }
-                Effect::Allow if topic::filter_within(&sub.filter, &filter) => allowed = true,
-                _ => {}
+                Effect::Allow => allowed = true,
             }
         }
         if !allowed {
@@ -1336,23 +1318,30 @@ impl Hub {
             }
             Action::Delivery => vec![from_trie(&self.subscribable, Action::Subscribe)],
             Action::Subscribe => {
-                let mut matched = Vec::new();
-                for (template, i) in &self.subscribe {
-                    let rule = &self.rules[*i];
-                    let Some(filter) = template.expand(s).filter(|_| rule.applies(s)) else { continue };
-                    let hit = match rule.effect {
-                        Effect::Deny => topic::filters_overlap(topic, &filter),
-                        Effect::Allow => topic::filter_within(topic, &filter),
-                    };
-                    if hit {
-                        matched.push(*i);
-                    }
-                }
+                let mut matched: Vec<usize> = self.subscribe_rules_matching(s, topic).collect();
                 matched.sort_unstable();
                 matched.dedup();
                 vec![Requirement { of: Action::Subscribe, matched }]
             }
         }
+    }
+
+    /// The subscribe rules, in order, that apply to the session and match `filter` as a
+    /// subscription reads them: an allow rule when the filter lies within the rule's, a deny
+    /// rule when the two overlap.
+    fn subscribe_rules_matching<'a>(&'a self, s: &'a Session, filter: &'a str) -> impl Iterator<Item = usize> + 'a {
+        self.subscribe.iter().filter_map(move |(template, i)| {
+            let rule = &self.rules[*i];
+            if !rule.applies(s) {
+                return None;
+            }
+            let expanded = template.expand(s)?;
+            let hit = match rule.effect {
+                Effect::Deny => topic::filters_overlap(filter, &expanded),
+                Effect::Allow => topic::filter_within(filter, &expanded),
+            };
+            hit.then_some(*i)
+        })
     }
 
     /// Whether the session may currently subscribe to a filter matching `topic_name`: an
