@@ -118,18 +118,25 @@ def main() -> None:
                     help="messages per second offered in all per scenario (0: as fast as the broker takes them); "
                          "at a fixed rate the broker CPU per message is steadier than at saturation")
     ap.add_argument("--configs", default="bare,small,large,nocache,acl",
-                    help="which configurations to run, of bare, small, large, nocache (large, cache off), acl")
+                    help="which configurations to run, of bare, null (a plugin with the same callbacks that does "
+                         "nothing), small, large, nocache (large, cache off), acl")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mqtt-policy-bench-"))
     print(f"==> work directory {work}", flush=True)
     wanted = set(args.configs.split(","))
-    unknown = wanted - {"bare", "small", "large", "nocache", "acl"}
+    unknown = wanted - {"bare", "null", "small", "large", "nocache", "acl"}
     if unknown:
         raise SystemExit(f"--configs: unknown configuration(s) {', '.join(sorted(unknown))}")
     if "bare" not in wanted:
         raise SystemExit("--configs: bare is needed, every ratio is over it")
     setups = [Setup("bare")]
+    if "null" in wanted:
+        # What Mosquitto spends because a plugin is registered at all: the floor of any plugin.
+        lib = work / "null_plugin.so"
+        subprocess.run(["cc", "-O2", "-fPIC", "-shared", "-o", str(lib), str(ROOT / "scripts/bench/null_plugin.c")],
+                       check=True)
+        setups.append(Setup("plugin doing nothing (same callbacks)", plugin=str(lib)))
     for key, n, cache in [("small", args.small, "on"), ("large", args.large, "on"), ("nocache", args.large, "off")]:
         if key not in wanted:
             continue

@@ -356,6 +356,15 @@ pub unsafe fn str_or_none<'a>(p: *const c_char) -> Option<&'a str> {
     }
 }
 
+/// Borrows a C string the broker owns for the duration of a callback, as bytes: for values
+/// only compared, which need no UTF-8 validation (the per-check client id and user name).
+///
+/// # Safety
+/// As [`str_or_none`].
+pub unsafe fn bytes_or_none<'a>(p: *const c_char) -> Option<&'a [u8]> {
+    if p.is_null() { None } else { Some(unsafe { CStr::from_ptr(p) }.to_bytes()) }
+}
+
 /// `mp_websockets` of `enum mosquitto_protocol` (`include/mosquitto_broker.h`).
 pub const MP_WEBSOCKETS: c_int = 2;
 

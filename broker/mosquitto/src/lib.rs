@@ -334,8 +334,8 @@ unsafe extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, userdata: *m
         let b = inst.broker;
         // Mosquitto frees a client object when its session ends and may hand the address to
         // the next connection: these tell a new client from the session held for the address.
-        let client_id = unsafe { ffi::str_or_none((b.client_id)(evt.client)) }.unwrap_or("");
-        let username = unsafe { ffi::str_or_none((b.client_username)(evt.client)) };
+        let client_id = unsafe { ffi::bytes_or_none((b.client_id)(evt.client)) }.unwrap_or(b"");
+        let username = unsafe { ffi::bytes_or_none((b.client_username)(evt.client)) };
         let check = Check {
             access,
             topic: unsafe { CStr::from_ptr(evt.topic) }.to_bytes(),

@@ -165,6 +165,11 @@ pub(crate) fn config() -> wasmtime::Config {
         .concurrency_support(false)
         // Compiling on every core stalls the broker thread that calls policies.
         .parallel_compilation(false);
+    // For `perf`: names the JIT-compiled guest functions in /tmp/perf-PID.map. A diagnostic
+    // switch only (it writes a file per process), so off unless asked for.
+    if std::env::var_os("MQTT_POLICY_PERF_MAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
 }
 

@@ -602,8 +602,8 @@ fn a_check_from_another_client_on_a_sessions_key_is_not_that_sessions() {
     let (gateway, _) = start(&dir.0, TenantSource::fixed("acme").unwrap(), |_| {});
     let mut w: Worker<u32> = Worker::new(gateway);
     accepted(w.connect(1, &Hello { clean_start: false, ..Hello::new("ctl") }));
-    let publish = |client_id, username| Check {
-        client: Some(ClientFacts { client_id, username }),
+    let publish = |client_id: &'static str, username: Option<&'static str>| Check {
+        client: Some(ClientFacts { client_id: client_id.as_bytes(), username: username.map(str::as_bytes) }),
         ..check(Access::Publish, "devices/ctl/cmd", 1)
     };
     assert_eq!(w.check(&1, &publish("ctl", Some("ctl"))), CheckOutcome::Allow, "the session's own client");
@@ -620,7 +620,7 @@ fn a_check_from_another_client_on_a_sessions_key_is_not_that_sessions() {
     w.disconnect(&3);
     // An away session subscribes to nothing: a connected client took its key.
     let subscribe = Check {
-        client: Some(ClientFacts { client_id: "ctl", username: Some("ctl") }),
+        client: Some(ClientFacts { client_id: b"ctl", username: Some(b"ctl") }),
         ..check(Access::Subscribe, "devices/ctl/#", 1)
     };
     assert_eq!(denied(w.check(&3, &subscribe)), ReasonCode::NotAuthorized);
