@@ -397,6 +397,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn levels_split_at_the_first_slash_only() {
+        assert_eq!(split_level("a/b/c"), ("a", Some("b/c")));
+        assert_eq!(split_level("/a"), ("", Some("a")));
+        assert_eq!(split_level("a/"), ("a", Some("")));
+        assert_eq!(split_level("ü"), ("ü", None));
+        assert_eq!(split_level(""), ("", None));
+    }
+
+    #[test]
     fn topic_names_per_spec() {
         for ok in ["a", "/", "a//b", "/finance", "a/", "$SYS/broker", "sport/tennis/player1", "ü/x"] {
             assert_eq!(validate_topic_name(ok), Ok(()), "{ok}");
@@ -405,6 +414,10 @@ mod tests {
         assert_eq!(validate_topic_name("a/+"), Err(TopicError::WildcardInTopicName));
         assert_eq!(validate_topic_name("a/#"), Err(TopicError::WildcardInTopicName));
         assert_eq!(validate_topic_name("a\0b"), Err(TopicError::NullCharacter));
+        // A NUL is reported wherever it is, also after a wildcard (the byte scan keeps going).
+        assert_eq!(validate_topic_name("a/+/\0"), Err(TopicError::NullCharacter));
+        // Multi-byte characters contain no ASCII bytes: none is taken for a wildcard or NUL.
+        assert_eq!(validate_topic_name("é/€/𝄞"), Ok(()));
         assert_eq!(validate_topic_name(&"x".repeat(65_535)), Ok(()));
         assert_eq!(validate_topic_name(&"x".repeat(65_536)), Err(TopicError::TooLong));
     }
