@@ -13,13 +13,14 @@ command -v valgrind >/dev/null || apt_install valgrind
 cargo build --locked --quiet --release -p mqtt-policy-host --example check_counts
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-for n in 200 1200; do
+n1=200 n2=1200
+for n in $n1 $n2; do
   valgrind --tool=callgrind --callgrind-out-file="$work/cg.$n" target/release/examples/check_counts "$n" 2>/dev/null
   callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$work/cg.$n" > "$work/ann.$n"
 done
-python3 - "$work" <<'PY'
+python3 - "$work" "$n1" "$n2" <<'PY'
 import re, sys
-work = sys.argv[1]
+work, n1, n2 = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def costs(n):
     d = {}
     for line in open(f"{work}/ann.{n}"):
@@ -27,8 +28,8 @@ def costs(n):
         if m:
             d[m.group(2)] = d.get(m.group(2), 0) + int(m.group(1).replace(",", ""))
     return d
-a, b = costs(200), costs(1200)
-per = {k: (b[k] - a[k]) / 1000 for k in b if k in a}
+a, b = costs(n1), costs(n2)
+per = {k: (b[k] - a[k]) / (n2 - n1) for k in b if k in a}
 rows = [("publish", "component_publish", "native_publish"), ("delivery", "component_delivery", "native_delivery")]
 print("| check (uncached) | component | native | ratio |")
 print("|---|---:|---:|---:|")

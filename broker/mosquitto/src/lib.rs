@@ -371,10 +371,22 @@ unsafe fn restore_if_persisted(inst: &mut Instance, client: *mut Client) {
         return;
     }
     let Some(client_id) = (unsafe { ffi::str_or_none((b.client_id)(client)) }) else { return };
+    // The persistence file's user name is not validated by Mosquitto (a certificate's CN with
+    // `use_identity_as_username` is kept as its raw bytes), and every check compares the broker's
+    // bytes with the session's (`ClientFacts`): a user name that is not UTF-8 could never match a
+    // restored session, which would be restored again, and forgotten, at every check. It stays
+    // unknown instead, and denied.
+    let username = match unsafe { ffi::bytes_or_none((b.client_username)(client)) } {
+        None => None,
+        Some(bytes) => match std::str::from_utf8(bytes) {
+            Ok(name) => Some(name),
+            Err(_) => return,
+        },
+    };
     let restored = Restored {
         client_id,
         // The device id the plugin set with `mosquitto_set_username` before the restart.
-        username: unsafe { ffi::str_or_none((b.client_username)(client)) },
+        username,
         // Not persisted by 2.0.11 (0 for a restored client): mapped like any unknown level.
         protocol: mapping::protocol_of(unsafe { (b.client_protocol_version)(client) }),
         tenant: None,

@@ -73,7 +73,9 @@ fn native_publish(
     n: usize,
 ) -> usize {
     (0..n)
-        .filter(|_| matches!(hub.authorize_publish(s, black_box(p), &NoHost), mqtt_policy_guest::PublishDecision::Allow))
+        .filter(|_| {
+            matches!(hub.authorize_publish(s, black_box(p), &NoHost), mqtt_policy_guest::PublishDecision::Allow)
+        })
         .count()
 }
 

@@ -625,6 +625,17 @@ fn a_check_from_another_client_on_a_sessions_key_is_not_that_sessions() {
     };
     assert_eq!(denied(w.check(&3, &subscribe)), ReasonCode::NotAuthorized);
     assert_eq!(w.session_count(), 0);
+    // Compared as bytes: what is not UTF-8 is no session's client id or user name.
+    for (n, (client_id, username)) in
+        [(&b"ctl\xff"[..], Some(&b"ctl"[..])), (&b"ctl"[..], Some(&b"ctl\xff"[..]))].into_iter().enumerate()
+    {
+        let key = 4 + n as u32;
+        accepted(w.connect(key, &Hello { clean_start: false, ..Hello::new("ctl") }));
+        let raw =
+            Check { client: Some(ClientFacts { client_id, username }), ..check(Access::Publish, "devices/ctl/cmd", 1) };
+        assert_eq!(denied(w.check(&key, &raw)), ReasonCode::NotAuthorized);
+        assert_eq!(w.session_count(), 0, "the session that held key {key} is over");
+    }
 }
 
 #[test]
