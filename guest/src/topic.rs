@@ -45,13 +45,18 @@ impl fmt::Display for TopicError {
 
 impl std::error::Error for TopicError {}
 
-fn check_common(s: &str) -> Result<(), TopicError> {
+fn check_length(s: &str) -> Result<(), TopicError> {
     if s.is_empty() {
         return Err(TopicError::Empty);
     }
     if s.len() > MAX_TOPIC_LEN {
         return Err(TopicError::TooLong);
     }
+    Ok(())
+}
+
+fn check_common(s: &str) -> Result<(), TopicError> {
+    check_length(s)?;
     if s.as_bytes().contains(&0) {
         return Err(TopicError::NullCharacter);
     }
@@ -61,12 +66,7 @@ fn check_common(s: &str) -> Result<(), TopicError> {
 /// Validates a PUBLISH topic name: non-empty, at most 65535 bytes, no U+0000, no wildcards.
 /// Empty levels (`a//b`, `/a`, `a/`) and `$`-topics are valid.
 pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
-    if name.is_empty() {
-        return Err(TopicError::Empty);
-    }
-    if name.len() > MAX_TOPIC_LEN {
-        return Err(TopicError::TooLong);
-    }
+    check_length(name)?;
     // Every check runs this (twice for a publish): one pass over the bytes, not one `char`
     // search per character. NUL, `+` and `#` are ASCII, which never occurs inside a longer
     // UTF-8 sequence, so a byte is enough. A NUL anywhere wins over a wildcard, as before.

@@ -376,13 +376,8 @@ unsafe fn restore_if_persisted(inst: &mut Instance, client: *mut Client) {
     // bytes with the session's (`ClientFacts`): a user name that is not UTF-8 could never match a
     // restored session, which would be restored again, and forgotten, at every check. It stays
     // unknown instead, and denied.
-    let username = match unsafe { ffi::bytes_or_none((b.client_username)(client)) } {
-        None => None,
-        Some(bytes) => match std::str::from_utf8(bytes) {
-            Ok(name) => Some(name),
-            Err(_) => return,
-        },
-    };
+    let raw = unsafe { ffi::bytes_or_none((b.client_username)(client)) };
+    let Ok(username) = raw.map(std::str::from_utf8).transpose() else { return };
     let restored = Restored {
         client_id,
         // The device id the plugin set with `mosquitto_set_username` before the restart.

@@ -11,20 +11,10 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mqtt_policy_host::*;
+use native_hub::{NoHost, guest_connect, rules};
 
-/// A rules document with `devices` registered devices and per-device topic rules.
-fn rules(devices: usize) -> String {
-    let mut s = String::from(
-        "[hub]\nmax-payload = 131072\n\n[identity]\nauthentication = \"none\"\n\n\
-         [[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"devices/${device.id}/telemetry/#\"]\n\n\
-         [[rule]]\neffect = \"deny\"\nactions = [\"publish\"]\ntopics = [\"devices/+/telemetry/private/#\"]\n\n\
-         [[rule]]\neffect = \"allow\"\nactions = [\"subscribe\", \"delivery\"]\ntopics = [\"devices/${device.id}/commands/#\", \"broadcast/#\"]\n\n",
-    );
-    for i in 0..devices {
-        s.push_str(&format!("[[device]]\nid = \"dev-{i}\"\ntype = \"sensor\"\ngroups = [\"g{}\"]\n", i % 10));
-    }
-    s
-}
+#[path = "support/native_hub.rs"]
+mod native_hub;
 
 /// Limits for large registries: parsing 100,000 devices needs more than the default memory.
 fn limits() -> Limits {
@@ -67,7 +57,7 @@ fn bench(c: &mut Criterion) {
 
         // The same checks on the native Hub, with the guest types the policy uses.
         let hub = hub_rules::hub::Hub::compile(&text).unwrap();
-        let (_, native_session) = hub.authenticate(&guest_connect(&id), &NoHost).unwrap();
+        let (_, native_session) = hub.authenticate(&guest_connect("bench", &id), &NoHost).unwrap();
         let native_publish =
             mqtt_policy_guest::Publish { topic: topic.clone(), qos: 1, retain: false, payload_size: 64 };
         let native_delivery =
@@ -88,37 +78,6 @@ fn bench(c: &mut Criterion) {
         b.iter(|| engine.load_bytes("hub-rules", &wasm, Some(&text)).unwrap())
     });
     load.finish();
-}
-
-struct NoHost;
-
-impl hub_rules::hub::HostApi for NoHost {
-    fn counter_add(&self, _: &str, delta: i64, _: u64) -> i64 {
-        delta
-    }
-    fn connection_count(&self) -> u32 {
-        0
-    }
-    fn info(&self, _: &str) {}
-    fn now_millis(&self) -> u64 {
-        0
-    }
-}
-
-fn guest_connect(client_id: &str) -> mqtt_policy_guest::Connect {
-    mqtt_policy_guest::Connect {
-        tenant: "bench".into(),
-        client_id: client_id.into(),
-        username: None,
-        password: None,
-        clean_start: true,
-        keep_alive: 60,
-        protocol: mqtt_policy_guest::Protocol::Mqtt5,
-        tls: false,
-        certificate: None,
-        peer: "127.0.0.1:0".into(),
-        resumed: false,
-    }
 }
 
 criterion_group!(benches, bench);

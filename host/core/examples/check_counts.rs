@@ -9,17 +9,18 @@
 use std::hint::black_box;
 
 use mqtt_policy_host::*;
+use native_hub::{NoHost, guest_connect, rules};
+
+#[path = "../benches/support/native_hub.rs"]
+mod native_hub;
 
 fn main() -> anyhow::Result<()> {
     let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(1000);
     let engine = Engine::new(Limits::default())?;
 
-    let rules = "[hub]\nmax-payload = 131072\n\n[identity]\nauthentication = \"none\"\n\n\
-         [[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"devices/${device.id}/telemetry/#\"]\n\n\
-         [[rule]]\neffect = \"deny\"\nactions = [\"publish\"]\ntopics = [\"devices/+/telemetry/private/#\"]\n\n\
-         [[rule]]\neffect = \"allow\"\nactions = [\"subscribe\", \"delivery\"]\ntopics = [\"devices/${device.id}/commands/#\", \"broadcast/#\"]\n\n\
-         [[device]]\nid = \"dev-5\"\ntype = \"sensor\"\ngroups = [\"g5\"]\n";
-    let module = engine.load_bytes("hub-rules", &std::fs::read(guest_artifacts::HUB_RULES)?, Some(rules))?;
+    // The hub_rules bench's document for 10 devices; dev-5 is its middle one, as there.
+    let rules = rules(10);
+    let module = engine.load_bytes("hub-rules", &std::fs::read(guest_artifacts::HUB_RULES)?, Some(&rules))?;
     let mut policy = module.instantiate(Tenant::new("count"));
     policy.set_caching(false);
     let ConnectDecision::Accept(session, _) = policy.authenticate(&Connect::new("count", "dev-5")) else {
@@ -30,8 +31,9 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(component_publish(&mut policy, session, &publish, n) == n, "a publish was refused");
     anyhow::ensure!(component_delivery(&mut policy, session, &delivery, n) == n, "a delivery was refused");
 
-    let hub = hub_rules::hub::Hub::compile(rules).map_err(anyhow::Error::msg)?;
-    let (_, native) = hub.authenticate(&guest_connect("dev-5"), &NoHost).map_err(|d| anyhow::anyhow!("{d:?}"))?;
+    let hub = hub_rules::hub::Hub::compile(&rules).map_err(anyhow::Error::msg)?;
+    let (_, native) =
+        hub.authenticate(&guest_connect("count", "dev-5"), &NoHost).map_err(|d| anyhow::anyhow!("{d:?}"))?;
     let p = mqtt_policy_guest::Publish { topic: publish.topic.into(), qos: 1, retain: false, payload_size: 64 };
     let d = mqtt_policy_guest::Delivery { topic: delivery.topic.into(), qos: 1, retain: false, payload_size: 64 };
     anyhow::ensure!(native_publish(&hub, &native, &p, n) == n, "a native publish was refused");
@@ -89,35 +91,4 @@ fn native_delivery(
     (0..n)
         .filter(|_| matches!(hub.authorize_delivery(s, black_box(d)), mqtt_policy_guest::DeliveryDecision::Allow))
         .count()
-}
-
-struct NoHost;
-
-impl hub_rules::hub::HostApi for NoHost {
-    fn counter_add(&self, _: &str, delta: i64, _: u64) -> i64 {
-        delta
-    }
-    fn connection_count(&self) -> u32 {
-        0
-    }
-    fn info(&self, _: &str) {}
-    fn now_millis(&self) -> u64 {
-        0
-    }
-}
-
-fn guest_connect(client_id: &str) -> mqtt_policy_guest::Connect {
-    mqtt_policy_guest::Connect {
-        tenant: "count".into(),
-        client_id: client_id.into(),
-        username: None,
-        password: None,
-        clean_start: true,
-        keep_alive: 60,
-        protocol: mqtt_policy_guest::Protocol::Mqtt5,
-        tls: false,
-        certificate: None,
-        peer: "127.0.0.1:0".into(),
-        resumed: false,
-    }
 }

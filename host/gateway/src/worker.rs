@@ -191,10 +191,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
     /// later check of it is denied). Expired proofs are looked for every 100 ms at most.
     pub fn tick(&mut self, now: Instant) -> Vec<String> {
         self.sync();
-        // Mosquitto ticks once per turn of its event loop, about once per message.
-        if !self.ending.is_empty() {
-            self.end_pending();
-        }
+        self.end_pending();
         if self.next_sweep.is_some_and(|at| now < at) {
             return Vec::new();
         }
@@ -228,6 +225,11 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
     /// Ends the sessions marked [`Lifetime::Ending`]. Not done in the disconnect itself: the
     /// broker checks the Last Will (and a takeover's queued messages) after telling us.
     fn end_pending(&mut self) {
+        // Asked at every tick, which Mosquitto makes once per turn of its loop (about once per
+        // message): nothing to do is the common case.
+        if self.ending.is_empty() {
+            return;
+        }
         for key in std::mem::take(&mut self.ending) {
             if self.sessions.get(&key).is_some_and(|s| s.state == Lifetime::Ending) {
                 self.forget(&key);
