@@ -24,7 +24,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
 use mqtt_policy_gateway::{
-    Access, Check, ClientFacts, ClientIds, ConnectOutcome, Gateway, Hello, Restored, TenantSource, Worker,
+    Access, Check, CheckOutcome, ClientFacts, ClientIds, ConnectOutcome, Gateway, Hello, Restored, TenantSource, Worker,
 };
 
 use ffi::{Broker, Callback, Client, EvtAclCheck, EvtBasicAuth, EvtDisconnect, EvtMessage, Opt, PluginId, err, event};
@@ -39,6 +39,8 @@ struct Instance {
     /// Keyed by the client pointer, which Mosquitto keeps for the life of the connection.
     worker: Worker<usize>,
     rewrites: RetainRewrites,
+    /// Whether `on_message` is registered (see [`CALLBACKS`]).
+    message_registered: bool,
     /// Held while this instance publishes monitoring messages in the broker's unprefixed topics.
     _monitoring_space: Option<UnprefixedMonitoring>,
 }
@@ -85,10 +87,12 @@ impl Drop for UnprefixedMonitoring {
     }
 }
 
+/// Registered at init. MESSAGE is not: Mosquitto does work for every publish once any
+/// plugin listens to it, and it is only needed to clear a retained flag, so it is registered
+/// at the first write check whose outcome clears one (before that publish's MESSAGE event).
 const CALLBACKS: &[(c_int, Callback)] = &[
     (event::BASIC_AUTH, on_basic_auth),
     (event::ACL_CHECK, on_acl_check),
-    (event::MESSAGE, on_message),
     (event::DISCONNECT, on_disconnect),
     (event::RELOAD, on_reload),
     (event::TICK, on_tick),
@@ -164,6 +168,9 @@ pub unsafe extern "C" fn mosquitto_plugin_cleanup(userdata: *mut c_void, _option
     }
     let instance = unsafe { Box::from_raw(userdata.cast::<Instance>()) };
     unsafe { unregister(&instance.broker, instance.id) };
+    if instance.message_registered {
+        unsafe { (instance.broker.callback_unregister)(instance.id, event::MESSAGE, on_message, std::ptr::null()) };
+    }
     let _ = catch_unwind(AssertUnwindSafe(move || drop(instance)));
     err::SUCCESS
 }
@@ -226,6 +233,7 @@ unsafe fn init(broker: Broker, id: *mut PluginId, options: *mut Opt, count: c_in
         id,
         worker: Worker::sharing(gateway, process_client_ids()),
         rewrites: RetainRewrites::default(),
+        message_registered: false,
         _monitoring_space: monitoring_space,
     }))
 }
@@ -344,18 +352,29 @@ unsafe extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, userdata: *m
             payload_size: evt.payloadlen,
             client: Some(ClientFacts { client_id, username }),
         };
-        if !inst.worker.knows(&(evt.client as usize)) {
-            unsafe { restore_if_persisted(inst, evt.client) };
-        }
-        let outcome = inst.worker.check(&(evt.client as usize), &check);
+        let client = evt.client;
+        let outcome = inst.worker.check_or_restore(&(client as usize), &check, || unsafe { persisted(&b, client) });
         if access == Access::Publish {
             inst.rewrites.checked(evt.client as usize, evt.topic as usize, &outcome);
+            if outcome == CheckOutcome::AllowRetainCleared && !inst.message_registered {
+                // Safety: the id and userdata Mosquitto gave this instance at init.
+                let userdata = std::ptr::from_mut(inst).cast::<c_void>();
+                let rc =
+                    unsafe { (b.callback_register)(inst.id, event::MESSAGE, on_message, std::ptr::null(), userdata) };
+                if rc != err::SUCCESS {
+                    // Without it the flag would stay set: refuse rather than store a retained message.
+                    b.log(ffi::log::ERR, &format!("registering the message callback failed ({rc})"));
+                    return err::ACL_DENIED;
+                }
+                inst.message_registered = true;
+            }
         }
         mapping::check_rc(access, &outcome)
     })
 }
 
-/// A check about a client the worker has never seen. Mosquitto 2.0.11 restores the sessions
+/// The session Mosquitto restored under `client`, for a check about a client the worker has
+/// never seen, if that is what it is. Mosquitto 2.0.11 restores the sessions
 /// of its persistence file at start as client objects without a socket
 /// (`persist__find_or_add_context` in `src/persist_read.c`: `context__init(INVALID_SOCKET)`,
 /// clean session 0, the persisted user name), so their address is NULL until the client
@@ -365,28 +384,26 @@ unsafe extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, userdata: *m
 ///
 /// # Safety
 /// `client` is the client of the current callback.
-unsafe fn restore_if_persisted(inst: &mut Instance, client: *mut Client) {
-    let b = inst.broker;
+unsafe fn persisted<'a>(b: &Broker, client: *mut Client) -> Option<Restored<'a>> {
     if !unsafe { (b.client_address)(client) }.is_null() || unsafe { (b.client_clean_session)(client) } {
-        return;
+        return None;
     }
-    let Some(client_id) = (unsafe { ffi::str_or_none((b.client_id)(client)) }) else { return };
+    let client_id = unsafe { ffi::str_or_none((b.client_id)(client)) }?;
     // The persistence file's user name is not validated by Mosquitto (a certificate's CN with
     // `use_identity_as_username` is kept as its raw bytes), and every check compares the broker's
     // bytes with the session's (`ClientFacts`): a user name that is not UTF-8 could never match a
     // restored session, which would be restored again, and forgotten, at every check. It stays
     // unknown instead, and denied.
     let raw = unsafe { ffi::bytes_or_none((b.client_username)(client)) };
-    let Ok(username) = raw.map(std::str::from_utf8).transpose() else { return };
-    let restored = Restored {
+    let username = raw.map(std::str::from_utf8).transpose().ok()?;
+    Some(Restored {
         client_id,
         // The device id the plugin set with `mosquitto_set_username` before the restart.
         username,
         // Not persisted by 2.0.11 (0 for a restored client): mapped like any unknown level.
         protocol: mapping::protocol_of(unsafe { (b.client_protocol_version)(client) }),
         tenant: None,
-    };
-    inst.worker.restore(client as usize, &restored);
+    })
 }
 
 unsafe extern "C" fn on_message(_event: c_int, data: *mut c_void, userdata: *mut c_void) -> c_int {

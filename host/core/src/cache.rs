@@ -28,7 +28,9 @@ const ENTRY_OVERHEAD: usize = 96;
 /// the bound the policy gave.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Key<'a> {
-    pub(crate) topic: &'a str,
+    /// As bytes: a broker's hot path looks a decision up before (and instead of) checking
+    /// that its topic is UTF-8; only decisions on valid topics are ever kept.
+    pub(crate) topic: &'a [u8],
     pub(crate) qos: u8,
     pub(crate) retain: bool,
     pub(crate) payload_size: u32,
@@ -45,7 +47,7 @@ struct Cached<D> {
 /// The decisions of one kind in one session, and the bytes they cost.
 #[derive(Debug)]
 pub(crate) struct Entries<D> {
-    map: HashMap<Box<str>, Cached<D>>,
+    map: HashMap<Box<[u8]>, Cached<D>>,
     bytes: usize,
 }
 
@@ -85,7 +87,7 @@ impl<D: Clone> Entries<D> {
     }
 }
 
-fn cost(topic: &str) -> usize {
+fn cost(topic: &[u8]) -> usize {
     topic.len() + ENTRY_OVERHEAD
 }
 
@@ -178,7 +180,7 @@ mod tests {
     use super::*;
 
     fn key(topic: &str, payload_size: u32) -> Key<'_> {
-        Key { topic, qos: 1, retain: false, payload_size }
+        Key { topic: topic.as_bytes(), qos: 1, retain: false, payload_size }
     }
 
     fn publish(c: &mut DecisionCache) -> &mut Entries<PublishDecision> {
@@ -204,7 +206,7 @@ mod tests {
             e.remember(&key(t, 0), 0, PublishDecision::Allow);
         }
         assert_eq!(e.len(), 1, "the 257th decision found the map full");
-        assert_eq!(e.bytes, cost(&topics[MAX_CACHED_PER_SESSION]));
+        assert_eq!(e.bytes, cost(topics[MAX_CACHED_PER_SESSION].as_bytes()));
         assert!(e.lookup(&key(&topics[MAX_CACHED_PER_SESSION], 0)).is_some());
     }
 
@@ -224,7 +226,7 @@ mod tests {
         let per_session = MAX_CACHED_PER_SESSION - 1;
         let mut sessions = Vec::new();
         // Fill the pool with sessions of full caches.
-        while pool.bytes() + cost(&topic) <= MAX_CACHE_BYTES {
+        while pool.bytes() + cost(topic.as_bytes()) <= MAX_CACHE_BYTES {
             let mut c = DecisionCache::new(&pool);
             for i in 0..per_session {
                 let t = format!("{}{i:03}", &topic[..MAX_CACHED_TOPIC - 3]);
@@ -240,6 +242,6 @@ mod tests {
         sessions[0].clear_actions();
         assert_eq!(pool.bytes(), 0, "dropped and cleared sessions give their bytes back");
         late.remember(publish, &key(&topic, 0), 0, PublishDecision::Allow);
-        assert_eq!((late.len(), pool.bytes()), (1, cost(&topic)));
+        assert_eq!((late.len(), pool.bytes()), (1, cost(topic.as_bytes())));
     }
 }

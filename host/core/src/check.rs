@@ -17,6 +17,8 @@ pub(crate) trait Check {
 
     /// What the decision may be reused for.
     fn key(&self) -> Key<'_>;
+    /// The topic (or filter) asked about, for the decision's event.
+    fn topic(&self) -> &str;
     /// The reusable decisions of this kind in a session's cache.
     fn entries(cache: &DecisionCache) -> &Entries<Self::Decision>;
     /// The same, to add to.
@@ -46,7 +48,11 @@ impl Check for Publish<'_> {
     const ACTION: Action = Action::Publish;
 
     fn key(&self) -> Key<'_> {
-        Key { topic: self.topic, qos: self.qos, retain: self.retain, payload_size: self.payload_size }
+        Key { topic: self.topic.as_bytes(), qos: self.qos, retain: self.retain, payload_size: self.payload_size }
+    }
+
+    fn topic(&self) -> &str {
+        self.topic
     }
 
     fn entries(cache: &DecisionCache) -> &Entries<PublishDecision> {
@@ -103,7 +109,11 @@ impl Check for Subscribe<'_> {
     /// A grant depends on the filter and the QoS asked for; there is no payload, so any
     /// bound the policy gives covers it.
     fn key(&self) -> Key<'_> {
-        Key { topic: self.filter, qos: self.qos, retain: false, payload_size: 0 }
+        Key { topic: self.filter.as_bytes(), qos: self.qos, retain: false, payload_size: 0 }
+    }
+
+    fn topic(&self) -> &str {
+        self.filter
     }
 
     fn entries(cache: &DecisionCache) -> &Entries<SubscribeDecision> {
@@ -139,7 +149,11 @@ impl Check for Delivery<'_> {
     const ACTION: Action = Action::Delivery;
 
     fn key(&self) -> Key<'_> {
-        Key { topic: self.topic, qos: self.qos, retain: self.retain, payload_size: self.payload_size }
+        Key { topic: self.topic.as_bytes(), qos: self.qos, retain: self.retain, payload_size: self.payload_size }
+    }
+
+    fn topic(&self) -> &str {
+        self.topic
     }
 
     fn entries(cache: &DecisionCache) -> &Entries<DeliveryDecision> {

@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::bindings::wit;
 use crate::breaker::{Backoff, Breaker, Transition};
-use crate::cache::{DecisionCache, Pool};
+use crate::cache::{DecisionCache, Key, Pool};
 use crate::check::Check;
 use crate::convert;
 use crate::error::Error;
@@ -324,6 +324,33 @@ impl Policy {
         self.check(session, delivery)
     }
 
+    /// Whether `session` holds a reusable allow for publishing `topic` with these flags: what
+    /// [`Policy::authorize_publish`] would answer from its cache, with no call and no event.
+    /// For a broker's hot path, which may ask before it has checked that the topic is UTF-8
+    /// (only valid topics' decisions are kept); `false` means: ask `authorize_publish`.
+    pub fn reuses_publish_allow(&self, session: SessionId, topic: &[u8], qos: u8, retain: bool, size: u32) -> bool {
+        let key = Key { topic, qos, retain, payload_size: size };
+        self.reusable(session, |c| c.publish.lookup(&key)).is_some_and(|d| *d == PublishDecision::Allow)
+    }
+
+    /// As [`Policy::reuses_publish_allow`], for a delivery ([`Policy::authorize_delivery`]).
+    pub fn reuses_delivery_allow(&self, session: SessionId, topic: &[u8], qos: u8, retain: bool, size: u32) -> bool {
+        let key = Key { topic, qos, retain, payload_size: size };
+        self.reusable(session, |c| c.delivery.lookup(&key)).is_some_and(|d| *d == DeliveryDecision::Allow)
+    }
+
+    /// The decision `lookup` finds in the session's cache, where [`Policy::check`] would reuse
+    /// one without looking further: caching on, a proof that does not expire.
+    #[inline]
+    fn reusable<'a, D>(
+        &'a self,
+        session: SessionId,
+        lookup: impl FnOnce(&'a DecisionCache) -> Option<&'a D>,
+    ) -> Option<&'a D> {
+        let s = self.sessions.get(&session.0).filter(|s| self.caching && s.info.expires_at_ms.is_none())?;
+        lookup(&s.cache)
+    }
+
     /// Marks a session's client as connected or away (a persistent session outlives its
     /// connection): only connected clients count in the tenant's connection count. The session
     /// and its checks are otherwise unchanged.
@@ -399,7 +426,7 @@ impl Policy {
             return decision;
         }
         if let Some(event) = C::event(self.tenant.name(), &decision) {
-            self.emit_for(session, event, key.topic);
+            self.emit_for(session, event, input.topic());
         }
         decision
     }

@@ -30,6 +30,9 @@ struct Session {
     prefix: Option<String>,
     /// `None` when the client was let through in fail-open mode: the broker's own rules apply.
     policy_session: Option<SessionId>,
+    /// Where the tenant's policy is in [`Worker::policies`], when `policy_session` is set: the
+    /// hot path reaches it without hashing the tenant's name.
+    slot: Option<usize>,
     client_id: String,
     /// The identity the policy admitted; a takeover of this session must prove the same one.
     device_id: String,
@@ -103,7 +106,7 @@ pub struct Worker<K, S = FxBuildHasher> {
     gateway: Arc<Gateway>,
     /// The gateway's, held here so the check on every callback is one pointer away.
     latest: Arc<Latest>,
-    policies: HashMap<String, Policy, FxBuildHasher>,
+    policies: Policies,
     /// Candidate policies by tenant (`TENANT.next.wasm`): asked the same questions, answering
     /// none of them; where they differ from the enforced policy, a `would-allow` or
     /// `would-deny` event. Each has a tenant of its own (counters, no events).
@@ -146,7 +149,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         let mut w = Worker {
             gateway,
             latest,
-            policies: HashMap::default(),
+            policies: Policies::default(),
             candidates: HashMap::default(),
             sessions: HashMap::default(),
             by_client_id: HashMap::default(),
@@ -168,7 +171,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
 
     /// Tenants with a policy instance in this worker, sorted.
     pub fn loaded_tenants(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = self.policies.keys().map(String::as_str).collect();
+        let mut v: Vec<&str> = self.policies.names().collect();
         v.sort();
         v
     }
@@ -198,7 +201,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         self.next_sweep = Some(now + EXPIRY_SWEEP);
         let now_ms = mqtt_policy_host::events::now_ms();
         let mut expired = Vec::new();
-        for policy in self.policies.values_mut() {
+        for policy in self.policies.iter_mut() {
             for session in policy.expired_sessions(now_ms) {
                 expired.push(session);
             }
@@ -330,6 +333,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             Err(d) => return reject(self, "*", d),
         };
         let prefix = self.gateway.config().prefix_for(&tenant);
+        let slot = self.policies.slot(&tenant);
         let Some(policy) = self.policies.get_mut(&tenant) else {
             return match self.gateway.config().fail_mode {
                 FailMode::Closed => reject(
@@ -358,6 +362,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                         prefix,
                         tenant,
                         policy_session: None,
+                        slot: None,
                         client_id: hello.client_id.to_owned(),
                         device_id: String::new(),
                         persistent: persists(hello),
@@ -490,6 +495,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                     prefix,
                     tenant,
                     policy_session: Some(session),
+                    slot,
                     client_id: hello.client_id.to_owned(),
                     device_id: info.device_id.clone(),
                     persistent: persists(hello),
@@ -604,6 +610,27 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         }
     }
 
+    /// As [`Worker::check`], for a broker that restores sessions from its own persistence
+    /// (see [`Worker::restore`]): a check about a key this worker has never seen first asks
+    /// `persisted` for the session the broker restored under it, if any. The common case, a
+    /// reused allow, costs no extra lookup.
+    pub fn check_or_restore<'r>(
+        &mut self,
+        key: &K,
+        check: &Check<'_>,
+        persisted: impl FnOnce() -> Option<Restored<'r>>,
+    ) -> CheckOutcome {
+        if self.reused_allow(key, check) {
+            return CheckOutcome::Allow;
+        }
+        if !self.knows(key)
+            && let Some(restored) = persisted()
+        {
+            self.restore(key.clone(), &restored);
+        }
+        self.check(key, check)
+    }
+
     /// As [`Worker::check`], for a broker that can lower the QoS of a publish or a
     /// subscription on the service's word (VerneMQ's webhook modifiers and per-topic SUBACK
     /// QoS): a policy's QoS downgrade becomes [`Adjusted::Lowered`] instead of a refusal.
@@ -620,6 +647,9 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
     }
 
     fn check_lowering_as(&mut self, key: &K, check: &Check<'_>, lowering: bool) -> Adjusted {
+        if self.reused_allow(key, check) {
+            return Adjusted::As(CheckOutcome::Allow);
+        }
         let adjusted = self.decide(key, check, lowering);
         let outcome = match &adjusted {
             Adjusted::As(o) => o.clone(),
@@ -654,6 +684,50 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             }
         }
         adjusted
+    }
+
+    /// The hot path of the per-message checks: a publish or delivery its session's policy
+    /// allowed before with the same flags, answered from the policy's decision cache when
+    /// nothing else is to be done. Anything more (a reload to swap in, candidate policies to
+    /// ask, monitoring's counters and reserved topics, a session that is not this client's,
+    /// a cached denial or rewrite, a proof that expires) takes the full path, which answers a
+    /// cached allow the same way. Compares bytes: the topic is checked to be UTF-8 only if
+    /// no decision was kept for it (only valid topics' are).
+    #[inline]
+    fn reused_allow(&self, key: &K, check: &Check<'_>) -> bool {
+        let publish = match check.access {
+            Access::Publish => true,
+            Access::Delivery => false,
+            Access::Subscribe | Access::Unsubscribe => return false,
+        };
+        if self.latest.generation() != self.seen || !self.candidates.is_empty() || self.gateway.monitoring().is_some() {
+            return false;
+        }
+        let Some(s) = self.sessions.get(key) else { return false };
+        if let Some(c) = &check.client {
+            let held = s.username.as_deref().map_or(&[][..], str::as_bytes);
+            if !same_bytes(c.client_id, s.client_id.as_bytes())
+                || c.username.is_some() != s.username.is_some()
+                || !same_bytes(c.username.unwrap_or_default(), held)
+            {
+                return false;
+            }
+        }
+        let (Some(session), Some(slot)) = (s.policy_session, s.slot) else { return false };
+        let policy = self.policies.at(slot);
+        let topic = match s.prefix.as_deref() {
+            None => check.topic,
+            Some(prefix) => match check.topic.strip_prefix(prefix.as_bytes()) {
+                Some(rest) => rest,
+                None => return false,
+            },
+        };
+        let (qos, retain, size) = (check.qos, check.retain, check.payload_size);
+        if publish {
+            policy.reuses_publish_allow(session, topic, qos, retain, size)
+        } else {
+            policy.reuses_delivery_allow(session, topic, qos, retain, size)
+        }
     }
 
     fn decide(&mut self, key: &K, check: &Check<'_>, lowering: bool) -> Adjusted {
@@ -692,8 +766,9 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         let Some(session) = session else { return Ok(CheckOutcome::Defer) };
         // The broker checks a Last Will after telling us the connection closed.
         let will = client.state != Lifetime::Online;
-        let policies = if candidate { &mut self.candidates } else { &mut self.policies };
-        let Some(policy) = policies.get_mut(&client.tenant) else {
+        let policy =
+            if candidate { self.candidates.get_mut(&client.tenant) } else { self.policies.get_mut(&client.tenant) };
+        let Some(policy) = policy else {
             return Ok(CheckOutcome::Deny(Denial {
                 reason: ReasonCode::ServerUnavailable,
                 message: format!("no policy is loaded for tenant {}", client.tenant),
@@ -930,9 +1005,11 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             return self.refuse_restore(key, &tenant, restored.client_id, message);
         }
         let prefix = self.gateway.config().prefix_for(&tenant);
-        let session = |tenant: String, policy_session, device_id: String| Session {
+        let slot = self.policies.slot(&tenant);
+        let session = |tenant: String, policy_session: Option<SessionId>, device_id: String| Session {
             tenant,
             prefix,
+            slot: policy_session.and(slot),
             policy_session,
             client_id: restored.client_id.to_owned(),
             device_id,
@@ -1097,10 +1174,76 @@ fn principal_of(info: &mqtt_policy_host::SessionInfo) -> Option<&str> {
     info.attributes.iter().find(|(k, _)| k == "principal").map(|(_, p)| p.as_str())
 }
 
+/// A worker's enforced policies, one per tenant, each in a slot of its own for the life of
+/// the worker (a reload replaces the policy's module in place; a tenant's policy is never
+/// removed), so a session can keep its policy's slot.
+#[derive(Default)]
+struct Policies {
+    list: Vec<Policy>,
+    slots: HashMap<String, usize, FxBuildHasher>,
+}
+
+impl Policies {
+    fn slot(&self, tenant: &str) -> Option<usize> {
+        self.slots.get(tenant).copied()
+    }
+
+    /// The policy in `slot`, which [`Policies::slot`] gave.
+    fn at(&self, slot: usize) -> &Policy {
+        &self.list[slot]
+    }
+
+    fn get(&self, tenant: &str) -> Option<&Policy> {
+        self.slot(tenant).map(|i| &self.list[i])
+    }
+
+    fn get_mut(&mut self, tenant: &str) -> Option<&mut Policy> {
+        self.slot(tenant).map(|i| &mut self.list[i])
+    }
+
+    fn insert(&mut self, tenant: String, policy: Policy) {
+        match self.slots.get(&tenant) {
+            Some(&i) => self.list[i] = policy,
+            None => {
+                self.slots.insert(tenant, self.list.len());
+                self.list.push(policy);
+            }
+        }
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.slots.keys().map(String::as_str)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Policy> {
+        self.list.iter_mut()
+    }
+}
+
 /// Ends `session` in `tenant`'s candidate policy, if it still has one.
 fn candidate_end(candidates: &mut HashMap<String, Policy, FxBuildHasher>, tenant: &str, session: SessionId) {
     if let Some(p) = candidates.get_mut(tenant) {
         p.end_session(session);
+    }
+}
+
+/// `a == b`, for the short client ids and user names compared at every check: at these
+/// lengths a call to `memcmp` costs more than the comparison, so up to 16 bytes are compared
+/// as two overlapping words (or bytes) inline.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let w4 = |s: &[u8], i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+    let w8 = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => w4(a, 0) == w4(b, 0) && w4(a, n - 4) == w4(b, n - 4),
+        8..=16 => w8(a, 0) == w8(b, 0) && w8(a, n - 8) == w8(b, n - 8),
+        _ => a == b,
     }
 }
 
@@ -1113,4 +1256,23 @@ fn utf8(bytes: &[u8]) -> Option<&str> {
         return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
     }
     std::str::from_utf8(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_bytes;
+
+    #[test]
+    fn same_bytes_is_slice_equality_at_every_length() {
+        for n in 0..40usize {
+            let a: Vec<u8> = (0..n as u8).map(|i| i.wrapping_mul(37).wrapping_add(1)).collect();
+            assert!(same_bytes(&a, &a.clone()), "{n} bytes, equal");
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 0x80;
+                assert!(!same_bytes(&a, &b), "{n} bytes, differing at {at}");
+            }
+            assert!(!same_bytes(&a, &a[..n.saturating_sub(1)]) || n == 0, "{n} bytes against one fewer");
+        }
+    }
 }

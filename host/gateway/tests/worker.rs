@@ -636,6 +636,29 @@ fn a_check_from_another_client_on_a_sessions_key_is_not_that_sessions() {
         assert_eq!(denied(w.check(&key, &raw)), ReasonCode::NotAuthorized);
         assert_eq!(w.session_count(), 0, "the session that held key {key} is over");
     }
+    // The same after the session's own allow was cached (the hot path answers from the cache
+    // only for the session's own client): every way of differing, lengths around the 4-, 8-
+    // and 16-byte compares included.
+    let others: [(&[u8], Option<&[u8]>); 8] = [
+        (b"ctm", Some(b"ctl")),
+        (b"ctl", Some(b"ctm")),
+        (b"ctl", None),
+        (b"ctl", Some(b"")),
+        (b"ctl ", Some(b"ctl")),
+        (b"ct", Some(b"ctl")),
+        (b"ctl", Some(b"ctl-0123456789abcdef")),
+        (b"", Some(b"ctl")),
+    ];
+    for (n, (client_id, username)) in others.into_iter().enumerate() {
+        let key = 10 + n as u32;
+        accepted(w.connect(key, &Hello { clean_start: false, ..Hello::new("ctl") }));
+        assert_eq!(w.check(&key, &publish("ctl", Some("ctl"))), CheckOutcome::Allow);
+        assert_eq!(w.check(&key, &publish("ctl", Some("ctl"))), CheckOutcome::Allow, "reused");
+        let other =
+            Check { client: Some(ClientFacts { client_id, username }), ..check(Access::Publish, "devices/ctl/cmd", 1) };
+        assert_eq!(denied(w.check(&key, &other)), ReasonCode::NotAuthorized, "{client_id:?} {username:?}");
+        assert_eq!(w.session_count(), 0, "the session that held key {key} is over");
+    }
 }
 
 #[test]
