@@ -24,7 +24,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
 use mqtt_policy_gateway::{
-    Access, Check, CheckOutcome, ClientFacts, ClientIds, ConnectOutcome, Gateway, Hello, Restored, TenantSource, Worker,
+    Access, Check, ClientFacts, ClientIds, ConnectOutcome, Gateway, Hello, Restored, TenantSource, Worker,
 };
 
 use ffi::{Broker, Callback, Client, EvtAclCheck, EvtBasicAuth, EvtDisconnect, EvtMessage, Opt, PluginId, err, event};
@@ -39,8 +39,6 @@ struct Instance {
     /// Keyed by the client pointer, which Mosquitto keeps for the life of the connection.
     worker: Worker<usize>,
     rewrites: RetainRewrites,
-    /// Whether `on_message` is registered (see [`CALLBACKS`]).
-    message_registered: bool,
     /// Held while this instance publishes monitoring messages in the broker's unprefixed topics.
     _monitoring_space: Option<UnprefixedMonitoring>,
 }
@@ -87,12 +85,14 @@ impl Drop for UnprefixedMonitoring {
     }
 }
 
-/// Registered at init. MESSAGE is not: Mosquitto does work for every publish once any
-/// plugin listens to it, and it is only needed to clear a retained flag, so it is registered
-/// at the first write check whose outcome clears one (before that publish's MESSAGE event).
+/// MESSAGE is registered at init although it is needed only to clear retained flags (and
+/// costs Mosquitto about 50 instructions per publish once registered, BENCHMARKS.md):
+/// registered later, it would run after the MESSAGE callbacks of the plugins loaded after this
+/// one, which may replace the topic by which it finds the publish whose flag it clears.
 const CALLBACKS: &[(c_int, Callback)] = &[
     (event::BASIC_AUTH, on_basic_auth),
     (event::ACL_CHECK, on_acl_check),
+    (event::MESSAGE, on_message),
     (event::DISCONNECT, on_disconnect),
     (event::RELOAD, on_reload),
     (event::TICK, on_tick),
@@ -168,9 +168,6 @@ pub unsafe extern "C" fn mosquitto_plugin_cleanup(userdata: *mut c_void, _option
     }
     let instance = unsafe { Box::from_raw(userdata.cast::<Instance>()) };
     unsafe { unregister(&instance.broker, instance.id) };
-    if instance.message_registered {
-        unsafe { (instance.broker.callback_unregister)(instance.id, event::MESSAGE, on_message, std::ptr::null()) };
-    }
     let _ = catch_unwind(AssertUnwindSafe(move || drop(instance)));
     err::SUCCESS
 }
@@ -233,7 +230,6 @@ unsafe fn init(broker: Broker, id: *mut PluginId, options: *mut Opt, count: c_in
         id,
         worker: Worker::sharing(gateway, process_client_ids()),
         rewrites: RetainRewrites::default(),
-        message_registered: false,
         _monitoring_space: monitoring_space,
     }))
 }
@@ -352,22 +348,11 @@ unsafe extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, userdata: *m
             payload_size: evt.payloadlen,
             client: Some(ClientFacts { client_id, username }),
         };
-        let client = evt.client;
-        let outcome = inst.worker.check_or_restore(&(client as usize), &check, || unsafe { persisted(&b, client) });
+        // Safety: the client of this callback, alive for its duration.
+        let client = unsafe { &*evt.client };
+        let outcome = inst.worker.check_or_restore(&(evt.client as usize), &check, || unsafe { persisted(&b, client) });
         if access == Access::Publish {
             inst.rewrites.checked(evt.client as usize, evt.topic as usize, &outcome);
-            if outcome == CheckOutcome::AllowRetainCleared && !inst.message_registered {
-                // Safety: the id and userdata Mosquitto gave this instance at init.
-                let userdata = std::ptr::from_mut(inst).cast::<c_void>();
-                let rc =
-                    unsafe { (b.callback_register)(inst.id, event::MESSAGE, on_message, std::ptr::null(), userdata) };
-                if rc != err::SUCCESS {
-                    // Without it the flag would stay set: refuse rather than store a retained message.
-                    b.log(ffi::log::ERR, &format!("registering the message callback failed ({rc})"));
-                    return err::ACL_DENIED;
-                }
-                inst.message_registered = true;
-            }
         }
         mapping::check_rc(access, &outcome)
     })
@@ -383,8 +368,9 @@ unsafe extern "C" fn on_acl_check(_event: c_int, data: *mut c_void, userdata: *m
 /// BASIC_AUTH (`use_identity_as_username`): that one is not restored and stays denied.
 ///
 /// # Safety
-/// `client` is the client of the current callback.
-unsafe fn persisted<'a>(b: &Broker, client: *mut Client) -> Option<Restored<'a>> {
+/// `client` is the client of the current callback; what is returned borrows its strings.
+unsafe fn persisted<'a>(b: &Broker, client: &'a Client) -> Option<Restored<'a>> {
+    let client = std::ptr::from_ref(client).cast_mut();
     if !unsafe { (b.client_address)(client) }.is_null() || unsafe { (b.client_clean_session)(client) } {
         return None;
     }

@@ -522,6 +522,8 @@ impl Policy {
                 // The client is connected under rules that no longer admit it.
                 denial.disconnect = true;
                 session.revoked = Some(denial.clone());
+                // Its reusable decisions were the old instance's, given to a session this one refuses.
+                session.cache.clear();
                 let mut event = Event::denial(self.tenant.name(), Action::Connect, "revoke", &denial);
                 event.client_id = Some(session.connect.client_id.clone());
                 event.device_id = Some(session.info.device_id.clone());

@@ -164,6 +164,24 @@ fn panic_is_a_deny_with_the_panic_message() {
 }
 
 #[test]
+fn a_session_the_next_instance_refuses_loses_its_reusable_decisions() {
+    let module = load(guest_artifacts::MISBEHAVE, None).unwrap();
+    let (tenant, events) = tenant();
+    let mut policy = module.instantiate(tenant);
+    let s = accept(&mut policy, "once");
+    assert_eq!(policy.authorize_publish(s, &publish("cached/allow", 0)), PublishDecision::Allow);
+    assert_eq!(policy.cached_decisions(), 1);
+    assert!(policy.reuses_publish_allow(s, b"cached/allow", 1, false, 0), "reused before the fault");
+    // The trap discards the instance; the next call's instance re-establishes the session and
+    // refuses it: the decision the old one let the host reuse goes with it.
+    denial(&policy.authorize_publish(s, &publish("boom/panic", 0)));
+    assert_eq!(denial(&policy.authorize_publish(s, &publish("fine", 0))).message, "once only");
+    assert!(events.take().iter().any(|e| e.outcome == "revoke"));
+    assert!(!policy.reuses_publish_allow(s, b"cached/allow", 1, false, 0));
+    assert_eq!(denial(&policy.authorize_publish(s, &publish("cached/allow", 0))).message, "once only");
+}
+
+#[test]
 fn decisions_the_check_does_not_admit_are_denied_with_an_event() {
     let module = load(guest_artifacts::MISBEHAVE, None).unwrap();
     let (tenant, events) = tenant();

@@ -47,4 +47,4 @@ pub use monitoring::BrokerClose;
 pub use tenancy::TenantSource;
 pub use trust::TenantCas;
 pub use types::{Access, Adjusted, AdmittedAs, Check, CheckOutcome, ClientFacts, ConnectOutcome, Hello, Restored};
-pub use worker::Worker;
+pub use worker::{MAX_OFFLINE_SESSIONS, Worker};

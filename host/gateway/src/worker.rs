@@ -38,6 +38,8 @@ struct Session {
     device_id: String,
     /// The broker may keep the session after the connection (see [`persists`]).
     persistent: bool,
+    /// When it last went offline, in [`Worker::offline`]'s sequence (0: never).
+    offline_since: u64,
     state: Lifetime,
     /// This session's claim of its client id in the process's [`ClientIds`].
     claim: Option<u64>,
@@ -118,8 +120,12 @@ pub struct Worker<K, S = FxBuildHasher> {
     client_ids: ClientIds,
     /// Sessions to end at the next connect or tick.
     ending: Vec<K>,
-    /// Offline sessions, oldest first (entries of sessions that came back are skipped).
-    offline: std::collections::VecDeque<K>,
+    /// Offline sessions, oldest first, each with its place in the sequence of goings offline:
+    /// an entry whose session came back, ended or went offline again later (a key the broker
+    /// reused, a session that reconnected) is stale and skipped.
+    offline: std::collections::VecDeque<(K, u64)>,
+    /// The last number given in `offline`'s sequence.
+    offline_seq: u64,
     /// Broker-restored sessions the policy (or tenancy) refused to re-establish, with the
     /// refusal their checks get; retried after a reload.
     unrestorable: HashMap<K, Denial, S>,
@@ -157,6 +163,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             ending: Vec::new(),
             next_sweep: None,
             offline: std::collections::VecDeque::new(),
+            offline_seq: 0,
             unrestorable: HashMap::default(),
             seen: 0,
         };
@@ -366,6 +373,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                         client_id: hello.client_id.to_owned(),
                         device_id: String::new(),
                         persistent: persists(hello),
+                        offline_since: 0,
                         state: Lifetime::Online,
                         claim: Some(claim),
                         username: hello.username.map(str::to_owned),
@@ -499,6 +507,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                     client_id: hello.client_id.to_owned(),
                     device_id: info.device_id.clone(),
                     persistent: persists(hello),
+                    offline_since: 0,
                     state: Lifetime::Online,
                     claim: Some(claim),
                     username: username.clone().or_else(|| hello.username.map(str::to_owned)),
@@ -628,7 +637,10 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         {
             self.restore(key.clone(), &restored);
         }
-        self.check(key, check)
+        match self.check_in_full(key, check, false) {
+            Adjusted::As(outcome) => outcome,
+            Adjusted::Lowered { .. } => unreachable!("a check that may not lower was lowered"),
+        }
     }
 
     /// As [`Worker::check`], for a broker that can lower the QoS of a publish or a
@@ -650,6 +662,11 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         if self.reused_allow(key, check) {
             return Adjusted::As(CheckOutcome::Allow);
         }
+        self.check_in_full(key, check, lowering)
+    }
+
+    /// A check the hot path ([`Worker::reused_allow`]) did not answer.
+    fn check_in_full(&mut self, key: &K, check: &Check<'_>, lowering: bool) -> Adjusted {
         let adjusted = self.decide(key, check, lowering);
         let outcome = match &adjusted {
             Adjusted::As(o) => o.clone(),
@@ -905,7 +922,9 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             if let (Some(session), Some(p)) = (c.policy_session, self.policies.get_mut(&c.tenant)) {
                 p.set_connected(session, false);
             }
-            self.offline.push_back(key.clone());
+            self.offline_seq += 1;
+            c.offline_since = self.offline_seq;
+            self.offline.push_back((key.clone(), self.offline_seq));
             self.bound_offline();
         } else {
             c.state = Lifetime::Ending;
@@ -926,9 +945,11 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         if self.offline.len() <= MAX_OFFLINE_SESSIONS {
             return;
         }
-        self.offline.retain(|k| self.sessions.get(k).is_some_and(|s| s.state == Lifetime::Offline));
+        self.offline.retain(|(k, at)| {
+            self.sessions.get(k).is_some_and(|s| s.state == Lifetime::Offline && s.offline_since == *at)
+        });
         while self.offline.len() > MAX_OFFLINE_SESSIONS {
-            if let Some(k) = self.offline.pop_front() {
+            if let Some((k, _)) = self.offline.pop_front() {
                 self.forget(&k);
             }
         }
@@ -1014,6 +1035,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             client_id: restored.client_id.to_owned(),
             device_id,
             persistent: true,
+            offline_since: 0,
             state: Lifetime::Offline,
             claim: None,
             username: restored.username.map(str::to_owned),
@@ -1094,9 +1116,11 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                 return self.refuse_restore(key, &tenant, &client_id, why);
             }
         }
+        self.offline_seq += 1;
+        session.offline_since = self.offline_seq;
         self.by_client_id.insert(session.client_id.clone(), key.clone());
         self.sessions.insert(key.clone(), session);
-        self.offline.push_back(key);
+        self.offline.push_back((key, self.offline_seq));
         self.bound_offline();
         true
     }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mqtt_policy_gateway::events::MAX_EVENTS_PER_SECOND;
-use mqtt_policy_gateway::{Config, ConnectOutcome, FailMode, Gateway, Hello, TenantSource, Worker};
+use mqtt_policy_gateway::{
+    Config, ConnectOutcome, FailMode, Gateway, Hello, MAX_OFFLINE_SESSIONS, TenantSource, Worker,
+};
 use mqtt_policy_host::ReasonCode;
 use mqtt_policy_host::events::MemorySink;
 
@@ -90,4 +92,36 @@ fn fail_open_clients_of_made_up_tenants_leave_nothing_behind() {
     assert_eq!(gw.tenant_count(), 1);
     let seen = events.take();
     assert!(seen.iter().any(|e| e.tenant == "open-0" && e.outcome == "defer"), "events are still written");
+}
+
+fn persistent(client_id: &str) -> Hello<'_> {
+    Hello { clean_start: false, ..Hello::new(client_id) }
+}
+
+#[test]
+fn the_offline_bound_ends_the_longest_away_session_not_one_that_came_back() {
+    let dir = Dir::new("offline-bound");
+    let (gw, _) = gateway(&dir, FailMode::Open);
+    let mut w: Worker<u32> = Worker::new(gw);
+    // The device of key 0 goes away, comes back on the same key (an HTTP adapter's key is
+    // the client id), and after every other session has gone away, goes away again: it is
+    // then the most recently away, and the sessions are exactly at the bound.
+    let device = "d:open:device";
+    assert!(matches!(w.connect(0, &persistent(device)), ConnectOutcome::Defer));
+    w.disconnect(&0);
+    assert!(matches!(w.connect(0, &persistent(device)), ConnectOutcome::Defer));
+    for i in 1..MAX_OFFLINE_SESSIONS as u32 {
+        assert!(matches!(w.connect(i, &persistent(&format!("d:open:{i}"))), ConnectOutcome::Defer));
+        w.disconnect(&i);
+    }
+    w.disconnect(&0);
+    assert_eq!(w.offline_count(), MAX_OFFLINE_SESSIONS, "none was ended: the bound is not passed");
+    assert!(w.knows(&0), "the session that went away last is kept");
+    // One more: the longest away (key 1) is ended, and only it.
+    let last = MAX_OFFLINE_SESSIONS as u32;
+    assert!(matches!(w.connect(last, &persistent("d:open:last")), ConnectOutcome::Defer));
+    w.disconnect(&last);
+    assert_eq!(w.offline_count(), MAX_OFFLINE_SESSIONS);
+    assert!(!w.knows(&1), "the longest away is ended");
+    assert!(w.knows(&0) && w.knows(&2) && w.knows(&last));
 }
