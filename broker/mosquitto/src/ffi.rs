@@ -493,3 +493,12 @@ pub fn monotonic_seconds() -> i64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut tp) };
     tp.tv_sec
 }
+
+/// Milliseconds of `CLOCK_MONOTONIC_COARSE`: the clock read at every tick, where a few
+/// milliseconds of resolution do and the precise clock's cost would not.
+pub fn coarse_monotonic_ms() -> u64 {
+    let mut tp = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut tp) };
+    (tp.tv_sec as u64) * 1000 + (tp.tv_nsec as u64) / 1_000_000
+}
