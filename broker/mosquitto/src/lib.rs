@@ -435,10 +435,11 @@ unsafe extern "C" fn on_reload(_event: c_int, _data: *mut c_void, userdata: *mut
 }
 
 /// Mosquitto ticks its plugins at every turn of its event loop, about once per message under
-/// load. What a tick does (swapping in reloaded policies, ending sessions whose broker session is
-/// over, the 100 ms expiry sweep, monitoring messages queued outside a client's callback) needs
-/// no finer grain than this, so the ticks in between only read the coarse clock (they were
-/// about 2 % of the broker's instructions per message, BENCHMARKS.md).
+/// load. Swapping in reloaded policies and the 100 ms expiry sweep need no finer grain than
+/// this, so a tick in between only reads the coarse clock (they were about 2 % of the broker's
+/// instructions per message, BENCHMARKS.md), unless sessions wait to be ended (Mosquitto frees
+/// a closed client at the next turn, and its address may then serve a new connection) or
+/// monitoring messages wait to be published (the queue is bounded).
 const TICK_EVERY_MS: u64 = 10;
 
 unsafe extern "C" fn on_tick(_event: c_int, _data: *mut c_void, userdata: *mut c_void) -> c_int {
@@ -449,20 +450,27 @@ unsafe extern "C" fn on_tick(_event: c_int, _data: *mut c_void, userdata: *mut c
     {
         // Safety: as in `guarded`; this reference ends before `guarded` takes its own.
         let instance = unsafe { &mut *userdata.cast::<Instance>() };
-        if now < instance.next_tick_ms {
+        let worker = &instance.worker;
+        if now < instance.next_tick_ms && !worker.has_sessions_to_end() && !worker.gateway().monitor_pending() {
             return err::SUCCESS;
         }
         instance.next_tick_ms = now + TICK_EVERY_MS;
     }
+    let mut expired = Vec::new();
     let rc = guarded(userdata, err::SUCCESS, |inst| {
-        for client_id in inst.worker.tick(Instant::now()) {
-            // The session's proof expired (IoT Hub's 401003): close the connection, will included.
-            if let Ok(id) = CString::new(client_id) {
-                unsafe { (inst.broker.kick_client_by_clientid)(id.as_ptr(), true) };
-            }
-        }
+        expired = inst.worker.tick(Instant::now());
         err::SUCCESS
     });
+    // Kicked once the instance is no longer borrowed: Mosquitto runs the client's DISCONNECT
+    // callback, and its will's ACL check, inside the call.
+    // Safety: userdata is the Instance (not null, checked above); the broker is copied out.
+    let broker = unsafe { (*userdata.cast::<Instance>()).broker };
+    for client_id in expired {
+        // The session's proof expired (IoT Hub's 401003): close the connection, will included.
+        if let Ok(id) = CString::new(client_id) {
+            unsafe { (broker.kick_client_by_clientid)(id.as_ptr(), true) };
+        }
+    }
     flush_monitor(userdata);
     rc
 }

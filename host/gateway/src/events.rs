@@ -77,6 +77,11 @@ impl MonitorQueue {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Whether nothing is queued (one load).
+    pub fn is_empty(&self) -> bool {
+        !self.nonempty.load(Ordering::Relaxed)
+    }
+
     /// Takes everything queued (cheap when empty).
     pub fn drain(&self) -> Vec<MonitorMessage> {
         if !take_flag(&self.nonempty) {

@@ -117,6 +117,11 @@ impl Gateway {
         self.monitor.drain()
     }
 
+    /// Whether monitoring messages wait in the queue ([`Gateway::drain_monitor`]); one load.
+    pub fn monitor_pending(&self) -> bool {
+        !self.monitor.is_empty()
+    }
+
     /// Messages dropped so far because the monitor queue was full or a budget refused them.
     pub fn monitor_dropped(&self) -> u64 {
         self.monitor.dropped()

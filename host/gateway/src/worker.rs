@@ -193,6 +193,13 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         self.sessions.values().filter(|s| s.state == Lifetime::Offline).count()
     }
 
+    /// Whether sessions wait to be ended by the next [`Worker::tick`] (or connect). A broker
+    /// adapter that skips ticks must not skip one then: the broker may give the key to a new
+    /// connection it lets in without asking, which would otherwise meet the ending session.
+    pub fn has_sessions_to_end(&self) -> bool {
+        !self.ending.is_empty()
+    }
+
     /// Time-based work, called periodically by the broker: applies reloaded policies (for a
     /// broker whose clients are quiet) and ends sessions whose broker session is over.
     ///
