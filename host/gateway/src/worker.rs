@@ -126,6 +126,8 @@ pub struct Worker<K, S = FxBuildHasher> {
     offline: std::collections::VecDeque<(K, u64)>,
     /// The last number given in `offline`'s sequence.
     offline_seq: u64,
+    /// Sessions in [`Lifetime::Offline`] (the live entries of `offline`).
+    offline_live: usize,
     /// Broker-restored sessions the policy (or tenancy) refused to re-establish, with the
     /// refusal their checks get; retried after a reload.
     unrestorable: HashMap<K, Denial, S>,
@@ -164,6 +166,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             next_sweep: None,
             offline: std::collections::VecDeque::new(),
             offline_seq: 0,
+            offline_live: 0,
             unrestorable: HashMap::default(),
             seen: 0,
         };
@@ -190,7 +193,8 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
 
     /// Number of offline persistent sessions held.
     pub fn offline_count(&self) -> usize {
-        self.sessions.values().filter(|s| s.state == Lifetime::Offline).count()
+        debug_assert_eq!(self.offline_live, self.sessions.values().filter(|s| s.state == Lifetime::Offline).count());
+        self.offline_live
     }
 
     /// Whether sessions wait to be ended by the next [`Worker::tick`] (or connect). A broker
@@ -481,6 +485,9 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                             w.closing = Some(BrokerClose::Takeover.closing());
                             report_disconnect(m, w, BrokerClose::Takeover);
                         }
+                    }
+                    if s.state == Lifetime::Offline {
+                        self.offline_live -= 1;
                     }
                     s.state = Lifetime::Ending;
                     self.ending.push(old);
@@ -930,6 +937,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
                 p.set_connected(session, false);
             }
             self.offline_seq += 1;
+            self.offline_live += 1;
             c.offline_since = self.offline_seq;
             self.offline.push_back((key.clone(), self.offline_seq));
             self.bound_offline();
@@ -947,18 +955,26 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         self.forget(key);
     }
 
-    /// Keeps at most [`MAX_OFFLINE_SESSIONS`] offline sessions, ending the oldest.
+    /// Keeps at most [`MAX_OFFLINE_SESSIONS`] offline sessions, ending the longest away. Its
+    /// key is remembered as refused, so that the broker's copy of the session (which it still
+    /// holds) is not restored at its next queued message, which would end the next one.
     fn bound_offline(&mut self) {
-        if self.offline.len() <= MAX_OFFLINE_SESSIONS {
-            return;
-        }
-        self.offline.retain(|(k, at)| {
-            self.sessions.get(k).is_some_and(|s| s.state == Lifetime::Offline && s.offline_since == *at)
-        });
-        while self.offline.len() > MAX_OFFLINE_SESSIONS {
-            if let Some((k, _)) = self.offline.pop_front() {
+        while self.offline_live > MAX_OFFLINE_SESSIONS {
+            let Some((k, at)) = self.offline.pop_front() else { break };
+            if self.sessions.get(&k).is_some_and(|s| s.state == Lifetime::Offline && s.offline_since == at) {
                 self.forget(&k);
+                let message = format!(
+                    "offline session ended: more than {MAX_OFFLINE_SESSIONS} offline sessions, and it was away longest"
+                );
+                self.remember_unrestorable(k, Denial { reason: ReasonCode::QuotaExceeded, message, disconnect: false });
             }
+        }
+        // Entries of sessions that came back or ended are dropped once they are as many as the
+        // live ones (and a few): each disconnect costs O(1) amortised, never a scan of them all.
+        if self.offline.len() > 2 * self.offline_live + 1024 {
+            self.offline.retain(|(k, at)| {
+                self.sessions.get(k).is_some_and(|s| s.state == Lifetime::Offline && s.offline_since == *at)
+            });
         }
     }
 
@@ -966,6 +982,9 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
     fn forget(&mut self, key: &K) {
         self.unrestorable.remove(key);
         if let Some(c) = self.sessions.remove(key) {
+            if c.state == Lifetime::Offline {
+                self.offline_live -= 1;
+            }
             if self.by_client_id.get(&c.client_id) == Some(key) {
                 self.by_client_id.remove(&c.client_id);
             }
@@ -1124,6 +1143,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             }
         }
         self.offline_seq += 1;
+        self.offline_live += 1;
         session.offline_since = self.offline_seq;
         self.by_client_id.insert(session.client_id.clone(), key.clone());
         self.sessions.insert(key.clone(), session);

@@ -1,15 +1,17 @@
 //! What clients can make a gateway keep is bounded: tenant names a client makes up (through a
-//! client-id pattern) create no lasting tenant and share one event budget.
+//! client-id pattern) create no lasting tenant and share one event budget; offline sessions are
+//! bounded, the longest away ended first.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use mqtt_policy_gateway::events::MAX_EVENTS_PER_SECOND;
 use mqtt_policy_gateway::{
-    Config, ConnectOutcome, FailMode, Gateway, Hello, MAX_OFFLINE_SESSIONS, TenantSource, Worker,
+    Access, Check, CheckOutcome, ClientFacts, Config, ConnectOutcome, FailMode, Gateway, Hello, MAX_OFFLINE_SESSIONS,
+    Restored, TenantSource, Worker,
 };
-use mqtt_policy_host::ReasonCode;
 use mqtt_policy_host::events::MemorySink;
+use mqtt_policy_host::{Protocol, ReasonCode};
 
 const RULES: &str = "[identity]\nauthentication = \"none\"\n\n[[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"devices/${device.id}/#\"]\n";
 
@@ -122,6 +124,23 @@ fn the_offline_bound_ends_the_longest_away_session_not_one_that_came_back() {
     assert!(matches!(w.connect(last, &persistent("d:open:last")), ConnectOutcome::Defer));
     w.disconnect(&last);
     assert_eq!(w.offline_count(), MAX_OFFLINE_SESSIONS);
-    assert!(!w.knows(&1), "the longest away is ended");
     assert!(w.knows(&0) && w.knows(&2) && w.knows(&last));
+    // The longest away (key 1) is ended, and stays so: the broker still holds its copy of the
+    // session, which must not be restored at its next queued message (that would end another).
+    let restored = Restored { client_id: "d:open:1", username: None, protocol: Protocol::Mqtt311, tenant: None };
+    assert!(!w.restore(1, &restored), "not restored");
+    assert_eq!(w.offline_count(), MAX_OFFLINE_SESSIONS);
+    let delivery = Check {
+        access: Access::Delivery,
+        topic: b"a/b",
+        qos: 0,
+        retain: false,
+        payload_size: 0,
+        client: Some(ClientFacts { client_id: b"d:open:1", username: None }),
+    };
+    match w.check(&1, &delivery) {
+        CheckOutcome::Deny(d) => assert_eq!(d.reason, ReasonCode::QuotaExceeded, "{d:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(w.knows(&2), "and nobody else was ended for it");
 }
