@@ -955,18 +955,12 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
         self.forget(key);
     }
 
-    /// Keeps at most [`MAX_OFFLINE_SESSIONS`] offline sessions, ending the longest away. Its
-    /// key is remembered as refused, so that the broker's copy of the session (which it still
-    /// holds) is not restored at its next queued message, which would end the next one.
+    /// Keeps at most [`MAX_OFFLINE_SESSIONS`] offline sessions, ending the longest away.
     fn bound_offline(&mut self) {
         while self.offline_live > MAX_OFFLINE_SESSIONS {
             let Some((k, at)) = self.offline.pop_front() else { break };
             if self.sessions.get(&k).is_some_and(|s| s.state == Lifetime::Offline && s.offline_since == at) {
                 self.forget(&k);
-                let message = format!(
-                    "offline session ended: more than {MAX_OFFLINE_SESSIONS} offline sessions, and it was away longest"
-                );
-                self.remember_unrestorable(k, Denial { reason: ReasonCode::QuotaExceeded, message, disconnect: false });
             }
         }
         // Entries of sessions that came back or ended are dropped once they are as many as the
