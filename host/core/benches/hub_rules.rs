@@ -10,9 +10,12 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use hub_document::rules;
 use mqtt_policy_host::*;
-use native_hub::{NoHost, guest_connect, rules};
+use native_hub::{NoHost, guest_connect};
 
+#[path = "support/hub_document.rs"]
+mod hub_document;
 #[path = "support/native_hub.rs"]
 mod native_hub;
 

@@ -8,9 +8,12 @@
 //! `cargo run --release -p mqtt-policy-host --example check_counts -- N`
 use std::hint::black_box;
 
+use hub_document::rules;
 use mqtt_policy_host::*;
-use native_hub::{NoHost, guest_connect, rules};
+use native_hub::{NoHost, guest_connect};
 
+#[path = "../benches/support/hub_document.rs"]
+mod hub_document;
 #[path = "../benches/support/native_hub.rs"]
 mod native_hub;
 

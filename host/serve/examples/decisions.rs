@@ -32,19 +32,10 @@ fn arg(i: usize, default: usize) -> usize {
     std::env::args().nth(i).and_then(|a| a.parse().ok()).unwrap_or(default)
 }
 
-/// The rules of `host/core/benches/hub_rules.rs`, for `devices` devices.
-fn rules(devices: usize) -> String {
-    let mut s = String::from(
-        "[hub]\nmax-payload = 131072\n\n[identity]\nauthentication = \"none\"\n\n\
-         [[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"devices/${device.id}/telemetry/#\"]\n\n\
-         [[rule]]\neffect = \"deny\"\nactions = [\"publish\"]\ntopics = [\"devices/+/telemetry/private/#\"]\n\n\
-         [[rule]]\neffect = \"allow\"\nactions = [\"subscribe\", \"delivery\"]\ntopics = [\"devices/${device.id}/commands/#\", \"broadcast/#\"]\n\n",
-    );
-    for i in 0..devices {
-        s.push_str(&format!("[[device]]\nid = \"dev-{i}\"\ntype = \"sensor\"\ngroups = [\"g{}\"]\n", i % 10));
-    }
-    s
-}
+/// The rules of `host/core/benches/hub_rules.rs`, the same document.
+#[path = "../../core/benches/support/hub_document.rs"]
+mod hub_document;
+use hub_document::rules;
 
 /// Sends one request on a keep-alive connection and reads the answer's body.
 fn ask(stream: &mut BufReader<TcpStream>, request: &[u8]) -> String {

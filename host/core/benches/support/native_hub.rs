@@ -1,20 +1,7 @@
-//! What the hub-rules bench and the `check_counts` example share: the rules document, and the
-//! native `Hub`'s side of a check (a host that counts nothing, the SDK's connect).
-//! Included with `#[path]`: a file directly in `benches/` would be a bench target of its own.
-
-/// A rules document with `devices` registered devices and per-device topic rules.
-pub fn rules(devices: usize) -> String {
-    let mut s = String::from(
-        "[hub]\nmax-payload = 131072\n\n[identity]\nauthentication = \"none\"\n\n\
-         [[rule]]\neffect = \"allow\"\nactions = [\"publish\"]\ntopics = [\"devices/${device.id}/telemetry/#\"]\n\n\
-         [[rule]]\neffect = \"deny\"\nactions = [\"publish\"]\ntopics = [\"devices/+/telemetry/private/#\"]\n\n\
-         [[rule]]\neffect = \"allow\"\nactions = [\"subscribe\", \"delivery\"]\ntopics = [\"devices/${device.id}/commands/#\", \"broadcast/#\"]\n\n",
-    );
-    for i in 0..devices {
-        s.push_str(&format!("[[device]]\nid = \"dev-{i}\"\ntype = \"sensor\"\ngroups = [\"g{}\"]\n", i % 10));
-    }
-    s
-}
+//! What the hub-rules bench and the `check_counts` example share beside the rules document
+//! (`hub_document.rs`): the native `Hub`'s side of a check (a host that counts nothing, the
+//! SDK's connect). Included with `#[path]`: a file directly in `benches/` would be a bench
+//! target of its own.
 
 /// A host for the native `Hub` that counts nothing and logs nothing.
 pub struct NoHost;
