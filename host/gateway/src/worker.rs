@@ -21,7 +21,7 @@ use crate::directory::{Latest, candidate_of};
 use crate::gateway::Gateway;
 use crate::monitoring::{self, BrokerClose, Closing, Facts, Traffic};
 use crate::tenancy::{TenantSource, check_name};
-use crate::types::{Access, Adjusted, AdmittedAs, Check, CheckOutcome, ConnectOutcome, Hello, Restored};
+use crate::types::{Access, Adjusted, AdmittedAs, Check, CheckOutcome, ClientFacts, ConnectOutcome, Hello, Restored};
 
 /// What a worker holds for one broker session.
 struct Session {
@@ -51,6 +51,23 @@ struct Session {
     /// Its session in the tenant's candidate policy (monitor mode), if one was loaded when it
     /// connected and admitted it.
     candidate_session: Option<SessionId>,
+}
+
+impl Session {
+    /// Whether the broker's client `c` is this session's: the same client id and user name
+    /// (bytes, as the broker holds them). Mosquitto may give a freed client's address to the
+    /// next connection, which is then not this session.
+    fn is_of(&self, c: &ClientFacts<'_>) -> bool {
+        let held = self.username.as_deref().map(str::as_bytes);
+        same_bytes(c.client_id, self.client_id.as_bytes())
+            && c.username.is_some() == held.is_some()
+            && same_bytes(c.username.unwrap_or_default(), held.unwrap_or_default())
+    }
+
+    /// Whether `at` is this session's place in the offline queue (see [`Worker::offline`]).
+    fn offline_at(&self, at: u64) -> bool {
+        self.state == Lifetime::Offline && self.offline_since == at
+    }
 }
 
 /// A connection reported in monitoring messages ([`crate::monitoring`]).
@@ -735,14 +752,8 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             return false;
         }
         let Some(s) = self.sessions.get(key) else { return false };
-        if let Some(c) = &check.client {
-            let held = s.username.as_deref().map_or(&[][..], str::as_bytes);
-            if !same_bytes(c.client_id, s.client_id.as_bytes())
-                || c.username.is_some() != s.username.is_some()
-                || !same_bytes(c.username.unwrap_or_default(), held)
-            {
-                return false;
-            }
+        if check.client.as_ref().is_some_and(|c| !s.is_of(c)) {
+            return false;
         }
         let (Some(session), Some(slot)) = (s.policy_session, s.slot) else { return false };
         let policy = self.policies.at(slot);
@@ -784,9 +795,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
             return Ok(CheckOutcome::Allow);
         }
         let Some(client) = self.sessions.get(key) else { return Ok(self.unknown(key)) };
-        let stale = check.client.is_some_and(|c| {
-            c.client_id != client.client_id.as_bytes() || c.username != client.username.as_deref().map(str::as_bytes)
-        })
+        let stale = check.client.as_ref().is_some_and(|c| !client.is_of(c))
             // An away client subscribes to nothing: a connected one took the key.
             || (check.access == Access::Subscribe && client.state != Lifetime::Online);
         if stale {
@@ -959,16 +968,14 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Worker<K, S> {
     fn bound_offline(&mut self) {
         while self.offline_live > MAX_OFFLINE_SESSIONS {
             let Some((k, at)) = self.offline.pop_front() else { break };
-            if self.sessions.get(&k).is_some_and(|s| s.state == Lifetime::Offline && s.offline_since == at) {
+            if self.sessions.get(&k).is_some_and(|s| s.offline_at(at)) {
                 self.forget(&k);
             }
         }
         // Entries of sessions that came back or ended are dropped once they are as many as the
         // live ones (and a few): each disconnect costs O(1) amortised, never a scan of them all.
         if self.offline.len() > 2 * self.offline_live + 1024 {
-            self.offline.retain(|(k, at)| {
-                self.sessions.get(k).is_some_and(|s| s.state == Lifetime::Offline && s.offline_since == *at)
-            });
+            self.offline.retain(|(k, at)| self.sessions.get(k).is_some_and(|s| s.offline_at(*at)));
         }
     }
 
