@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rustc_hash::FxHashMap as HashMap;
 
+use crate::bytes::same_bytes;
 use crate::types::{DeliveryDecision, PublishDecision, SubscribeDecision};
 
 /// Most decisions kept per session and kind of check; a full map is emptied, so a client
@@ -44,46 +45,69 @@ struct Cached<D> {
     decision: D,
 }
 
-/// The decisions of one kind in one session, and the bytes they cost.
+/// Decisions kept in a session's short list before its map: most devices use a few topics,
+/// and for those comparing lengths and bytes costs less than hashing the topic and probing a
+/// map (about 60 instructions per cached check inside Mosquitto, BENCHMARKS.md).
+const FEW: usize = 4;
+
+/// The decisions of one kind in one session, and the bytes they cost. A topic is in `few` or
+/// in `map`, never both: the first [`FEW`] topics go to `few`, later ones to `map`.
 #[derive(Debug)]
 pub(crate) struct Entries<D> {
+    few: Vec<(Box<[u8]>, Cached<D>)>,
     map: HashMap<Box<[u8]>, Cached<D>>,
     bytes: usize,
 }
 
 impl<D> Default for Entries<D> {
     fn default() -> Self {
-        Entries { map: HashMap::default(), bytes: 0 }
+        Entries { few: Vec::new(), map: HashMap::default(), bytes: 0 }
     }
 }
 
 impl<D: Clone> Entries<D> {
     /// The decision kept for `key`, if it applies.
+    #[inline]
     pub(crate) fn lookup(&self, key: &Key<'_>) -> Option<&D> {
-        let c = self.map.get(key.topic)?;
+        let c = match self.few.iter().find(|(t, _)| same_bytes(t, key.topic)) {
+            Some((_, c)) => c,
+            None if self.map.is_empty() => return None,
+            None => self.map.get(key.topic)?,
+        };
         (c.qos == key.qos && c.retain == key.retain && key.payload_size <= c.max_payload).then_some(&c.decision)
     }
 
     /// Keeps `decision` for `key`; returns the bytes the entries cost before and after.
     fn remember(&mut self, key: &Key<'_>, max_payload: u32, decision: D) -> (usize, usize) {
         let before = self.bytes;
-        if self.map.len() >= MAX_CACHED_PER_SESSION {
+        if self.len() >= MAX_CACHED_PER_SESSION {
             self.clear();
         }
         let Key { topic, qos, retain, .. } = *key;
-        if self.map.insert(topic.into(), Cached { qos, retain, max_payload, decision }).is_none() {
+        let cached = Cached { qos, retain, max_payload, decision };
+        if let Some((_, c)) = self.few.iter_mut().find(|(t, _)| same_bytes(t, topic)) {
+            *c = cached;
+        } else if let Some(c) = self.map.get_mut(topic) {
+            *c = cached;
+        } else {
+            if self.few.len() < FEW {
+                self.few.push((topic.into(), cached));
+            } else {
+                self.map.insert(topic.into(), cached);
+            }
             self.bytes += cost(topic);
         }
         (before, self.bytes)
     }
 
     fn clear(&mut self) {
+        self.few.clear();
         self.map.clear();
         self.bytes = 0;
     }
 
     fn len(&self) -> usize {
-        self.map.len()
+        self.few.len() + self.map.len()
     }
 }
 
@@ -196,6 +220,30 @@ mod tests {
         assert_eq!(e.lookup(&Key { qos: 0, ..key("a/b", 1) }), None, "another QoS");
         assert_eq!(e.lookup(&Key { retain: true, ..key("a/b", 1) }), None, "another retain flag");
         assert_eq!(e.lookup(&key("a/c", 1)), None);
+    }
+
+    #[test]
+    fn decisions_past_the_short_list_are_found_in_the_map_and_each_topic_is_kept_once() {
+        let mut e = Entries::default();
+        let topics: Vec<String> = (0..FEW * 3).map(|i| format!("devices/d/evt/{i}")).collect();
+        for (i, t) in topics.iter().enumerate() {
+            e.remember(&key(t, 0), i as u32, PublishDecision::Allow);
+        }
+        assert_eq!((e.few.len(), e.map.len()), (FEW, FEW * 2));
+        for (i, t) in topics.iter().enumerate() {
+            assert_eq!(e.lookup(&key(t, i as u32)), Some(&PublishDecision::Allow), "{t}");
+            assert_eq!(e.lookup(&key(t, i as u32 + 1)), None, "{t}: over its own bound");
+        }
+        // A decision again for a topic in either place replaces it, costing nothing more.
+        let bytes = e.bytes;
+        e.remember(&key(&topics[1], 0), 0, PublishDecision::Defer);
+        e.remember(&key(&topics[FEW + 1], 0), 0, PublishDecision::Defer);
+        assert_eq!((e.len(), e.bytes), (FEW * 3, bytes));
+        assert_eq!(e.lookup(&key(&topics[1], 0)), Some(&PublishDecision::Defer));
+        assert_eq!(e.lookup(&key(&topics[FEW + 1], 0)), Some(&PublishDecision::Defer));
+        assert_eq!(e.lookup(&key("devices/d/evt/", 0)), None, "a prefix of kept topics");
+        e.clear();
+        assert_eq!((e.len(), e.bytes, e.lookup(&key(&topics[0], 0))), (0, 0, None));
     }
 
     #[test]

@@ -31,6 +31,7 @@
 //   policy                   sessions, the one check path, faults as denials, hot replacement
 mod bindings;
 mod breaker;
+mod bytes;
 mod cache;
 pub mod cert;
 mod check;
@@ -53,6 +54,7 @@ mod types;
 mod wasm;
 
 pub use bindings::WORLD;
+pub use bytes::same_bytes;
 pub use engine::Engine;
 pub use error::{Error, Result};
 pub use limits::Limits;

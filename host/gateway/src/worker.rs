@@ -12,7 +12,7 @@ use rustc_hash::FxBuildHasher;
 use mqtt_policy_host::events::{Action, Event, Severity};
 use mqtt_policy_host::{
     Connect, ConnectDecision, Delivery, DeliveryDecision, Denial, MonitorSubject, Policy, Protocol, Publish,
-    PublishDecision, ReasonCode, SessionId, Subscribe, SubscribeDecision, Tenant, events::NullSink,
+    PublishDecision, ReasonCode, SessionId, Subscribe, SubscribeDecision, Tenant, events::NullSink, same_bytes,
 };
 
 use crate::client_ids::ClientIds;
@@ -1279,26 +1279,6 @@ fn candidate_end(candidates: &mut HashMap<String, Policy, FxBuildHasher>, tenant
     }
 }
 
-/// `a == b`, for the short client ids and user names compared at every check: at these
-/// lengths a call to `memcmp` costs more than the comparison, so up to 16 bytes are compared
-/// as two overlapping words (or bytes) inline.
-#[inline]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    let w4 = |s: &[u8], i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
-    let w8 = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
-    match n {
-        0 => true,
-        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
-        4..=7 => w4(a, 0) == w4(b, 0) && w4(a, n - 4) == w4(b, n - 4),
-        8..=16 => w8(a, 0) == w8(b, 0) && w8(a, n - 8) == w8(b, n - 8),
-        _ => a == b,
-    }
-}
-
 /// `bytes` as text, if they are UTF-8. Asked at every check: most topics are ASCII, which
 /// `is_ascii` tells a word at a time, where the general validation goes byte by byte (it was
 /// a third of a cached check's instructions inside Mosquitto, BENCHMARKS.md).
@@ -1308,23 +1288,4 @@ fn utf8(bytes: &[u8]) -> Option<&str> {
         return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
     }
     std::str::from_utf8(bytes).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_bytes;
-
-    #[test]
-    fn same_bytes_is_slice_equality_at_every_length() {
-        for n in 0..40usize {
-            let a: Vec<u8> = (0..n as u8).map(|i| i.wrapping_mul(37).wrapping_add(1)).collect();
-            assert!(same_bytes(&a, &a.clone()), "{n} bytes, equal");
-            for at in 0..n {
-                let mut b = a.clone();
-                b[at] ^= 0x80;
-                assert!(!same_bytes(&a, &b), "{n} bytes, differing at {at}");
-            }
-            assert!(!same_bytes(&a, &a[..n.saturating_sub(1)]) || n == 0, "{n} bytes against one fewer");
-        }
-    }
 }
