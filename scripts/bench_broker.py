@@ -150,7 +150,9 @@ def main() -> None:
             print(f"    built the hub-rules policy for {n:,} devices in {time.monotonic() - t:.1f} s", flush=True)
         label = f"mqtt-policy, {n:,} devices" + ("" if cache == "on" else ", decision cache off")
         setups.append(Setup(label, plugin=args.plugin, policies={"bench": pdir / "bench.wasm"},
-                            options={"tenant": "bench", "memory_mib": 128, "decision_cache": cache}))
+                            options={"tenant": "bench", "memory_mib": 128, "decision_cache": cache,
+                                     # With a compiler the plugin runs no thread (README, "Threads").
+                                     "compiler": str(ROOT / "target/release/mqtt-policy-compile")}))
     if "acl" in wanted:
         (work / "acl").write_text(acl_file(args.large))
         setups.append(Setup(f"acl_file, {args.large:,} devices", conf=[f"acl_file {work / 'acl'}"]))

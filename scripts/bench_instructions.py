@@ -163,6 +163,8 @@ def main() -> None:
     ap.add_argument("--loadgen", default=str(ROOT / "target/release/mqtt-loadgen"))
     ap.add_argument("--cli", default=str(ROOT / "target/release/mqtt-policy"))
     ap.add_argument("--plugin", default=str(ROOT / "target/release/libmqtt_policy_mosquitto.so"))
+    # With a compiler the plugin runs no thread in the broker's process (README, "Threads").
+    ap.add_argument("--compiler", default=str(ROOT / "target/release/mqtt-policy-compile"))
     ap.add_argument("--large", type=int, default=10_000, help="devices in the registry")
     ap.add_argument("--rate", type=int, default=200, help="messages per second per publisher")
     ap.add_argument("--short", type=int, default=200, help="messages per publisher in the shorter run")
@@ -196,7 +198,8 @@ def main() -> None:
         ("plugin doing nothing (same callbacks)", {"plugin": str(null)}),
         ("the same, plus one idle thread", {"plugin": str(null_thread)}),
         (f"mqtt-policy, {args.large:,} devices", {"plugin": args.plugin, "policies": {"bench": pdir / "bench.wasm"},
-                                                  "options": {"tenant": "bench", "memory_mib": 128}}),
+                                                  "options": {"tenant": "bench", "memory_mib": 128,
+                                                              "compiler": args.compiler}}),
         (f"acl_file, {args.large:,} devices", {"conf": [f"acl_file {work / 'acl'}"]}),
     ]
     keys = ["bare", "null", "nullthread", "large", "acl"]

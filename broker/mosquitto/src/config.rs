@@ -224,6 +224,8 @@ pub fn parse<'a>(options: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
         reload_poll,
         tenant_prefix,
         decision_cache,
+        // Decided by the plugin's init, which knows whether Mosquitto will send TICK.
+        threads: defaults.threads,
     })
 }
 

@@ -88,10 +88,22 @@ pub struct Client {
     _private: [u8; 0],
 }
 
-/// `mosquitto_plugin_id_t`: opaque.
+/// `mosquitto_plugin_id_t`: opaque but for [`per_listener`].
 #[repr(C)]
 pub struct PluginId {
     _private: [u8; 0],
+}
+
+/// Whether Mosquitto loaded this plugin instance for one listener (`per_listener_settings
+/// true`), where it sends no TICK (`plugin__handle_tick` in `src/plugin.c` of 2.0.11 skips
+/// per-listener callbacks). In 2.0.11 `mosquitto_plugin_id_t` is one field, the listener, NULL
+/// for the broker-wide options (`src/mosquitto_broker_internal.h`, set in `plugin__load_v5`):
+/// a layout of the version this plugin is built and tested against, like [`Internals`].
+///
+/// # Safety
+/// `id` is the identifier Mosquitto passed to `mosquitto_plugin_init`.
+pub unsafe fn per_listener(id: *mut PluginId) -> bool {
+    !id.is_null() && !unsafe { *id.cast::<*const c_void>() }.is_null()
 }
 
 /// `struct mosquitto_opt`: one `plugin_opt_KEY VALUE` line.

@@ -24,7 +24,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
 use mqtt_policy_gateway::{
-    Access, Check, ClientFacts, ClientIds, ConnectOutcome, Gateway, Hello, Restored, TenantSource, Worker,
+    Access, Check, ClientFacts, ClientIds, ConnectOutcome, Gateway, Hello, Restored, TenantSource, Threads, Worker,
 };
 
 use ffi::{Broker, Callback, Client, EvtAclCheck, EvtBasicAuth, EvtDisconnect, EvtMessage, Opt, PluginId, err, event};
@@ -189,7 +189,12 @@ unsafe fn init(broker: Broker, id: *mut PluginId, options: *mut Opt, count: c_in
             pairs.push((key, value));
         }
     }
-    let config = config::parse(pairs).map_err(|e| e.to_string())?;
+    let mut config = config::parse(pairs).map_err(|e| e.to_string())?;
+    // No thread of ours in the broker's process where Mosquitto drives the watcher (TICK) and
+    // a compiler keeps compiles off its thread: any second thread makes glibc take its
+    // multi-threaded paths at every malloc and system call of the broker's (BENCHMARKS.md).
+    let per_listener = unsafe { ffi::per_listener(id) };
+    config.threads = if config.compiler.is_some() && !per_listener { Threads::None } else { Threads::Own };
     // Several tenants on one listener need a prefix already (config::parse); this is about
     // fixed tenants on several listeners.
     let monitoring_space = match &config.tenant {
@@ -216,6 +221,19 @@ unsafe fn init(broker: Broker, id: *mut PluginId, options: *mut Opt, count: c_in
         e @ mqtt_policy_gateway::Error::EventsFile { .. } => format!("plugin_opt_events: {e}"),
         e => e.to_string(),
     })?;
+    if gateway.ticking() != mqtt_policy_host::Ticking::Signal && gateway.config().threads == Threads::None {
+        broker.log(ffi::log::WARNING, "no free real-time signal or timer for deadlines: ticking them with a thread");
+    }
+    if gateway.config().threads == Threads::Own {
+        broker.log(
+            ffi::log::INFO,
+            if per_listener {
+                "per_listener_settings true: Mosquitto sends no TICK, so the policy directory is watched by a thread"
+            } else {
+                "no plugin_opt_compiler: policies compile on a watcher thread (with a compiler the plugin runs no thread)"
+            },
+        );
+    }
     let loaded = gateway.loaded_tenants();
     broker.log(
         ffi::log::NOTICE,
@@ -459,7 +477,9 @@ unsafe extern "C" fn on_tick(_event: c_int, _data: *mut c_void, userdata: *mut c
     }
     let mut expired = Vec::new();
     let rc = guarded(userdata, err::SUCCESS, |inst| {
-        expired = inst.worker.tick(Instant::now());
+        let now = Instant::now();
+        inst.worker.gateway().poll_directory(now);
+        expired = inst.worker.tick(now);
         err::SUCCESS
     });
     // Kicked once the instance is no longer borrowed: Mosquitto runs the client's DISCONNECT

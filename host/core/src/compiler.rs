@@ -10,13 +10,15 @@
 //! (`Engine::precompile_component`) and writes the artifact to its stdout; the engine loads it
 //! with `Component::deserialize`, which refuses an artifact of another wasmtime version or
 //! configuration. The parent kills a child still running after
-//! [`crate::Limits::compile_time`] (wall clock).
+//! [`crate::Limits::compile_time`] (wall clock). The component, the artifact and the errors
+//! pass through memory files, so the parent needs no thread to feed or drain the child
+//! ([`Compiling`]).
 //!
 //! Protocol: `mqtt-policy-compile --memory-bytes N --cpu-seconds N`, the component on stdin;
 //! exit 0 with the artifact on stdout, 1 with the reason on stderr (not a valid component),
 //! 3 when an allocation failed (out of memory), 2 for a usage or setup error.
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -47,40 +49,116 @@ pub(crate) enum Failure {
 }
 
 /// Compiles `bytes` with the child at `compiler` under `limits`' compile bounds; returns the
-/// artifact for `Component::deserialize`.
+/// artifact for `Component::deserialize`. Waits for the child: see [`Compiling`] for a caller
+/// that must not block.
 pub(crate) fn compile_in_child(compiler: &Path, limits: &Limits, bytes: &[u8]) -> Result<Vec<u8>, Failure> {
-    let mut child = Command::new(compiler)
-        .arg("--memory-bytes")
-        .arg(limits.compile_memory.to_string())
-        .arg("--cpu-seconds")
-        .arg(cpu_seconds(limits.compile_time).to_string())
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Failure::Broken(format!("cannot start the compiler {}: {e}", compiler.display())))?;
-    let deadline = Instant::now() + limits.compile_time;
-    let (mut stdin, stdout, stderr) =
-        (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
-    // Each pipe has its own thread, so a child that stops reading or writes more than a pipe
-    // holds cannot block the parent past the deadline: killing the child ends all three.
-    let (status, killed, artifact, stderr) = std::thread::scope(|scope| {
-        scope.spawn(move || {
-            // A child that died early closes its end: nothing more to say to it.
-            let _ = stdin.write_all(bytes);
-        });
-        let out = scope.spawn(move || read_capped(stdout, usize::MAX));
-        let err = scope.spawn(move || read_capped(stderr, STDERR_KEPT));
-        let (status, killed) = wait_until(&mut child, deadline);
-        (status, killed, out.join().unwrap_or_default(), err.join().unwrap_or_default())
-    });
-    let stderr = String::from_utf8_lossy(&stderr).trim().to_owned();
-    if killed {
-        return Err(Failure::Time);
+    let mut compiling = Compiling::start(compiler, limits, bytes)?;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(done) = compiling.poll() {
+            return done;
+        }
+        std::thread::sleep(pause.min(compiling.deadline.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
-    let status = status.map_err(|e| Failure::Broken(format!("waiting for the compiler: {e}")))?;
-    classify(status, artifact, stderr)
+}
+
+/// A compilation running in a child process, asked with [`Compiling::poll`] whether it has
+/// ended: a host whose one thread serves the broker (Mosquitto) starts compiles from its event
+/// loop and looks at them there, never waiting. The component, the artifact and the child's
+/// errors pass through anonymous memory files (`memfd_create`), not pipes: a pipe needs a reader
+/// while the child writes, which meant a thread per pipe, and a process with threads pays for
+/// them at every `malloc` and system call of the broker (BENCHMARKS.md). Dropping it kills the
+/// child.
+pub(crate) struct Compiling {
+    child: Child,
+    deadline: Instant,
+    stdout: std::fs::File,
+    stderr: std::fs::File,
+    done: bool,
+}
+
+impl Compiling {
+    /// Starts the child at `compiler` on `bytes`, bounded by `limits`.
+    pub(crate) fn start(compiler: &Path, limits: &Limits, bytes: &[u8]) -> Result<Compiling, Failure> {
+        let broken = |what: &str, e: std::io::Error| Failure::Broken(format!("{what}: {e}"));
+        let mut stdin = memory_file("mqtt-policy-component").map_err(|e| broken("a file for the component", e))?;
+        stdin.write_all(bytes).map_err(|e| broken("writing the component for the compiler", e))?;
+        stdin.seek(SeekFrom::Start(0)).map_err(|e| broken("rewinding the component", e))?;
+        let stdout = memory_file("mqtt-policy-artifact").map_err(|e| broken("a file for the artifact", e))?;
+        let stderr = memory_file("mqtt-policy-compile-errors").map_err(|e| broken("a file for the errors", e))?;
+        let child = Command::new(compiler)
+            .arg("--memory-bytes")
+            .arg(limits.compile_memory.to_string())
+            .arg("--cpu-seconds")
+            .arg(cpu_seconds(limits.compile_time).to_string())
+            .env_clear()
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::from(stdout.try_clone().map_err(|e| broken("sharing the artifact file", e))?))
+            .stderr(Stdio::from(stderr.try_clone().map_err(|e| broken("sharing the errors file", e))?))
+            .spawn()
+            .map_err(|e| Failure::Broken(format!("cannot start the compiler {}: {e}", compiler.display())))?;
+        Ok(Compiling { child, deadline: Instant::now() + limits.compile_time, stdout, stderr, done: false })
+    }
+
+    /// The outcome once the child has ended (killed past its time bound), `None` while it
+    /// runs. A system call; asked again after the outcome, it answers `None`.
+    pub(crate) fn poll(&mut self) -> Option<Result<Vec<u8>, Failure>> {
+        if self.done {
+            return None;
+        }
+        let (status, killed) = match self.child.try_wait() {
+            Ok(Some(status)) => (Ok(status), false),
+            Ok(None) if Instant::now() < self.deadline => return None,
+            Ok(None) => {
+                let _ = self.child.kill();
+                (self.child.wait(), true)
+            }
+            Err(e) => (Err(e), false),
+        };
+        self.done = true;
+        if killed {
+            return Some(Err(Failure::Time));
+        }
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => return Some(Err(Failure::Broken(format!("waiting for the compiler: {e}")))),
+        };
+        let stderr = String::from_utf8_lossy(&read_from_start(&mut self.stderr, STDERR_KEPT)).trim().to_owned();
+        let artifact = if status.success() { read_from_start(&mut self.stdout, usize::MAX) } else { Vec::new() };
+        Some(classify(status, artifact, stderr))
+    }
+}
+
+impl Drop for Compiling {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// An anonymous file in memory, closed on exec (the child gets its own descriptor through
+/// `Stdio`).
+fn memory_file(name: &str) -> std::io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let name = std::ffi::CString::new(name).expect("no NUL in the name");
+    // SAFETY: a plain system call on a NUL-terminated name; the descriptor it returns is ours.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor nothing else owns.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// What the child wrote to `file`, from its start, up to `cap` bytes.
+fn read_from_start(file: &mut std::fs::File, cap: usize) -> Vec<u8> {
+    if file.seek(SeekFrom::Start(0)).is_err() {
+        return Vec::new();
+    }
+    read_capped(file, cap)
 }
 
 /// What a child's exit means.
@@ -98,25 +176,6 @@ fn classify(status: ExitStatus, artifact: Vec<u8>, stderr: String) -> Result<Vec
             if stderr.is_empty() { "" } else { ": " },
             stderr.lines().last().unwrap_or_default()
         ))),
-    }
-}
-
-/// Waits for `child` until `deadline`, then kills it; says whether it was killed.
-fn wait_until(child: &mut Child, deadline: Instant) -> (std::io::Result<ExitStatus>, bool) {
-    let mut pause = Duration::from_millis(1);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return (Ok(status), false),
-            Ok(None) => {}
-            Err(e) => return (Err(e), false),
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            let _ = child.kill();
-            return (child.wait(), true);
-        }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 

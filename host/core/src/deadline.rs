@@ -11,6 +11,11 @@
 //! is slow or its thread stalled) is the thread's CPU clock read, and the call may use the second
 //! half as CPU time from then on. An uncontended loop is stopped at the full deadline, as with
 //! a pure wall-clock bound; a call whose thread is not running is not charged in the second half.
+//!
+//! The epoch advances by one of two clocks ([`Ticking`]): a ticker thread, or, for a host whose
+//! process must run no thread of ours (Mosquitto's broker, where any second thread makes glibc
+//! take its multi-threaded paths at every `malloc` and system call), a POSIX timer whose
+//! signal is delivered to the thread that created it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -36,10 +41,71 @@ const PARKED_FOR: Duration = Duration::from_secs(10);
 /// than the plugin's own work (BENCHMARKS.md, "At a fixed offered rate").
 #[derive(Debug, Default)]
 pub(crate) struct Ticker {
-    started: AtomicU64,
-    ended: AtomicU64,
+    calls: Calls,
     parked: AtomicBool,
     thread: OnceLock<Thread>,
+}
+
+/// Calls into wasm started and ended: a clock is idle when they are equal and `started` has
+/// not moved since it last looked.
+#[derive(Debug, Default)]
+pub(crate) struct Calls {
+    started: AtomicU64,
+    ended: AtomicU64,
+}
+
+impl Calls {
+    const fn new() -> Calls {
+        Calls { started: AtomicU64::new(0), ended: AtomicU64::new(0) }
+    }
+}
+
+/// How an engine's epoch advances while policies run (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ticking {
+    /// A ticker thread of the engine's own: for any host.
+    #[default]
+    Thread,
+    /// A POSIX timer's signal (the highest real-time signal no one handles yet), delivered to
+    /// the thread that creates the engine, which must live as long as the process: for a host
+    /// that must run no thread of ours. Where no signal or timer can be had, the engine ticks
+    /// with a thread instead ([`crate::Engine::ticking`] tells which it got).
+    Signal,
+}
+
+/// The clock of one engine.
+pub(crate) enum Clock {
+    Thread(Arc<Ticker>),
+    /// Held for its `Drop`, which unregisters the engine.
+    Signal(#[expect(dead_code, reason = "held for its Drop")] signal::Registration),
+}
+
+impl Clock {
+    /// A clock for `engine` of the kind asked for, or a thread where a signal cannot be had.
+    pub(crate) fn start(engine: &wasmtime::Engine, ticking: Ticking) -> Clock {
+        if ticking == Ticking::Signal
+            && let Some(r) = signal::register(engine)
+        {
+            return Clock::Signal(r);
+        }
+        Clock::Thread(Ticker::spawn(engine))
+    }
+
+    /// Marks a call into wasm as running until the guard is dropped.
+    pub(crate) fn running(&self) -> Running<'_> {
+        match self {
+            Clock::Thread(t) => t.running(),
+            Clock::Signal(_) => signal::running(),
+        }
+    }
+
+    /// The kind of clock it is.
+    pub(crate) fn ticking(&self) -> Ticking {
+        match self {
+            Clock::Thread(_) => Ticking::Thread,
+            Clock::Signal(_) => Ticking::Signal,
+        }
+    }
 }
 
 impl Ticker {
@@ -53,13 +119,13 @@ impl Ticker {
             .name("mqtt-policy-epoch".into())
             .spawn(move || {
                 let mut idle = 0;
-                let mut seen = t.started.load(Ordering::SeqCst);
+                let mut seen = t.calls.started.load(Ordering::SeqCst);
                 while let Some(engine) = weak.upgrade() {
                     engine.increment_epoch();
                     drop(engine);
                     std::thread::sleep(TICK);
-                    let started = t.started.load(Ordering::SeqCst);
-                    if started != seen || t.ended.load(Ordering::SeqCst) != started {
+                    let started = t.calls.started.load(Ordering::SeqCst);
+                    if started != seen || t.calls.ended.load(Ordering::SeqCst) != started {
                         (seen, idle) = (started, 0);
                         continue;
                     }
@@ -71,7 +137,7 @@ impl Ticker {
                     // reads `parked`, the ticker stores `parked` before it reads `started`
                     // (all SeqCst), so at least one of them sees the other.
                     t.parked.store(true, Ordering::SeqCst);
-                    if t.started.load(Ordering::SeqCst) == seen {
+                    if t.calls.started.load(Ordering::SeqCst) == seen {
                         std::thread::park_timeout(PARKED_FOR);
                     }
                     t.parked.store(false, Ordering::SeqCst);
@@ -86,13 +152,13 @@ impl Ticker {
     /// Marks a call into wasm as running until the guard is dropped, waking the ticker first if
     /// it is parked.
     pub(crate) fn running(&self) -> Running<'_> {
-        self.started.fetch_add(1, Ordering::SeqCst);
+        self.calls.started.fetch_add(1, Ordering::SeqCst);
         if self.parked.load(Ordering::SeqCst)
             && let Some(t) = self.thread.get()
         {
             t.unpark();
         }
-        Running(self)
+        Running(&self.calls)
     }
 
     /// Whether the ticker is parked now.
@@ -102,12 +168,170 @@ impl Ticker {
     }
 }
 
-/// A call into wasm in progress (see [`Ticker::running`]).
-pub(crate) struct Running<'a>(&'a Ticker);
+/// A call into wasm in progress (see [`Clock::running`]).
+pub(crate) struct Running<'a>(&'a Calls);
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         self.0.ended.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The timer-signal clock: one timer for the process, advancing the epoch of every engine
+/// registered with it, parked (not re-armed) once no call has started or run for
+/// [`IDLE_TICKS`], as the ticker thread parks.
+mod signal {
+    use std::ptr::null_mut;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::SeqCst};
+
+    use super::{Calls, IDLE_TICKS, Running, TICK};
+
+    /// Engines one process can tick by signal; more tick with threads.
+    const SLOTS: usize = 16;
+
+    struct Slot {
+        engine: AtomicPtr<wasmtime::Engine>,
+        /// Set by the handler while it uses `engine`, so that unregistering from another
+        /// thread waits for it before freeing the engine.
+        busy: AtomicBool,
+    }
+
+    static ENGINES: [Slot; SLOTS] =
+        [const { Slot { engine: AtomicPtr::new(null_mut()), busy: AtomicBool::new(false) } }; SLOTS];
+    static CALLS: Calls = Calls::new();
+    /// Not re-armed by the handler: the next call arms the timer.
+    static PARKED: AtomicBool = AtomicBool::new(true);
+    /// The handler's own: `started` when it last looked, and the idle ticks since.
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    static IDLE: AtomicU32 = AtomicU32::new(0);
+    static TIMER: OnceLock<Option<Timer>> = OnceLock::new();
+
+    struct Timer {
+        id: usize,
+    }
+
+    /// An engine ticked by the signal, until dropped.
+    pub(crate) struct Registration(usize);
+
+    impl Drop for Registration {
+        fn drop(&mut self) {
+            let slot = &ENGINES[self.0];
+            let engine = slot.engine.swap(null_mut(), SeqCst);
+            while slot.busy.load(SeqCst) {
+                std::hint::spin_loop();
+            }
+            // SAFETY: put there by `register` with `Box::into_raw`; no handler uses it any more.
+            drop(unsafe { Box::from_raw(engine) });
+        }
+    }
+
+    /// Ticks `engine` by the process's timer signal (creating the timer and its handler on
+    /// the calling thread the first time); `None` if no signal, timer or slot is free.
+    pub(crate) fn register(engine: &wasmtime::Engine) -> Option<Registration> {
+        TIMER.get_or_init(Timer::create).as_ref()?;
+        let boxed = Box::into_raw(Box::new(engine.clone()));
+        for (i, slot) in ENGINES.iter().enumerate() {
+            if slot.engine.compare_exchange(null_mut(), boxed, SeqCst, SeqCst).is_ok() {
+                return Some(Registration(i));
+            }
+        }
+        // SAFETY: `boxed` was not stored anywhere.
+        drop(unsafe { Box::from_raw(boxed) });
+        None
+    }
+
+    /// A call starts: the timer is armed if it was parked. Either this sees `PARKED` set, or
+    /// the handler that set it sees the new `started` (all SeqCst), so a started call is never
+    /// left without ticks; both arming is harmless.
+    pub(crate) fn running() -> Running<'static> {
+        CALLS.started.fetch_add(1, SeqCst);
+        if PARKED.load(SeqCst) {
+            PARKED.store(false, SeqCst);
+            arm();
+        }
+        Running(&CALLS)
+    }
+
+    fn arm() {
+        let Some(Some(timer)) = TIMER.get() else { return };
+        let value = libc::itimerspec {
+            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            it_value: libc::timespec { tv_sec: 0, tv_nsec: TICK.as_nanos() as libc::c_long },
+        };
+        // SAFETY: our timer, a valid itimerspec; timer_settime is async-signal-safe.
+        unsafe { libc::timer_settime(timer.id as libc::timer_t, 0, &value, null_mut()) };
+    }
+
+    /// The signal handler: only atomics and `timer_settime`, which are async-signal-safe.
+    extern "C" fn on_signal(_signo: libc::c_int) {
+        // SAFETY: the thread's errno, saved and restored around a system call.
+        let errno = unsafe { *libc::__errno_location() };
+        for slot in &ENGINES {
+            slot.busy.store(true, SeqCst);
+            let engine = slot.engine.load(SeqCst);
+            if !engine.is_null() {
+                // SAFETY: not freed while `busy` is set (see `Registration::drop`).
+                unsafe { &*engine }.increment_epoch();
+            }
+            slot.busy.store(false, SeqCst);
+        }
+        let started = CALLS.started.load(SeqCst);
+        if started != SEEN.load(SeqCst) || CALLS.ended.load(SeqCst) != started {
+            SEEN.store(started, SeqCst);
+            IDLE.store(0, SeqCst);
+            arm();
+        } else if IDLE.fetch_add(1, SeqCst) + 1 < IDLE_TICKS {
+            arm();
+        } else {
+            IDLE.store(0, SeqCst);
+            PARKED.store(true, SeqCst);
+            if CALLS.started.load(SeqCst) != started {
+                PARKED.store(false, SeqCst);
+                arm();
+            }
+        }
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = errno };
+    }
+
+    impl Timer {
+        /// The handler on the highest real-time signal with none yet, and a one-shot timer
+        /// delivering it to this thread.
+        fn create() -> Option<Timer> {
+            let signo = (0..8).map(|i| libc::SIGRTMAX() - i).find(|&s| s >= libc::SIGRTMIN() && unhandled(s))?;
+            // SAFETY: installing a handler for a signal no one handles; the struct is zeroed
+            // and then filled as sigaction(2) asks. SA_RESTART: the broker's reads and writes
+            // go on where the signal interrupted them.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+                action.sa_flags = libc::SA_RESTART | libc::SA_ONSTACK;
+                libc::sigemptyset(&mut action.sa_mask);
+                if libc::sigaction(signo, &action, null_mut()) != 0 {
+                    return None;
+                }
+                let mut event: libc::sigevent = std::mem::zeroed();
+                event.sigev_notify = libc::SIGEV_THREAD_ID;
+                event.sigev_signo = signo;
+                event.sigev_notify_thread_id = libc::gettid();
+                let mut id: libc::timer_t = null_mut();
+                if libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut id) != 0 {
+                    libc::signal(signo, libc::SIG_DFL);
+                    return None;
+                }
+                Some(Timer { id: id as usize })
+            }
+        }
+    }
+
+    /// Whether `signo` has its default disposition (no one else's handler).
+    fn unhandled(signo: libc::c_int) -> bool {
+        // SAFETY: reads the current action into a zeroed struct we own.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(signo, null_mut(), &mut old) == 0 && old.sa_sigaction == libc::SIG_DFL
+        }
     }
 }
 

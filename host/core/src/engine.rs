@@ -14,7 +14,7 @@ use wasmtime::component::{Component, Linker};
 
 use crate::bindings::{self, HostState, WORLD};
 use crate::compiler::{self, Failure};
-use crate::deadline::{Running, Ticker};
+use crate::deadline::{Clock, Running, Ticking};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 
@@ -34,7 +34,7 @@ struct EngineInner {
     /// The `mqtt-policy-compile` binary to compile in, if compiling is bounded.
     compiler: Option<PathBuf>,
     /// Advances the epoch while calls run (see [`crate::deadline`]).
-    ticker: Arc<Ticker>,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Engine {
@@ -50,7 +50,7 @@ impl Engine {
     /// Policies are compiled in this process, unbounded: for tools and tests. A broker should
     /// use [`Engine::with_compiler`].
     pub fn new(limits: Limits) -> Result<Engine> {
-        Engine::build(limits, None)
+        Engine::build(limits, None, Ticking::Thread)
     }
 
     /// The `main` of the `mqtt-policy-compile` binary: the child [`Engine::with_compiler`]
@@ -65,7 +65,16 @@ impl Engine {
     /// [`Limits::compile_time`] and [`Limits::compile_memory`]; see [`crate::compiler`].
     /// Checks at once that `compiler` runs and that this engine loads what it writes.
     pub fn with_compiler(limits: Limits, compiler: &Path) -> Result<Engine> {
-        let engine = Engine::build(limits, Some(compiler.to_owned()))?;
+        Engine::configured(limits, Some(compiler), Ticking::Thread)
+    }
+
+    /// An engine compiling in `compiler` if given (as [`Engine::with_compiler`], else as
+    /// [`Engine::new`]), whose deadlines tick by `ticking`. With [`Ticking::Signal`] and a
+    /// compiler the engine runs no thread at all: policies load with
+    /// [`crate::PolicyModule::start_loading_for_tenant`], polled from the host's event loop.
+    pub fn configured(limits: Limits, compiler: Option<&Path>, ticking: Ticking) -> Result<Engine> {
+        let engine = Engine::build(limits, compiler.map(Path::to_owned), ticking)?;
+        let Some(compiler) = compiler else { return Ok(engine) };
         // The smallest component (the preamble alone): proves the child runs, speaks the
         // protocol and is built from the same wasmtime with the same configuration.
         // Its own time bound: a busy machine may start processes slowly, and this is no policy.
@@ -77,12 +86,17 @@ impl Engine {
         Ok(engine)
     }
 
-    fn build(limits: Limits, compiler: Option<PathBuf>) -> Result<Engine> {
+    fn build(limits: Limits, compiler: Option<PathBuf>, ticking: Ticking) -> Result<Engine> {
         let wasm = wasmtime::Engine::new(&config()).map_err(|e| Error::Engine(e.to_string()))?;
         let linker = bindings::linker(&wasm).map_err(|e| Error::Engine(e.to_string()))?;
-        let ticker = Ticker::spawn(&wasm);
+        let clock = Clock::start(&wasm, ticking);
         let cache = Mutex::new(HashMap::new());
-        Ok(Engine { inner: Arc::new(EngineInner { wasm, linker, limits, cache, compiler, ticker }) })
+        Ok(Engine { inner: Arc::new(EngineInner { wasm, linker, limits, cache, compiler, clock }) })
+    }
+
+    /// How this engine's deadlines tick: [`Ticking::Signal`] may have fallen back to a thread.
+    pub fn ticking(&self) -> Ticking {
+        self.inner.clock.ticking()
     }
 
     /// The child process policies are compiled in, if any.
@@ -101,32 +115,78 @@ impl Engine {
 
     /// To be held over every call into wasm, so that its deadline ticks.
     pub(crate) fn running(&self) -> Running<'_> {
-        self.inner.ticker.running()
+        self.inner.clock.running()
     }
 
     /// Compiles `bytes`, or reuses the component compiled under the same `key` (the digest of
     /// the code, see [`crate::embedded`]), then checks that its imports are the policy world's.
+    /// Waits for a compiling child; see [`Engine::start_compile`] for a caller that must not.
     pub(crate) fn compile(&self, source_name: &str, bytes: &[u8], key: [u8; 32]) -> Result<Component> {
-        let cached = self.inner.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
-        let component = match cached {
-            Some(c) => c,
-            None => {
-                let component = self.compile_uncached(source_name, bytes, &self.inner.limits)?;
-                self.inner.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, component.clone());
-                component
+        let mut job = self.start_compile(source_name, bytes, key);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if let Some(done) = self.poll_compile(&mut job) {
+                return done;
             }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts compiling `bytes` like [`Engine::compile`], without waiting for a compiling
+    /// child: [`Engine::poll_compile`] tells when it is done. A cached component, or one
+    /// compiled in this process (no compiler configured), is done at once.
+    pub(crate) fn start_compile(&self, source_name: &str, bytes: &[u8], key: [u8; 32]) -> CompileJob {
+        let source_name = source_name.to_owned();
+        let cached = self.inner.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        let state = match (cached, &self.inner.compiler) {
+            (Some(c), _) => JobState::Done(Ok(c)),
+            (None, None) => JobState::Done(
+                Component::new(self.wasm(), bytes)
+                    .map_err(|e| compile_error(&source_name, describe_compile_error(bytes, &e))),
+            ),
+            (None, Some(compiler)) => match compiler::Compiling::start(compiler, &self.inner.limits, bytes) {
+                Ok(child) => JobState::Child(child),
+                Err(f) => JobState::Done(Err(self.failure(&source_name, &self.inner.limits, f))),
+            },
         };
-        check_imports(self.wasm(), &component, source_name)?;
-        Ok(component)
+        CompileJob { source_name, key, state }
+    }
+
+    /// The component once `job` is done (each job answers once), `None` while its child runs.
+    pub(crate) fn poll_compile(&self, job: &mut CompileJob) -> Option<Result<Component>> {
+        let done = match std::mem::replace(&mut job.state, JobState::Taken) {
+            JobState::Done(result) => result,
+            JobState::Taken => return None,
+            JobState::Child(mut child) => match child.poll() {
+                None => {
+                    job.state = JobState::Child(child);
+                    return None;
+                }
+                Some(Ok(artifact)) => self.deserialize(&job.source_name, &artifact),
+                Some(Err(f)) => Err(self.failure(&job.source_name, &self.inner.limits, f)),
+            },
+        };
+        let component = done.inspect(|c| {
+            self.inner.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(job.key, c.clone());
+        });
+        Some(component.and_then(|c| check_imports(self.wasm(), &c, &job.source_name).map(|()| c)))
     }
 
     fn compile_uncached(&self, source_name: &str, bytes: &[u8], limits: &Limits) -> Result<Component> {
-        let compile_error = |message: String| Error::Compile { source_name: source_name.to_owned(), message };
         let Some(compiler) = &self.inner.compiler else {
-            return Component::new(self.wasm(), bytes).map_err(|e| compile_error(describe_compile_error(bytes, &e)));
+            return Component::new(self.wasm(), bytes)
+                .map_err(|e| compile_error(source_name, describe_compile_error(bytes, &e)));
         };
+        let artifact =
+            compiler::compile_in_child(compiler, limits, bytes).map_err(|f| self.failure(source_name, limits, f))?;
+        self.deserialize(source_name, &artifact)
+    }
+
+    /// The error of a child's failure to compile.
+    fn failure(&self, source_name: &str, limits: &Limits, f: Failure) -> Error {
         let bound = |message: String| Error::CompileLimit { source_name: source_name.to_owned(), message };
-        let artifact = compiler::compile_in_child(compiler, limits, bytes).map_err(|f| match f {
+        match f {
             Failure::Time => {
                 bound(format!("compiling took longer than {} ms (compile_time)", limits.compile_time.as_millis()))
             }
@@ -134,16 +194,20 @@ impl Engine {
                 "compiling needed more than {} MiB of memory (compile_memory)",
                 limits.compile_memory >> 20
             )),
-            Failure::Refused(message) => compile_error(message),
+            Failure::Refused(message) => compile_error(source_name, message),
             Failure::Broken(message) => Error::Compiler { source_name: source_name.to_owned(), message },
-        })?;
+        }
+    }
+
+    fn deserialize(&self, source_name: &str, artifact: &[u8]) -> Result<Component> {
         // SAFETY: `artifact` is what `Engine::precompile_component` wrote in the child, read
-        // unmodified from the child's stdout pipe, which nothing else can write to. The child is
-        // the binary the operator configured, as trusted as this library (whoever can point the
-        // broker at another binary controls the broker). wasmtime checks that the artifact
-        // comes from its own version and this engine's configuration, and refuses it otherwise.
-        unsafe { Component::deserialize(self.wasm(), &artifact) }
-            .map_err(|e| compile_error(format!("the compiler's artifact cannot be loaded: {e:#}")))
+        // unmodified from the memory file the child had as its stdout, which no other process
+        // has. The child is the binary the operator configured, as trusted as this library
+        // (whoever can point the broker at another binary controls the broker). wasmtime
+        // checks that the artifact comes from its own version and this engine's
+        // configuration, and refuses it otherwise.
+        unsafe { Component::deserialize(self.wasm(), artifact) }
+            .map_err(|e| compile_error(source_name, format!("the compiler's artifact cannot be loaded: {e:#}")))
     }
 
     /// Links a compiled component against the host: ready to instantiate cheaply, many times.
@@ -153,6 +217,23 @@ impl Engine {
         let pre = self.inner.linker.instantiate_pre(component).map_err(link_error)?;
         bindings::PolicyPre::new(pre).map_err(link_error)
     }
+}
+
+/// A compilation started by [`Engine::start_compile`].
+pub(crate) struct CompileJob {
+    source_name: String,
+    key: [u8; 32],
+    state: JobState,
+}
+
+enum JobState {
+    Done(Result<Component>),
+    Child(compiler::Compiling),
+    Taken,
+}
+
+fn compile_error(source_name: &str, message: String) -> Error {
+    Error::Compile { source_name: source_name.to_owned(), message }
 }
 
 /// The wasmtime configuration of every engine, and of the compiling child: an artifact loads

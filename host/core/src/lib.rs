@@ -55,10 +55,11 @@ mod wasm;
 
 pub use bindings::WORLD;
 pub use bytes::same_bytes;
+pub use deadline::Ticking;
 pub use engine::Engine;
 pub use error::{Error, Result};
 pub use limits::Limits;
-pub use module::PolicyModule;
+pub use module::{Loading, PolicyModule};
 pub use policy::Policy;
 pub use tenant::{CounterRefused, Tenant};
 pub use types::*;

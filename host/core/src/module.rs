@@ -1,15 +1,17 @@
 //! A compiled, linked and validated policy: shareable across threads and tenants.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::Store;
+use wasmtime::component::Component;
 
 use crate::bindings::{self, HostState};
 use crate::cert::{self, CertError, Certificate, ChainError, TenantCa};
 use crate::embedded;
-use crate::engine::Engine;
+use crate::engine::{CompileJob, Engine};
 use crate::error::{Error, Result};
 use crate::events::{Action, Event, Severity};
 use crate::fault;
@@ -56,7 +58,19 @@ impl PolicyModule {
     pub fn load(engine: &Engine, source_name: &str, bytes: &[u8], settings: Option<&str>) -> Result<PolicyModule> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
         let component = engine.compile(source_name, bytes, embedded::code_digest(bytes).unwrap_or(digest))?;
-        let pre = engine.link(source_name, &component)?;
+        PolicyModule::finish(engine, source_name, bytes, digest, settings, &component)
+    }
+
+    /// What loading does once the component is compiled: link, settings, CAs, validation.
+    fn finish(
+        engine: &Engine,
+        source_name: &str,
+        bytes: &[u8],
+        digest: [u8; 32],
+        settings: Option<&str>,
+        component: &Component,
+    ) -> Result<PolicyModule> {
+        let pre = engine.link(source_name, component)?;
         let unreadable = |message| Error::Compile { source_name: source_name.to_owned(), message };
         let (settings, unsupplied) = match settings {
             Some(s) => (s.to_owned(), false),
@@ -104,28 +118,43 @@ impl PolicyModule {
         tenant: &Tenant,
         path: &Path,
         settings: Option<&str>,
-        admit: impl FnOnce(&PolicyModule) -> std::result::Result<(), String>,
+        admit: impl FnOnce(&PolicyModule) -> std::result::Result<(), String> + Send + 'static,
     ) -> Result<PolicyModule> {
-        let result = PolicyModule::load_file(engine, path, settings).and_then(|m| match admit(&m) {
-            Ok(()) => Ok(m),
-            Err(message) => Err(Error::Refused { source_name: path.display().to_string(), message }),
-        });
-        let event = match &result {
-            Ok(m) => {
-                let mut e = Event::new(
-                    tenant.name(),
-                    Action::Load,
-                    Severity::Info,
-                    "loaded",
-                    format!("loaded {} (sha256:{})", path.display(), m.digest()),
-                );
-                e.policy = Some(m.short_digest().to_owned());
-                e
+        PolicyModule::start_loading_for_tenant(engine, tenant, path, settings, admit).wait()
+    }
+
+    /// Starts loading a policy file for `tenant` as [`PolicyModule::load_for_tenant`] does,
+    /// without waiting for its compilation: [`Loading::poll`] finishes it. For a host whose
+    /// one thread serves the broker: compiling a policy takes seconds, in a child process
+    /// (with [`Engine::with_compiler`]); the rest of loading (linking, the policy's
+    /// `validate-settings`) runs in `poll`, on the calling thread.
+    pub fn start_loading_for_tenant(
+        engine: &Engine,
+        tenant: &Tenant,
+        path: &Path,
+        settings: Option<&str>,
+        admit: impl FnOnce(&PolicyModule) -> std::result::Result<(), String> + Send + 'static,
+    ) -> Loading {
+        let source_name = path.display().to_string();
+        let (stage, bytes, digest) = match std::fs::read(path) {
+            Err(source) => (Stage::Failed(Error::Read { path: path.to_owned(), source }), Vec::new(), [0; 32]),
+            Ok(bytes) => {
+                let digest: [u8; 32] = Sha256::digest(&bytes).into();
+                let key = embedded::code_digest(&bytes).unwrap_or(digest);
+                (Stage::Compiling(engine.start_compile(&source_name, &bytes, key)), bytes, digest)
             }
-            Err(err) => Event::new(tenant.name(), Action::Load, Severity::Error, "load-failed", err.to_string()),
         };
-        tenant.events().emit(event);
-        result
+        Loading {
+            engine: engine.clone(),
+            tenant: tenant.clone(),
+            path: path.to_owned(),
+            source_name,
+            settings: settings.map(str::to_owned),
+            bytes,
+            digest,
+            admit: Some(Box::new(admit)),
+            stage,
+        }
     }
 
     /// A fresh store and instance for `tenant`, with the settings validated: what every live
@@ -231,7 +260,7 @@ impl Engine {
         tenant: &Tenant,
         path: &Path,
         settings: Option<&str>,
-        admit: impl FnOnce(&PolicyModule) -> std::result::Result<(), String>,
+        admit: impl FnOnce(&PolicyModule) -> std::result::Result<(), String> + Send + 'static,
     ) -> Result<PolicyModule> {
         PolicyModule::load_for_tenant(self, tenant, path, settings, admit)
     }
@@ -239,5 +268,89 @@ impl Engine {
     /// Loads a policy from bytes; see [`PolicyModule::load`].
     pub fn load_bytes(&self, source_name: &str, bytes: &[u8], settings: Option<&str>) -> Result<PolicyModule> {
         PolicyModule::load(self, source_name, bytes, settings)
+    }
+}
+
+/// A policy file being loaded for a tenant ([`PolicyModule::start_loading_for_tenant`]).
+/// Dropping it before it is done stops its compilation (the child is killed) and records
+/// nothing.
+pub struct Loading {
+    engine: Engine,
+    tenant: Tenant,
+    path: PathBuf,
+    source_name: String,
+    settings: Option<String>,
+    bytes: Vec<u8>,
+    digest: [u8; 32],
+    admit: Option<Box<Admit>>,
+    stage: Stage,
+}
+
+type Admit = dyn FnOnce(&PolicyModule) -> std::result::Result<(), String> + Send;
+
+enum Stage {
+    Failed(Error),
+    Compiling(CompileJob),
+    Done,
+}
+
+impl Loading {
+    /// The loaded policy, or why it did not load, once its compilation has ended; `None`
+    /// while it runs, and after the outcome was given. The outcome is recorded in the tenant's
+    /// events as [`PolicyModule::load_for_tenant`] does. Cheap while the compiler runs (one
+    /// system call); the call that finishes the load links and validates the policy.
+    pub fn poll(&mut self) -> Option<Result<PolicyModule>> {
+        let result = match std::mem::replace(&mut self.stage, Stage::Done) {
+            Stage::Done => return None,
+            Stage::Failed(e) => Err(e),
+            Stage::Compiling(mut job) => match self.engine.poll_compile(&mut job) {
+                None => {
+                    self.stage = Stage::Compiling(job);
+                    return None;
+                }
+                Some(component) => component.and_then(|c| {
+                    let settings = self.settings.as_deref();
+                    PolicyModule::finish(&self.engine, &self.source_name, &self.bytes, self.digest, settings, &c)
+                }),
+            },
+        };
+        let admit = self.admit.take().expect("answered once");
+        let result = result.and_then(|m| match admit(&m) {
+            Ok(()) => Ok(m),
+            Err(message) => Err(Error::Refused { source_name: self.source_name.clone(), message }),
+        });
+        let event = match &result {
+            Ok(m) => {
+                let mut e = Event::new(
+                    self.tenant.name(),
+                    Action::Load,
+                    Severity::Info,
+                    "loaded",
+                    format!("loaded {} (sha256:{})", self.path.display(), m.digest()),
+                );
+                e.policy = Some(m.short_digest().to_owned());
+                e
+            }
+            Err(err) => Event::new(self.tenant.name(), Action::Load, Severity::Error, "load-failed", err.to_string()),
+        };
+        self.tenant.events().emit(event);
+        Some(result)
+    }
+
+    /// Waits for the outcome of [`Loading::poll`].
+    pub fn wait(mut self) -> Result<PolicyModule> {
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if let Some(done) = self.poll() {
+                return done;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// The policy file being loaded.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }

@@ -132,12 +132,30 @@ pub struct Config {
     /// Whether decisions a policy marks cacheable are reused for the same session (default on);
     /// off makes every check call the policy, which is for comparing and measuring.
     pub decision_cache: bool,
+    /// Whether the gateway runs threads of its own (default) or none.
+    pub threads: Threads,
+}
+
+/// Whether a gateway and its engine may run threads of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Threads {
+    /// A watcher thread for the policy directory and a ticker thread for deadlines.
+    #[default]
+    Own,
+    /// None: the host calls [`crate::Gateway::poll_directory`] from its event loop (which
+    /// starts compiles in child processes and finishes them there), and deadlines tick by a
+    /// timer signal to the thread that starts the gateway. For a broker whose one thread
+    /// serves every client (Mosquitto): a second thread in its process makes glibc take its
+    /// multi-threaded paths at every `malloc` and system call of the broker's (BENCHMARKS.md).
+    /// A compiler ([`Config::compiler`]) keeps compiles off that thread; without one, they run
+    /// on it.
+    None,
 }
 
 impl Config {
     /// The defaults for a policy directory and tenant source: no tenant CAs, JSON lines on
     /// stderr, no monitor, no IBM-style monitoring, [`Limits::default`], compiled in-process, fail closed, a scan every
-    /// 100 ms, no prefix, cache on.
+    /// 100 ms, no prefix, cache on, threads of its own.
     pub fn new(policy_dir: impl Into<PathBuf>, tenant: TenantSource) -> Config {
         Config {
             policy_dir: policy_dir.into(),
@@ -153,6 +171,7 @@ impl Config {
             reload_poll: Duration::from_millis(100),
             tenant_prefix: None,
             decision_cache: true,
+            threads: Threads::Own,
         }
     }
 

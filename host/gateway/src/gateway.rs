@@ -1,13 +1,14 @@
 //! The part of a gateway all workers share: configuration, engine, tenants, the latest
-//! policies and the thread that watches the policy directory.
+//! policies and the watcher of the policy directory (a thread, or polled by the host).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use mqtt_policy_host::events::EventSink;
-use mqtt_policy_host::{Engine, Tenant};
+use mqtt_policy_host::{Engine, Tenant, Ticking};
 
-use crate::config::Config;
-use crate::directory::{Latest, Scanner, Tenants, Watcher};
+use crate::config::{Config, Threads};
+use crate::directory::{Latest, PolledWatcher, Scanner, Tenants, Watcher};
 use crate::error::{Error, Result};
 use crate::events::{MonitorMessage, MonitorQueue, TenantSink};
 use crate::monitoring::Monitoring;
@@ -24,7 +25,13 @@ pub struct Gateway {
     monitor: Arc<MonitorQueue>,
     monitoring: Option<Monitoring>,
     // Dropped last: stops and joins the watcher thread.
-    watcher: Watcher,
+    watcher: Watch,
+}
+
+/// The policy directory's watcher: a thread, or polled by the host ([`Threads`]).
+enum Watch {
+    Thread(Watcher),
+    Polled(Mutex<PolledWatcher>),
 }
 
 impl Gateway {
@@ -40,11 +47,11 @@ impl Gateway {
         if config.tenant == TenantSource::Certificate && config.tenant_cas.is_empty() {
             return Err(Error::NoTenantCas);
         }
-        let engine = match &config.compiler {
-            Some(compiler) => Engine::with_compiler(config.limits, compiler),
-            None => Engine::new(config.limits),
-        }
-        .map_err(Error::Engine)?;
+        let ticking = match config.threads {
+            Threads::Own => Ticking::Thread,
+            Threads::None => Ticking::Signal,
+        };
+        let engine = Engine::configured(config.limits, config.compiler.as_deref(), ticking).map_err(Error::Engine)?;
         let monitor = Arc::new(MonitorQueue::default());
         let monitoring = match config.monitoring {
             false => None,
@@ -73,7 +80,12 @@ impl Gateway {
         for loaded in scanner.scan(false) {
             latest.publish(loaded);
         }
-        let watcher = Watcher::spawn(scanner, config.reload_poll, latest.clone()).map_err(Error::Watcher)?;
+        let watcher = match config.threads {
+            Threads::Own => {
+                Watch::Thread(Watcher::spawn(scanner, config.reload_poll, latest.clone()).map_err(Error::Watcher)?)
+            }
+            Threads::None => Watch::Polled(Mutex::new(PolledWatcher::new(scanner, config.reload_poll, latest.clone()))),
+        };
         Ok(Arc::new(Gateway { config, engine, tenants, latest, monitor, monitoring, watcher }))
     }
 
@@ -106,9 +118,27 @@ impl Gateway {
         self.latest.tenants()
     }
 
-    /// Asks the watcher for a full re-read of every file (e.g. on a broker's SIGHUP).
+    /// Asks the watcher for a full re-read of every file (e.g. on a broker's SIGHUP); with
+    /// [`Threads::None`], done at the next [`Gateway::poll_directory`].
     pub fn rescan(&self) {
-        self.watcher.rescan();
+        match &self.watcher {
+            Watch::Thread(w) => w.rescan(),
+            Watch::Polled(w) => w.lock().unwrap_or_else(|e| e.into_inner()).rescan(),
+        }
+    }
+
+    /// With [`Threads::None`]: what the watcher thread would do, done now on the calling
+    /// thread (see [`PolledWatcher::poll`]); for the host's event loop, every few
+    /// milliseconds. Nothing with a watcher thread.
+    pub fn poll_directory(&self, now: Instant) {
+        if let Watch::Polled(w) = &self.watcher {
+            w.lock().unwrap_or_else(|e| e.into_inner()).poll(now);
+        }
+    }
+
+    /// How the engine's deadlines tick: a thread, or a timer signal (see [`Threads`]).
+    pub fn ticking(&self) -> Ticking {
+        self.engine.ticking()
     }
 
     /// Monitoring messages to publish through the broker (QoS 0, from no client), taken

@@ -40,7 +40,7 @@ mod types;
 mod worker;
 
 pub use client_ids::ClientIds;
-pub use config::{Config, EventTarget, FailMode, Monitor};
+pub use config::{Config, EventTarget, FailMode, Monitor, Threads};
 pub use error::{Error, Result};
 pub use gateway::Gateway;
 pub use monitoring::BrokerClose;
