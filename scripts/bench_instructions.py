@@ -252,8 +252,8 @@ def render(args, setups, scenarios, results, elapsed) -> str:
         f"{args.short} and with {args.long} messages per publisher at {args.rate} messages/s per publisher "
         f"(64-byte payloads), the shorter run sent more slowly so that both last as long; the figures are the "
         f"difference of the two runs over the difference of their deliveries, counted on the broker's event-loop "
-        f"thread only (the plugin's watcher and epoch ticker threads are left out; their system calls are in the "
-        f"last table). Guest code wasmtime compiled at run time has no library name and counts as 'elsewhere' "
+        f"thread. mqtt-policy runs with `plugin_opt_compiler`, so without a thread of its own in the broker's "
+        f"process (the idle-thread plugin shows what one thread costs). Guest code wasmtime compiled at run time has no library name and counts as 'elsewhere' "
         f"(a few instructions per message here, where every check is answered from the decision cache). "
         f"{elapsed / 60:.0f} min in all.",
         "",
