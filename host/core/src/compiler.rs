@@ -185,6 +185,7 @@ fn read_capped(mut r: impl Read, cap: usize) -> Vec<u8> {
     let mut buf = [0u8; 64 << 10];
     loop {
         match r.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => return kept,
             Ok(n) => {
                 let room = cap.saturating_sub(kept.len()).min(n);

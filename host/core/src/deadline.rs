@@ -67,8 +67,9 @@ pub enum Ticking {
     #[default]
     Thread,
     /// A POSIX timer's signal (the highest real-time signal no one handles yet), delivered to
-    /// the thread that creates the engine, which must live as long as the process: for a host
-    /// that must run no thread of ours. Where no signal or timer can be had, the engine ticks
+    /// the thread that created the first such engine, which must live as long as the process:
+    /// for a host that must run no thread of ours. Where no signal or timer can be had, or the
+    /// engine is created on another thread, or that thread blocks the signal, the engine ticks
     /// with a thread instead ([`crate::Engine::ticking`] tells which it got).
     Signal,
 }
@@ -192,13 +193,13 @@ mod signal {
 
     struct Slot {
         engine: AtomicPtr<wasmtime::Engine>,
-        /// Set by the handler while it uses `engine`, so that unregistering from another
-        /// thread waits for it before freeing the engine.
-        busy: AtomicBool,
+        /// Handlers using `engine` now, so that unregistering from another thread waits for
+        /// them before freeing the engine.
+        busy: AtomicU32,
     }
 
     static ENGINES: [Slot; SLOTS] =
-        [const { Slot { engine: AtomicPtr::new(null_mut()), busy: AtomicBool::new(false) } }; SLOTS];
+        [const { Slot { engine: AtomicPtr::new(null_mut()), busy: AtomicU32::new(0) } }; SLOTS];
     static CALLS: Calls = Calls::new();
     /// Not re-armed by the handler: the next call arms the timer.
     static PARKED: AtomicBool = AtomicBool::new(true);
@@ -209,6 +210,10 @@ mod signal {
 
     struct Timer {
         id: usize,
+        signo: libc::c_int,
+        /// The thread the signal goes to: only engines created on it are ticked by it (a
+        /// timer aimed at a thread that has ended ticks no more).
+        thread: libc::pid_t,
     }
 
     /// An engine ticked by the signal, until dropped.
@@ -218,7 +223,7 @@ mod signal {
         fn drop(&mut self) {
             let slot = &ENGINES[self.0];
             let engine = slot.engine.swap(null_mut(), SeqCst);
-            while slot.busy.load(SeqCst) {
+            while slot.busy.load(SeqCst) != 0 {
                 std::hint::spin_loop();
             }
             // SAFETY: put there by `register` with `Box::into_raw`; no handler uses it any more.
@@ -229,7 +234,16 @@ mod signal {
     /// Ticks `engine` by the process's timer signal (creating the timer and its handler on
     /// the calling thread the first time); `None` if no signal, timer or slot is free.
     pub(crate) fn register(engine: &wasmtime::Engine) -> Option<Registration> {
-        TIMER.get_or_init(Timer::create).as_ref()?;
+        let timer = TIMER.get_or_init(Timer::create).as_ref()?;
+        // SAFETY: plain system calls; the mask is read into a set we own.
+        let (thread, blocked) = unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, null_mut(), &mut mask);
+            (libc::gettid(), libc::sigismember(&mask, timer.signo) == 1)
+        };
+        if thread != timer.thread || blocked {
+            return None;
+        }
         let boxed = Box::into_raw(Box::new(engine.clone()));
         for (i, slot) in ENGINES.iter().enumerate() {
             if slot.engine.compare_exchange(null_mut(), boxed, SeqCst, SeqCst).is_ok() {
@@ -264,17 +278,22 @@ mod signal {
     }
 
     /// The signal handler: only atomics and `timer_settime`, which are async-signal-safe.
-    extern "C" fn on_signal(_signo: libc::c_int) {
+    /// The same signal sent by anything but our timer (`kill`) is ignored.
+    extern "C" fn on_signal(_signo: libc::c_int, info: *mut libc::siginfo_t, _context: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo with SA_SIGINFO.
+        if info.is_null() || unsafe { (*info).si_code } != libc::SI_TIMER {
+            return;
+        }
         // SAFETY: the thread's errno, saved and restored around a system call.
         let errno = unsafe { *libc::__errno_location() };
         for slot in &ENGINES {
-            slot.busy.store(true, SeqCst);
+            slot.busy.fetch_add(1, SeqCst);
             let engine = slot.engine.load(SeqCst);
             if !engine.is_null() {
-                // SAFETY: not freed while `busy` is set (see `Registration::drop`).
+                // SAFETY: not freed while `busy` is non-zero (see `Registration::drop`).
                 unsafe { &*engine }.increment_epoch();
             }
-            slot.busy.store(false, SeqCst);
+            slot.busy.fetch_sub(1, SeqCst);
         }
         let started = CALLS.started.load(SeqCst);
         if started != SEEN.load(SeqCst) || CALLS.ended.load(SeqCst) != started {
@@ -305,8 +324,9 @@ mod signal {
             // go on where the signal interrupted them.
             unsafe {
                 let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-                action.sa_flags = libc::SA_RESTART | libc::SA_ONSTACK;
+                action.sa_sigaction =
+                    on_signal as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) as usize;
+                action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
                 libc::sigemptyset(&mut action.sa_mask);
                 if libc::sigaction(signo, &action, null_mut()) != 0 {
                     return None;
@@ -320,7 +340,7 @@ mod signal {
                     libc::signal(signo, libc::SIG_DFL);
                     return None;
                 }
-                Some(Timer { id: id as usize })
+                Some(Timer { id: id as usize, thread: libc::gettid(), signo })
             }
         }
     }

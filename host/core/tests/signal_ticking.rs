@@ -1,6 +1,7 @@
 //! Deadlines ticked by a timer signal instead of a thread ([`Ticking::Signal`], what the
 //! Mosquitto plugin uses so that the broker's process runs no thread of ours): a looping policy
-//! is stopped at its deadline, again after the clock parked for lack of calls, and an engine
+//! is stopped at its deadline, again after the clock parked for lack of calls, an engine made on
+//! another thread than the timer's ticks with a thread instead, and an engine
 //! loading with a compiler child finishes its load through `Loading::poll`. One test in its own
 //! binary: the timer signals the thread that created it, which here is this test's thread.
 
@@ -19,6 +20,10 @@ fn a_signal_ticked_engine_stops_loops_after_parking_and_loads_without_waiting() 
     let compiler = std::path::Path::new(env!("CARGO_BIN_EXE_mqtt-policy-compile"));
     let engine = Engine::configured(limits, Some(compiler), Ticking::Signal).unwrap();
     assert_eq!(engine.ticking(), Ticking::Signal, "a free real-time signal and a timer on Linux");
+    // The timer signals this thread: an engine made on another thread ticks with a thread.
+    let elsewhere =
+        std::thread::spawn(|| Engine::configured(Limits::default(), None, Ticking::Signal).unwrap().ticking());
+    assert_eq!(elsewhere.join().unwrap(), Ticking::Thread);
 
     // Loading without waiting: the compile runs in the child while poll says `None`.
     let sink = std::sync::Arc::new(MemorySink::new());

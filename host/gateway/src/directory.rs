@@ -151,12 +151,33 @@ fn stamp(meta: &std::fs::Metadata) -> Stamp {
     Stamp { modified: meta.modified().ok(), len: meta.len(), inode: meta.ino() }
 }
 
-/// What [`Scanner::start_scan`] found: loads to finish, by tenant, and candidates withdrawn.
+/// What [`Scanner::start_scan`] found.
 pub struct Scan {
-    /// A load per new or changed file.
-    pub loads: Vec<(String, Loading)>,
+    /// A load per new or changed file, to start one at a time.
+    pub jobs: Vec<Job>,
     /// Candidates whose file was removed ([`Loaded::module`] is `None`).
     pub withdrawn: Vec<Loaded>,
+    /// Every tenant whose file was removed (candidates too): a load of it still running or
+    /// waiting is dropped, so a file deleted while it compiled never comes into force.
+    pub removed: Vec<String>,
+}
+
+/// The SHA-256 of the file at `path`, if it can be read.
+fn file_digest(path: &Path) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    std::fs::read(path).ok().map(|b| sha2::Sha256::digest(&b).into())
+}
+
+/// The bytes of a lower-case hex SHA-256 ([`PolicyModule::digest`]).
+fn digest_of_hex(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Scans the directory and loads what changed. Owned by the watcher thread (and used once
@@ -169,33 +190,82 @@ pub struct Scanner {
     /// The operator's CAs: a policy embedding another tenant's is not loaded.
     cas: TenantCas,
     seen: HashMap<String, Stamp>,
+    /// The SHA-256 of each tenant's file as last loaded: a file whose stamp changed but whose
+    /// bytes did not (`touch`) is not loaded again, since loading validates the policy, on the
+    /// broker's thread where there is no watcher thread.
+    loaded: HashMap<String, [u8; 32]>,
     dir_error: Option<String>,
+}
+
+/// A new or changed file to load ([`Scanner::start_scan`]), not started yet: a host starts
+/// one at a time ([`Job::start`]), so a scan of many changed files compiles them one after
+/// another, each within its own time and memory bound, not all at once.
+pub struct Job {
+    /// The tenant (the file stem).
+    pub tenant: String,
+    handle: Tenant,
+    path: PathBuf,
+    stamp: Stamp,
+    engine: Engine,
+    cas: TenantCas,
+}
+
+impl Job {
+    /// Starts loading the file (its compile in a child process, with a compiler).
+    pub fn start(self) -> Loading {
+        // A candidate's CAs are checked as its tenant's.
+        let owner = candidate_of(&self.tenant).unwrap_or(&self.tenant).to_owned();
+        let cas = self.cas;
+        let admit = move |m: &PolicyModule| cas.conflict(&owner, m.tenant_cas()).map_or(Ok(()), Err);
+        PolicyModule::start_loading_for_tenant(&self.engine, &self.handle, &self.path, None, admit)
+    }
 }
 
 impl Scanner {
     /// A scanner of `dir`; with `only`, just that tenant's file is considered. A policy that
     /// embeds a CA `cas` assigns to another tenant is refused.
     pub fn new(dir: &Path, only: Option<String>, engine: Engine, tenants: Arc<Tenants>, cas: TenantCas) -> Scanner {
-        Scanner { dir: dir.to_owned(), only, engine, tenants, cas, seen: HashMap::new(), dir_error: None }
+        Scanner {
+            dir: dir.to_owned(),
+            only,
+            engine,
+            tenants,
+            cas,
+            seen: HashMap::new(),
+            loaded: HashMap::new(),
+            dir_error: None,
+        }
+    }
+
+    /// Records that `module` loaded for `tenant` (see [`Scanner::loaded`]'s field).
+    pub fn loaded(&mut self, tenant: &str, module: &PolicyModule) {
+        if let Some(digest) = digest_of_hex(module.digest()) {
+            self.loaded.insert(tenant.to_owned(), digest);
+        }
     }
 
     /// Loads every new or changed `TENANT.wasm` (all of them with `force`). Returns what
     /// loaded; failures are events.
     pub fn scan(&mut self, force: bool) -> Vec<Loaded> {
-        let Scan { loads, withdrawn } = self.start_scan(force);
-        let mut loaded: Vec<Loaded> = loads
-            .into_iter()
-            .filter_map(|(tenant, loading)| loading.wait().ok().map(|m| Loaded { tenant, module: Some(m) }))
-            .collect();
+        let Scan { jobs, withdrawn, .. } = self.start_scan(force);
+        let mut loaded = Vec::new();
+        for job in jobs {
+            let tenant = job.tenant.clone();
+            if let Ok(m) = job.start().wait() {
+                self.loaded(&tenant, &m);
+                loaded.push(Loaded { tenant, module: Some(m) });
+            }
+        }
         loaded.extend(withdrawn);
         loaded
     }
 
-    /// As [`Scanner::scan`], without waiting for compiles: the loads it started, to be polled,
-    /// and the candidates withdrawn (published at once).
+    /// As [`Scanner::scan`], without loading: the files to load, the candidates withdrawn
+    /// (to publish at once) and the tenants whose file was removed.
     pub fn start_scan(&mut self, force: bool) -> Scan {
-        let mut loads = Vec::new();
+        let mut jobs = Vec::new();
         let mut loaded = Vec::new();
+        let mut removed = Vec::new();
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => {
                 self.dir_error = None;
@@ -210,10 +280,10 @@ impl Scanner {
                     self.event_all(&message);
                     self.dir_error = Some(message);
                 }
-                return Scan { loads, withdrawn: loaded };
+                return Scan { jobs, withdrawn: loaded, removed };
             }
         };
-        let mut present = Vec::new();
+        let mut present = std::collections::HashSet::new();
         for entry in entries.flatten() {
             let path = entry.path();
             let Some(tenant) = tenant_of(&path) else { continue };
@@ -225,22 +295,24 @@ impl Scanner {
             if !meta.is_file() {
                 continue;
             }
-            present.push(tenant.clone());
+            present.insert(tenant.clone());
             let now = stamp(&meta);
             if !force && self.seen.get(&tenant) == Some(&now) {
                 continue;
             }
             self.seen.insert(tenant.clone(), now);
-            let t = self.tenants.get(&tenant);
-            // A candidate's CAs are checked as its tenant's.
-            let owner = candidate_of(&tenant).unwrap_or(&tenant);
-            let (cas, owner) = (self.cas.clone(), owner.to_owned());
-            let admit = move |m: &PolicyModule| cas.conflict(&owner, m.tenant_cas()).map_or(Ok(()), Err);
-            loads.push((tenant, PolicyModule::start_loading_for_tenant(&self.engine, &t, &path, None, admit)));
+            if !force && self.loaded.get(&tenant).is_some_and(|d| file_digest(&path).as_ref() == Some(d)) {
+                continue;
+            }
+            let handle = self.tenants.get(&tenant);
+            let (engine, cas) = (self.engine.clone(), self.cas.clone());
+            jobs.push(Job { tenant, handle, path, stamp: now, engine, cas });
         }
-        let gone: Vec<String> = self.seen.keys().filter(|t| !present.contains(t)).cloned().collect();
+        let gone: Vec<String> = self.seen.keys().filter(|t| !present.contains(*t)).cloned().collect();
         for tenant in gone {
             self.seen.remove(&tenant);
+            self.loaded.remove(&tenant);
+            removed.push(tenant.clone());
             let message = if candidate_of(&tenant).is_some() {
                 // Promoted (renamed to the tenant's file) or given up: no longer evaluated.
                 loaded.push(Loaded { tenant: tenant.clone(), module: None });
@@ -257,7 +329,7 @@ impl Scanner {
             let event = Event::new(&tenant, Action::Load, Severity::Warn, "file-removed", message);
             self.tenants.get(&tenant).events().emit(event);
         }
-        Scan { loads, withdrawn: loaded }
+        Scan { jobs, withdrawn: loaded, removed }
     }
 
     fn event_all(&self, message: &str) {
@@ -358,54 +430,88 @@ impl Drop for Watcher {
 
 /// The watcher of a host that must run no thread of ours: the host calls
 /// [`PolledWatcher::poll`] from its event loop (Mosquitto's TICK). It scans every `poll`, and
-/// at once after [`PolledWatcher::rescan`]; each changed file's compile runs in a child
-/// process, and a later `poll` that finds it done validates the policy and publishes it. A file
-/// changed again while its compile runs starts over (the older compile is killed). No inotify:
-/// with the scan every `poll` anyway, reading its descriptor at every turn of the broker's loop
-/// would only add a system call per turn (0.2 per message at 200 messages/s, counted), so a
-/// file lands within `poll` (100 ms by default) instead of at once.
+/// at once after [`PolledWatcher::rescan`]; changed files are loaded one at a time, each
+/// compile in a child process, and a later `poll` that finds it done validates the policy and
+/// publishes it. A file changed again while it compiles starts over (the older compile is
+/// killed); a rescan leaves a compile of an unchanged file running; a file removed while it
+/// compiles or waits is not loaded. No inotify: with the scan every `poll` anyway, reading its
+/// descriptor at every turn of the broker's loop would only add a system call per turn (0.2 per
+/// message at 200 messages/s, counted), so a file lands within `poll` (100 ms by default).
 pub struct PolledWatcher {
     scanner: Scanner,
     poll: Duration,
     next_scan: Instant,
     rescan: bool,
-    loads: Vec<(String, Loading)>,
+    /// The load running: its tenant, its file's stamp, the load.
+    current: Option<(String, Stamp, Loading)>,
+    waiting: std::collections::VecDeque<Job>,
     latest: Arc<Latest>,
 }
 
 impl PolledWatcher {
     /// A watcher publishing in `latest` what `scanner` loads.
     pub fn new(scanner: Scanner, poll: Duration, latest: Arc<Latest>) -> PolledWatcher {
-        PolledWatcher { scanner, poll, next_scan: Instant::now() + poll, rescan: false, loads: Vec::new(), latest }
+        PolledWatcher {
+            scanner,
+            poll,
+            next_scan: Instant::now() + poll,
+            rescan: false,
+            current: None,
+            waiting: Default::default(),
+            latest,
+        }
     }
 
-    /// Does what is due at `now`: finishes the loads whose compile ended, and scans if a rescan
-    /// was asked for or `poll` has passed. Otherwise nothing but one `waitpid` per running
-    /// compile.
+    /// Does what is due at `now`: finishes the running load if its compile ended (at most one
+    /// policy validated per call), scans if a rescan was asked for or `poll` has passed, and
+    /// starts the next waiting load. Otherwise nothing but one `waitpid` while a compile runs.
     pub fn poll(&mut self, now: Instant) {
-        let latest = &self.latest;
-        self.loads.retain_mut(|(tenant, loading)| match loading.poll() {
-            None => true,
-            Some(Ok(module)) => {
-                latest.publish(Loaded { tenant: tenant.clone(), module: Some(module) });
-                false
+        if let Some((tenant, _, loading)) = &mut self.current
+            && let Some(done) = loading.poll()
+        {
+            if let Ok(module) = done {
+                self.scanner.loaded(tenant, &module);
+                self.latest.publish(Loaded { tenant: tenant.clone(), module: Some(module) });
             }
-            Some(Err(_)) => false,
-        });
-        if !self.rescan && now < self.next_scan {
-            return;
+            self.current = None;
         }
-        let force = std::mem::take(&mut self.rescan);
-        self.next_scan = now + self.poll;
-        let Scan { loads, withdrawn } = self.scanner.start_scan(force);
-        for (tenant, loading) in loads {
-            self.loads.retain(|(t, _)| *t != tenant);
-            self.loads.push((tenant, loading));
+        if self.rescan || now >= self.next_scan {
+            let force = std::mem::take(&mut self.rescan);
+            self.next_scan = now + self.poll;
+            let Scan { jobs, withdrawn, removed } = self.scanner.start_scan(force);
+            for tenant in &removed {
+                self.drop_load_of(tenant);
+            }
+            for job in jobs {
+                if let Some((t, stamp, _)) = &self.current
+                    && *t == job.tenant
+                {
+                    if *stamp == job.stamp {
+                        continue;
+                    }
+                    self.current = None;
+                }
+                self.waiting.retain(|j| j.tenant != job.tenant);
+                self.waiting.push_back(job);
+            }
+            for w in withdrawn {
+                self.latest.publish(w);
+            }
         }
-        for w in withdrawn {
-            self.loads.retain(|(t, _)| *t != w.tenant);
-            self.latest.publish(w);
+        if self.current.is_none()
+            && let Some(job) = self.waiting.pop_front()
+        {
+            let (tenant, stamp) = (job.tenant.clone(), job.stamp);
+            self.current = Some((tenant, stamp, job.start()));
         }
+    }
+
+    /// Drops the running or waiting load of `tenant` (its compile is killed).
+    fn drop_load_of(&mut self, tenant: &str) {
+        if self.current.as_ref().is_some_and(|(t, _, _)| t == tenant) {
+            self.current = None;
+        }
+        self.waiting.retain(|j| j.tenant != tenant);
     }
 
     /// Asks for a full re-read of every file at the next [`PolledWatcher::poll`].
@@ -413,9 +519,9 @@ impl PolledWatcher {
         self.rescan = true;
     }
 
-    /// Whether compiles are running.
+    /// Whether a load is running or waiting.
     pub fn loading(&self) -> bool {
-        !self.loads.is_empty()
+        self.current.is_some() || !self.waiting.is_empty()
     }
 }
 

@@ -31,7 +31,7 @@ pub struct Gateway {
 /// The policy directory's watcher: a thread, or polled by the host ([`Threads`]).
 enum Watch {
     Thread(Watcher),
-    Polled(Mutex<PolledWatcher>),
+    Polled(Box<Mutex<PolledWatcher>>),
 }
 
 impl Gateway {
@@ -84,7 +84,9 @@ impl Gateway {
             Threads::Own => {
                 Watch::Thread(Watcher::spawn(scanner, config.reload_poll, latest.clone()).map_err(Error::Watcher)?)
             }
-            Threads::None => Watch::Polled(Mutex::new(PolledWatcher::new(scanner, config.reload_poll, latest.clone()))),
+            Threads::None => {
+                Watch::Polled(Box::new(Mutex::new(PolledWatcher::new(scanner, config.reload_poll, latest.clone()))))
+            }
         };
         Ok(Arc::new(Gateway { config, engine, tenants, latest, monitor, monitoring, watcher }))
     }
