@@ -53,12 +53,18 @@ pub(crate) enum Failure {
 /// that must not block.
 pub(crate) fn compile_in_child(compiler: &Path, limits: &Limits, bytes: &[u8]) -> Result<Vec<u8>, Failure> {
     let mut compiling = Compiling::start(compiler, limits, bytes)?;
+    wait_for(|| compiling.poll())
+}
+
+/// Asks `poll` until it answers, sleeping between asks from 1 ms, doubling up to 20 ms: how
+/// a caller that may block waits for something made to be polled (a compile, a load).
+pub(crate) fn wait_for<T>(mut poll: impl FnMut() -> Option<T>) -> T {
     let mut pause = Duration::from_millis(1);
     loop {
-        if let Some(done) = compiling.poll() {
+        if let Some(done) = poll() {
             return done;
         }
-        std::thread::sleep(pause.min(compiling.deadline.saturating_duration_since(Instant::now())));
+        std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     }
 }

@@ -80,9 +80,13 @@ impl Engine {
         // Its own time bound: a busy machine may start processes slowly, and this is no policy.
         let empty = b"\0asm\x0d\x00\x01\x00";
         let check = Limits { compile_time: limits.compile_time.max(Duration::from_secs(10)), ..limits };
-        engine.compile_uncached("(compiler self-check)", empty, &check).map_err(|e| {
-            Error::Engine(format!("the policy compiler {} does not work for this engine: {e}", compiler.display()))
-        })?;
+        let source_name = "(compiler self-check)";
+        compiler::compile_in_child(compiler, &check, empty)
+            .map_err(|f| engine.failure(source_name, &check, f))
+            .and_then(|artifact| engine.deserialize(source_name, &artifact))
+            .map_err(|e| {
+                Error::Engine(format!("the policy compiler {} does not work for this engine: {e}", compiler.display()))
+            })?;
         Ok(engine)
     }
 
@@ -123,14 +127,7 @@ impl Engine {
     /// Waits for a compiling child; see [`Engine::start_compile`] for a caller that must not.
     pub(crate) fn compile(&self, source_name: &str, bytes: &[u8], key: [u8; 32]) -> Result<Component> {
         let mut job = self.start_compile(source_name, bytes, key);
-        let mut pause = Duration::from_millis(1);
-        loop {
-            if let Some(done) = self.poll_compile(&mut job) {
-                return done;
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
-        }
+        compiler::wait_for(|| self.poll_compile(&mut job))
     }
 
     /// Starts compiling `bytes` like [`Engine::compile`], without waiting for a compiling
@@ -171,16 +168,6 @@ impl Engine {
             self.inner.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(job.key, c.clone());
         });
         Some(component.and_then(|c| check_imports(self.wasm(), &c, &job.source_name).map(|()| c)))
-    }
-
-    fn compile_uncached(&self, source_name: &str, bytes: &[u8], limits: &Limits) -> Result<Component> {
-        let Some(compiler) = &self.inner.compiler else {
-            return Component::new(self.wasm(), bytes)
-                .map_err(|e| compile_error(source_name, describe_compile_error(bytes, &e)));
-        };
-        let artifact =
-            compiler::compile_in_child(compiler, limits, bytes).map_err(|f| self.failure(source_name, limits, f))?;
-        self.deserialize(source_name, &artifact)
     }
 
     /// The error of a child's failure to compile.

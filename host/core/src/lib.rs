@@ -59,7 +59,7 @@ pub use deadline::Ticking;
 pub use engine::Engine;
 pub use error::{Error, Result};
 pub use limits::Limits;
-pub use module::{Loading, PolicyModule};
+pub use module::{Loading, PolicyModule, policy_digest};
 pub use policy::Policy;
 pub use tenant::{CounterRefused, Tenant};
 pub use types::*;

@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::Store;
@@ -56,8 +55,8 @@ impl PolicyModule {
     /// [`crate::embedded`]); with neither, the policy gets an empty string. Nothing is kept on
     /// failure.
     pub fn load(engine: &Engine, source_name: &str, bytes: &[u8], settings: Option<&str>) -> Result<PolicyModule> {
-        let digest: [u8; 32] = Sha256::digest(bytes).into();
-        let component = engine.compile(source_name, bytes, embedded::code_digest(bytes).unwrap_or(digest))?;
+        let (digest, key) = digests(bytes);
+        let component = engine.compile(source_name, bytes, key)?;
         PolicyModule::finish(engine, source_name, bytes, digest, settings, &component)
     }
 
@@ -139,8 +138,7 @@ impl PolicyModule {
         let (stage, bytes, digest) = match std::fs::read(path) {
             Err(source) => (Stage::Failed(Error::Read { path: path.to_owned(), source }), Vec::new(), [0; 32]),
             Ok(bytes) => {
-                let digest: [u8; 32] = Sha256::digest(&bytes).into();
-                let key = embedded::code_digest(&bytes).unwrap_or(digest);
+                let (digest, key) = digests(&bytes);
                 (Stage::Compiling(engine.start_compile(&source_name, &bytes, key)), bytes, digest)
             }
         };
@@ -271,6 +269,19 @@ impl Engine {
     }
 }
 
+/// The SHA-256 of a policy file's bytes, and the key its compiled code is cached under (the
+/// digest of the code without the embedded rules, see [`crate::embedded`]).
+fn digests(bytes: &[u8]) -> ([u8; 32], [u8; 32]) {
+    let digest: [u8; 32] = Sha256::digest(bytes).into();
+    (digest, embedded::code_digest(bytes).unwrap_or(digest))
+}
+
+/// The digest [`PolicyModule::digest`] reports for a policy file of these bytes (lower-case hex
+/// SHA-256): for a host that wants to know whether a file is the one already loaded.
+pub fn policy_digest(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
 /// A policy file being loaded for a tenant ([`PolicyModule::start_loading_for_tenant`]).
 /// Dropping it before it is done stops its compilation (the child is killed) and records
 /// nothing.
@@ -339,14 +350,7 @@ impl Loading {
 
     /// Waits for the outcome of [`Loading::poll`].
     pub fn wait(mut self) -> Result<PolicyModule> {
-        let mut pause = Duration::from_millis(1);
-        loop {
-            if let Some(done) = self.poll() {
-                return done;
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
-        }
+        crate::compiler::wait_for(|| self.poll())
     }
 
     /// The policy file being loaded.

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use mqtt_policy_host::events::{Action, Event, EventSink, Severity};
-use mqtt_policy_host::{Engine, Loading, PolicyModule, Tenant};
+use mqtt_policy_host::{Engine, Loading, PolicyModule, Tenant, policy_digest};
 
 use crate::notify::{self, DirNotify, Waker};
 use crate::tenancy::check_name;
@@ -162,24 +162,6 @@ pub struct Scan {
     pub removed: Vec<String>,
 }
 
-/// The SHA-256 of the file at `path`, if it can be read.
-fn file_digest(path: &Path) -> Option<[u8; 32]> {
-    use sha2::Digest;
-    std::fs::read(path).ok().map(|b| sha2::Sha256::digest(&b).into())
-}
-
-/// The bytes of a lower-case hex SHA-256 ([`PolicyModule::digest`]).
-fn digest_of_hex(hex: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if hex.len() != 64 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 /// Scans the directory and loads what changed. Owned by the watcher thread (and used once
 /// synchronously at start, so a gateway answers with every policy from its first check).
 pub struct Scanner {
@@ -193,7 +175,7 @@ pub struct Scanner {
     /// The SHA-256 of each tenant's file as last loaded: a file whose stamp changed but whose
     /// bytes did not (`touch`) is not loaded again, since loading validates the policy, on the
     /// broker's thread where there is no watcher thread.
-    loaded: HashMap<String, [u8; 32]>,
+    loaded: HashMap<String, String>,
     dir_error: Option<String>,
 }
 
@@ -239,9 +221,7 @@ impl Scanner {
 
     /// Records that `module` loaded for `tenant` (see [`Scanner::loaded`]'s field).
     pub fn loaded(&mut self, tenant: &str, module: &PolicyModule) {
-        if let Some(digest) = digest_of_hex(module.digest()) {
-            self.loaded.insert(tenant.to_owned(), digest);
-        }
+        self.loaded.insert(tenant.to_owned(), module.digest().to_owned());
     }
 
     /// Loads every new or changed `TENANT.wasm` (all of them with `force`). Returns what
@@ -301,7 +281,10 @@ impl Scanner {
                 continue;
             }
             self.seen.insert(tenant.clone(), now);
-            if !force && self.loaded.get(&tenant).is_some_and(|d| file_digest(&path).as_ref() == Some(d)) {
+            if !force
+                && let Some(loaded) = self.loaded.get(&tenant)
+                && std::fs::read(&path).is_ok_and(|bytes| policy_digest(&bytes) == *loaded)
+            {
                 continue;
             }
             let handle = self.tenants.get(&tenant);
